@@ -1,0 +1,1 @@
+"""Exports for people: warning lists, patrol files, image chips."""

@@ -1,0 +1,1 @@
+"""Warning rules: classify change patches against permits and control lines."""

@@ -1,0 +1,1 @@
+"""The warning store (SQLAlchemy; SQLite/GeoPackage by default, PostGIS by URL)."""
