@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cspon_rs.errors import ConfigError, MissingFileError
 
-__all__ = ["StrictModel", "load_yaml_config", "format_validation_error"]
+__all__ = ["StrictModel", "format_validation_error", "load_yaml_config"]
 
 
 class StrictModel(BaseModel):

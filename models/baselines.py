@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.filters import threshold_otsu
 
-__all__ = ["change_magnitude", "otsu_threshold", "magnitude_to_probability"]
+__all__ = ["change_magnitude", "magnitude_to_probability", "otsu_threshold"]
 
 
 def change_magnitude(
@@ -53,7 +53,7 @@ def otsu_threshold(magnitude: np.ndarray, valid: np.ndarray | None = None) -> fl
     values = values[np.isfinite(values)]
     if values.size < 2 or float(values.min()) == float(values.max()):
         return float("inf")
-    return float(threshold_otsu(values))
+    return float(threshold_otsu(values))  # type: ignore[no-untyped-call]
 
 
 def magnitude_to_probability(magnitude: np.ndarray, threshold: float, *, softness: float = 0.1) -> np.ndarray:

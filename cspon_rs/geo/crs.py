@@ -16,7 +16,7 @@ from pyproj import CRS
 
 from cspon_rs.errors import CRSError
 
-__all__ = ["SQM_PER_MU", "area_crs_for", "area_m2", "gk_zone_epsg", "to_mu", "utm_epsg", "centroid_lonlat"]
+__all__ = ["SQM_PER_MU", "area_crs_for", "area_m2", "centroid_lonlat", "gk_zone_epsg", "to_mu", "utm_epsg"]
 
 #: Square metres in one mu (亩): 10000 / 15.
 SQM_PER_MU = 10000.0 / 15.0
@@ -41,7 +41,7 @@ def gk_zone_epsg(lon: float) -> int:
     Raises:
         CRSError: The longitude lies outside 73.5°E-136.5°E, where no CGCS2000 3° zone is defined.
     """
-    zone = int(math.floor((lon + 1.5) / 3.0))
+    zone = math.floor((lon + 1.5) / 3.0)
     if not 25 <= zone <= 45:
         raise CRSError(f"longitude {lon:.4f} is outside the CGCS2000 3-degree Gauss-Krüger zones 25-45")
     return 4513 + (zone - 25)
@@ -49,7 +49,7 @@ def gk_zone_epsg(lon: float) -> int:
 
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the WGS 84 UTM zone (north or south) holding a point in degrees."""
-    zone = min(60, max(1, int(math.floor((lon + 180.0) / 6.0)) + 1))
+    zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
     return (32600 if lat >= 0 else 32700) + zone
 
 

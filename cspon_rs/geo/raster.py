@@ -15,12 +15,13 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReader
+from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
 from cspon_rs.errors import CorruptFileError, CRSError, GridMismatchError, MissingFileError
 
-__all__ = ["GridInfo", "open_raster", "grid_info", "aligned_pair", "grids_equal"]
+__all__ = ["GridInfo", "aligned_pair", "grid_info", "grids_equal", "open_raster"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,8 @@ class GridInfo:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in CRS units."""
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
-        return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+        west, south, east, north = array_bounds(self.height, self.width, self.transform)
+        return min(west, east), min(south, north), max(west, east), max(south, north)
 
     @property
     def res(self) -> tuple[float, float]:
@@ -99,7 +99,7 @@ def grids_equal(a: GridInfo, b: GridInfo, *, tolerance: float = 1e-6) -> bool:
     """True when two grids share CRS, size and transform (within ``tolerance`` of a pixel)."""
     if a.crs != b.crs or a.width != b.width or a.height != b.height:
         return False
-    return a.transform.almost_equals(b.transform, precision=tolerance * max(a.res))
+    return bool(a.transform.almost_equals(b.transform, precision=tolerance * max(a.res)))
 
 
 @contextmanager
