@@ -1,0 +1,105 @@
+"""Running block jobs: in this process, on a local Dask cluster, or on a remote Dask scheduler.
+
+Results are *streamed*: :func:`iter_block_results` yields each :class:`BlockResult` as soon as it is done
+(``distributed.as_completed``) and keeps at most ``max_in_flight`` tasks submitted, so the client holds a
+bounded number of blocks in memory whatever the scene size. Tasks carry only paths and rectangles; each
+worker loads the checkpoint once (cached per process by :func:`cspon_rs.inference.predictors.get_predictor`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from cspon_rs.errors import ConfigError
+from cspon_rs.inference.blocks import BlockJob, BlockResult, predict_block
+
+__all__ = ["dask_client", "iter_block_results", "LOCAL"]
+
+#: ``scheduler`` value that starts a local cluster even with one worker (used by the benchmark).
+LOCAL = "local"
+
+
+@contextmanager
+def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
+    """A ``distributed.Client``: to ``scheduler`` (``tcp://host:port``) or to a new ``LocalCluster``.
+
+    The local cluster has ``workers`` single-threaded worker *processes* (the GIL and PyTorch's own
+    threads make processes the right unit); it is shut down on exit. A remote cluster is left running.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler and scheduler != LOCAL:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise ConfigError(f"cannot reach Dask scheduler {scheduler!r}: {exc}") from exc
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def iter_block_results(
+    jobs: Sequence[BlockJob],
+    *,
+    client: Any | None = None,
+    max_in_flight: int | None = None,
+) -> Iterator[BlockResult]:
+    """Yield the result of every job, in completion order.
+
+    Args:
+        jobs: Block jobs.
+        client: A ``distributed.Client``; ``None`` runs the jobs one by one in this process.
+        max_in_flight: Most tasks submitted but not yet consumed (default: 2 per worker thread + 1).
+
+    Raises:
+        Exception: The first task error is re-raised here (with its original type, e.g.
+            :class:`~cspon_rs.errors.CorruptFileError`), after cancelling the remaining tasks.
+    """
+    if client is None:
+        for job in jobs:
+            yield predict_block(job)
+        return
+
+    from distributed import as_completed
+
+    if max_in_flight is None:
+        n_threads = sum(client.nthreads().values()) or 1
+        max_in_flight = 2 * n_threads + 1
+    pending = list(reversed(jobs))
+    token = f"{id(jobs):x}"
+
+    def submit(job: BlockJob) -> Any:
+        return client.submit(predict_block, job, key=f"cspon-block-{token}-{job.index}", pure=False)
+
+    first = [submit(pending.pop()) for _ in range(min(max_in_flight, len(pending)))]
+    queue = as_completed(first)
+    try:
+        for future in queue:
+            result: BlockResult = future.result()
+            future.release()
+            if pending:
+                queue.add(submit(pending.pop()))
+            yield result
+    finally:
+        for future in list(queue.futures):
+            future.cancel()

@@ -1,0 +1,186 @@
+"""Detectors that turn a batch of before/after windows into change probabilities.
+
+Two kinds share one calling convention, ``predictor(before, after, valid) -> prob``:
+
+* :class:`ModelPredictor` -- a trained checkpoint (``cspon_rs.models.checkpoint.load_checkpoint``),
+  normalised with its model card, run on CUDA (half precision) when available, CPU otherwise.
+* :class:`SpectralPredictor` -- the non-learned CVA baseline (``models/baselines.py``). Its per-band scale
+  and Otsu threshold are *scene-wide* parameters, estimated once from a decimated read of the whole
+  aligned pair (:func:`spectral_parameters`) and then applied window by window.
+
+Workers describe a detector with a small picklable :class:`DetectorSpec` and get the predictor from
+:func:`get_predictor`, which caches it per process: a checkpoint is loaded once per worker, never shipped
+with each task.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from cspon_rs.models.baselines import change_magnitude, magnitude_to_probability, otsu_threshold
+
+__all__ = [
+    "SPECTRAL",
+    "SPECTRAL_DETECTOR_ID",
+    "DetectorSpec",
+    "Predictor",
+    "ModelPredictor",
+    "SpectralPredictor",
+    "get_predictor",
+    "resolve_device",
+    "spectral_parameters",
+]
+
+#: Value of ``checkpoint`` that selects the non-learned CVA + Otsu detector.
+SPECTRAL = "spectral"
+#: ``detector`` column value written for patches found by the spectral detector.
+SPECTRAL_DETECTOR_ID = "spectral-cva-otsu"
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+class Predictor(Protocol):
+    """Callable mapping raw ``(N, C, H, W)`` before/after windows and ``(N, H, W)`` validity to probabilities."""
+
+    def __call__(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Change probability ``(N, H, W)`` float32 in [0, 1]; invalid pixels may hold any value."""
+        ...
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Picklable description of a detector, sent to workers instead of the model itself.
+
+    Attributes:
+        checkpoint: Path of a checkpoint (``.safetensors`` or its ``.json`` card), or ``"spectral"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; resolved on the worker (:func:`resolve_device`).
+        batch_size: Windows per forward pass.
+        spectral_scale: Per-band divisor of the CVA (spectral detector only), raw pixel units.
+        spectral_threshold: Otsu threshold on the CVA magnitude (spectral detector only).
+    """
+
+    checkpoint: str
+    device: str = "auto"
+    batch_size: int = 8
+    spectral_scale: tuple[float, ...] = ()
+    spectral_threshold: float = math.inf
+
+    @property
+    def is_spectral(self) -> bool:
+        """True for the non-learned CVA detector."""
+        return self.checkpoint == SPECTRAL
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a CUDA GPU is visible, else ``"cpu"``; other values are checked and returned."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        from cspon_rs.errors import ConfigError
+
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from cspon_rs.errors import ConfigError
+
+        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+class ModelPredictor:
+    """A loaded checkpoint wrapped as a :class:`Predictor`.
+
+    Inputs are normalised with the card's per-band mean/std; invalid pixels are set to 0 after
+    normalisation (the training mean). On CUDA the forward pass runs under float16 autocast; the
+    returned probabilities are always float32.
+    """
+
+    def __init__(self, loaded: Any, device: str = "cpu", batch_size: int = 8) -> None:
+        import torch
+
+        self.card = loaded.card
+        self.device = torch.device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.batch_size = max(1, int(batch_size))
+
+    def __call__(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Change probability for ``(N, C, H, W)`` raw windows (H, W multiples of 32)."""
+        import torch
+
+        out = np.empty((before.shape[0], before.shape[2], before.shape[3]), dtype=np.float32)
+        use_amp = self.device.type == "cuda"
+        for start in range(0, before.shape[0], self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            a = self.card.normalize(before[sl])
+            b = self.card.normalize(after[sl])
+            invalid = ~valid[sl][:, None, :, :]
+            a = np.where(invalid, np.float32(0), a)
+            b = np.where(invalid, np.float32(0), b)
+            ta = torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
+            tb = torch.from_numpy(np.ascontiguousarray(b)).to(self.device, non_blocking=True)
+            with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                logits = self.model(ta, tb)
+            out[sl] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        return out
+
+
+class SpectralPredictor:
+    """CVA magnitude with scene-wide per-band scale and Otsu threshold, mapped to a pseudo-probability."""
+
+    def __init__(self, scale: tuple[float, ...], threshold: float) -> None:
+        self.scale = np.asarray(scale, dtype=np.float32)
+        self.threshold = float(threshold)
+
+    def __call__(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Pseudo-probability (0.5 at the Otsu threshold) for ``(N, C, H, W)`` raw windows."""
+        out = np.empty((before.shape[0], before.shape[2], before.shape[3]), dtype=np.float32)
+        for i in range(before.shape[0]):
+            mag = change_magnitude(before[i], after[i], scale=self.scale)
+            out[i] = magnitude_to_probability(mag, self.threshold)
+        return out
+
+
+@lru_cache(maxsize=4)
+def _load_model_predictor(checkpoint: str, device: str, batch_size: int) -> ModelPredictor:
+    from cspon_rs.models.checkpoint import load_checkpoint
+
+    return ModelPredictor(load_checkpoint(checkpoint, device=device), device=device, batch_size=batch_size)
+
+
+def get_predictor(spec: DetectorSpec) -> Predictor:
+    """The predictor for ``spec``; checkpoints are loaded once per process and cached (LRU of 4)."""
+    if spec.is_spectral:
+        return SpectralPredictor(spec.spectral_scale, spec.spectral_threshold)
+    return _load_model_predictor(str(Path(spec.checkpoint).resolve()), resolve_device(spec.device), spec.batch_size)
+
+
+def spectral_parameters(
+    before: np.ndarray, after: np.ndarray, valid: np.ndarray
+) -> tuple[tuple[float, ...], float]:
+    """Scene-wide CVA parameters from (decimated) whole-scene arrays.
+
+    Args:
+        before: ``(C, H, W)`` date-1 pixels, raw units.
+        after: ``(C, H, W)`` date-2 pixels on the same grid.
+        valid: ``(H, W)`` pixels to use (valid in both dates and inside the AOI).
+
+    Returns:
+        ``(scale, threshold)``: per-band standard deviation over both dates' valid pixels (raw units) and
+        the Otsu threshold of the resulting magnitude (``inf`` when nothing can be split).
+    """
+    if not valid.any():
+        return tuple(1.0 for _ in range(before.shape[0])), math.inf
+    a = before.astype(np.float32)
+    b = after.astype(np.float32)
+    stacked = np.concatenate([a[:, valid], b[:, valid]], axis=1)
+    scale = stacked.std(axis=1) + 1e-6
+    magnitude = change_magnitude(a, b, scale=scale)
+    threshold = otsu_threshold(magnitude, valid)
+    return tuple(float(s) for s in scale), threshold
