@@ -1,9 +1,111 @@
-"""CLI commands of this area (registered by cspon_rs.cli)."""
+"""CLI commands of the API area: ``serve``, ``worker`` and ``users add``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+users_app = typer.Typer(help="Manage API users and tokens.", no_args_is_help=True)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Any:
+    from cspon_rs.api.settings import ServeSettings
+    from cspon_rs.config import load_yaml_config
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config is not None:
+        return load_yaml_config(config, ServeSettings, overrides=given)
+    return ServeSettings.model_validate(given)
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings (configs/serve.yaml)")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="database URL, e.g. sqlite:///cspon.db")]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder for uploads, photos, job outputs")]
+
+
+def serve(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    data_dir: DataOpt = None,
+    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="start the job worker process")] = True,
+) -> None:
+    """Start the HTTP API (and its job worker). Docs at http://HOST:PORT/api/v1/docs."""
+    import uvicorn
+
+    from cspon_rs.api.app import create_app
+    from cspon_rs.api.db import ensure_schema
+    from cspon_rs.api.worker import recover_jobs, start_worker_process
+
+    settings = _settings(config, db_url=db, data_dir=data_dir, host=host, port=port)
+    settings.worker = settings.worker and worker
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_schema(settings.db_url)
+    failed = recover_jobs(settings)
+    if failed:
+        typer.echo(f"marked {len(failed)} interrupted job(s) failed: {', '.join(map(str, failed))}", err=True)
+    proc = start_worker_process(settings) if settings.worker else None
+    try:
+        uvicorn.run(create_app(settings, migrate=False), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except Exception:
+                proc.kill()
+
+
+def worker_cmd(config: ConfigOpt = None, db: DbOpt = None, data_dir: DataOpt = None) -> None:
+    """Run only the job worker (when the web server runs elsewhere, e.g. several uvicorn processes)."""
+    from cspon_rs.api.db import ensure_schema
+    from cspon_rs.api.worker import recover_jobs, run_worker
+
+    settings = _settings(config, db_url=db, data_dir=data_dir)
+    ensure_schema(settings.db_url)
+    recover_jobs(settings)
+    run_worker(settings)
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Option("--name", help="unique user name")],
+    role: Annotated[str, typer.Option("--role", help="bureau | field | researcher | admin")],
+    county: Annotated[str | None, typer.Option("--county", help="6-digit county code (region scope)")] = None,
+    team: Annotated[str | None, typer.Option("--team", help="field team name")] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Create a user and print its token once (only a hash is stored)."""
+    import re
+
+    from cspon_rs.api.db import ensure_schema, make_engine, make_sessionmaker, session_scope
+    from cspon_rs.errors import ConfigError
+    from cspon_rs.store.api_crud import create_user
+
+    if county is not None and not re.fullmatch(r"[0-9]{6}", county):
+        raise ConfigError(f"--county {county!r}: expected a 6-digit county code such as 810000")
+    settings = _settings(config, db_url=db)
+    ensure_schema(settings.db_url)
+    engine = make_engine(settings.db_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            try:
+                user, token = create_user(session, name, role, county_code=county, team=team)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+            typer.echo(f"user {user.name} (id {user.id}, role {user.role}, county {user.county_code or 'all'}, "
+                       f"team {user.team or '-'}) created; token (shown once):", err=True)
+            typer.echo(token)
+    finally:
+        engine.dispose()
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's subcommands to ``app``."""
+    """Add ``serve``, ``worker`` and ``users`` to the ``cspon-rs`` command."""
+    app.command("serve")(serve)
+    app.command("worker")(worker_cmd)
+    app.add_typer(users_app, name="users")

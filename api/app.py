@@ -1,0 +1,90 @@
+"""The FastAPI application.
+
+``create_app(settings)`` builds it; ``uvicorn --factory cspon_rs.api.app:create_app`` builds it from the
+``CSPON_SERVE_SETTINGS`` / ``CSPON_DB_URL`` / ``CSPON_DATA_DIR`` environment. ``cspon-rs serve`` is the normal
+way to start it: it migrates the database, fails jobs interrupted by a previous crash, starts the job worker
+process and then uvicorn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from cspon_rs import __version__
+from cspon_rs.api.db import ensure_schema, make_engine, make_sessionmaker
+from cspon_rs.api.errors import install_error_handlers
+from cspon_rs.api.settings import ServeSettings, settings_from_env
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+
+_DESCRIPTION = """
+Warnings of suspected illegal land use (疑似违法用地) found by satellite change detection, for three kinds of
+users: **supervision bureaus** (warning lists, statistics, assignment), **field teams** (patrol targets,
+verification reports with photos) and **researchers** (scenes, detection jobs).
+
+Every endpoint except `/api/v1/health` needs `Authorization: Bearer <token>` (tokens come from
+`cspon-rs users add`). Users bound to a county see and change nothing outside it.
+"""
+
+
+def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -> FastAPI:
+    """Build the application.
+
+    Args:
+        settings: Service settings (default: from the environment).
+        migrate: Bring the database schema up to date first (``alembic upgrade head``).
+    """
+    settings = settings or settings_from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        ensure_schema(settings.db_url)
+    engine = make_engine(settings.db_url)
+
+    app = FastAPI(
+        title="cspon-rs API",
+        version=__version__,
+        description=_DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    install_error_handlers(app)
+
+    # Refuse oversized bodies before they are spooled (the per-file checks still apply below the limit).
+    body_limit = max(settings.max_upload_bytes * 2, settings.max_photo_bytes * (settings.max_photos + 1)) + 1_000_000
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return JSONResponse(status_code=400, content={"detail": [
+                    {"loc": ["header", "content-length"], "msg": "not a number", "type": "value_error"}]})
+            if int(length) > body_limit:
+                return JSONResponse(status_code=413, content={"detail": [
+                    {"loc": ["header", "content-length"], "msg": f"request body larger than {body_limit} bytes",
+                     "type": "value_error"}]})
+        return await call_next(request)
+
+    from cspon_rs.api.routers import health, jobs, scenes, users
+
+    for module in (health, users, scenes, jobs):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _include_optional(app)
+    return app
+
+
+def _include_optional(app: FastAPI) -> None:
+    """Routers that build on the warning store."""
+    from cspon_rs.api.routers import warnings
+
+    for router in warnings.routers:
+        app.include_router(router, prefix=API_PREFIX)

@@ -1,0 +1,123 @@
+"""Run one job (``python -m cspon_rs.api.jobrunner <job id>``), started by the worker.
+
+Steps of a ``detect_warn`` job: detect change patches on the scene pair
+(:func:`cspon_rs.inference.detect_pair`), then classify them into warnings and store them
+(:func:`cspon_rs.rules.run_warning_pipeline`, which writes its warnings in one transaction). Progress and
+log lines go to the job row; any exception fails the job with its message.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
+from cspon_rs.api.settings import ServeSettings, settings_from_env
+from cspon_rs.store.api_crud import finish_job, get_job, get_scene, set_job_progress
+
+__all__ = ["JobCancelled", "run_job"]
+
+
+class JobCancelled(Exception):
+    """Cancellation was requested between two steps."""
+
+
+def _summary(value: Any) -> Any:
+    """JSON-friendly summary of a step's return value."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _summary(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_summary(v) for v in value][:50]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _summary(getattr(value, k)) for k in value.__dataclass_fields__}
+    if hasattr(value, "model_dump"):
+        return _summary(value.model_dump())
+    return repr(value)[:500]
+
+
+def run_job(job_id: int, settings: ServeSettings) -> str:
+    """Execute job ``job_id`` (already claimed, state ``running``) and record its outcome.
+
+    Returns:
+        The final state written (``succeeded``, ``failed`` or ``cancelled``).
+    """
+    engine = make_engine(settings.db_url)
+    factory = make_sessionmaker(engine)
+
+    def progress(fraction: float, message: str | None = None) -> None:
+        with session_scope(factory) as session:
+            if not set_job_progress(session, job_id, fraction, message):
+                raise JobCancelled(f"job {job_id} was cancelled")
+
+    try:
+        with session_scope(factory) as session:
+            job = get_job(session, job_id)
+            scene = get_scene(session, job.scene_id) if job.scene_id is not None else None
+            params = dict(job.params or {})
+            period, county = job.period, job.county_code
+        if scene is None:
+            raise ValueError(f"job {job_id} has no scene")
+        out_dir = (settings.data_dir / "jobs" / str(job_id)).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = params.get("checkpoint") or settings.checkpoint
+
+        progress(0.02, f"loading detector ({checkpoint})")
+        from cspon_rs.inference import detect_pair  # type: ignore[attr-defined]
+
+        progress(0.05, f"detecting changes: {scene.before_path} -> {scene.after_path}")
+        detection = detect_pair(scene.before_path, scene.after_path, out_dir / "detect", checkpoint=checkpoint)
+        changes_path = Path(getattr(detection, "patches_path", out_dir / "detect" / "change_patches.gpkg"))
+        progress(0.6, f"detection done: {changes_path}")
+
+        from cspon_rs.rules import run_warning_pipeline  # type: ignore[attr-defined]
+
+        progress(0.65, f"classifying warnings for county {county}, period {period}")
+        warned = run_warning_pipeline(
+            changes_path,
+            params["permits_path"],
+            params["control_lines_path"],
+            period=period,
+            county_code=county,
+            out_dir=out_dir / "warn",
+            db_url=settings.db_url,
+            townships_path=params.get("townships_path"),
+            before=scene.before_path,
+            after=scene.after_path,
+        )
+        result = {"out_dir": str(out_dir), "detection": _summary(detection), "warnings": _summary(warned)}
+        with session_scope(factory) as session:
+            finish_job(session, job_id, "succeeded", result=result, message="succeeded")
+        return "succeeded"
+    except JobCancelled:
+        with session_scope(factory) as session:
+            finish_job(session, job_id, "cancelled", error="cancelled by user", message="cancelled")
+        return "cancelled"
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        with session_scope(factory) as session:
+            finish_job(session, job_id, "failed", error=reason, message=f"failed: {reason}")
+        return "failed"
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    """Entry point: ``python -m cspon_rs.api.jobrunner <job id>``."""
+    from cspon_rs.api.worker import set_parent_death_signal
+
+    set_parent_death_signal()
+    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
+        sys.exit("usage: python -m cspon_rs.api.jobrunner <job id>")
+    state = run_job(int(sys.argv[1]), settings_from_env())
+    sys.exit(0 if state != "failed" else 1)
+
+
+if __name__ == "__main__":
+    main()

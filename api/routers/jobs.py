@@ -1,0 +1,87 @@
+"""Jobs: submit a detection + warning run, follow its progress and log, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.responses import PlainTextResponse
+
+from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
+from cspon_rs.api.schemas import JobCreate, JobOut
+from cspon_rs.api.uploads import resolve_inside
+from cspon_rs.store.api_crud import cancel_job, create_job, get_job, get_scene, list_jobs
+from cspon_rs.store.api_models import ApiUser, Job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobUser = Annotated[ApiUser, Depends(require_roles("researcher", "bureau"))]
+
+
+def _visible_job(session: SessionDep, user: ApiUser, job_id: int) -> Job:
+    job = get_job(session, job_id)
+    if user.county_code is not None and job.county_code != user.county_code:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("job_id", "no such job", "path"))
+    return job
+
+
+def _out(job: Job, with_log: bool = False) -> JobOut:
+    out = JobOut.model_validate(job)
+    out.log = job.log if with_log else None
+    return out
+
+
+@router.post("", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
+             summary="Queue a detection + warning job")
+def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: SettingsDep) -> JobOut:
+    """The worker process picks it up; poll ``GET /jobs/{id}`` for state, progress and log."""
+    ensure_county(user, body.county_code)
+    scene = get_scene(session, body.scene_id)
+    if user.county_code is not None and scene.county_code not in (None, user.county_code):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("scene_id", "no such scene"))
+    roots = settings.allowed_roots()
+    params: dict[str, str | None] = {
+        "permits_path": str(resolve_inside(body.permits_path, roots, "permits_path")),
+        "control_lines_path": str(resolve_inside(body.control_lines_path, roots, "control_lines_path")),
+        "townships_path": (str(resolve_inside(body.townships_path, roots, "townships_path"))
+                           if body.townships_path else None),
+    }
+    checkpoint = body.checkpoint or settings.checkpoint
+    if checkpoint != "spectral":
+        checkpoint = str(resolve_inside(checkpoint, roots, "checkpoint"))
+    params["checkpoint"] = checkpoint
+    job = create_job(session, kind="detect_warn", scene_id=scene.id, period=body.period.upper(),
+                     county_code=body.county_code, params=params, created_by=user.id)
+    return _out(job)
+
+
+@router.get("", response_model=list[JobOut], summary="Jobs, newest first")
+def jobs(
+    user: JobUser,
+    session: SessionDep,
+    state: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[JobOut]:
+    """County-bound users see their county's jobs only."""
+    return [_out(j) for j in list_jobs(session, county_code=user.county_code, state=state, limit=limit,
+                                       offset=offset)]
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="One job with its log")
+def job(job_id: int, user: JobUser, session: SessionDep) -> JobOut:
+    """State, progress (0..1), error (why it failed) and the full log."""
+    return _out(_visible_job(session, user, job_id), with_log=True)
+
+
+@router.get("/{job_id}/log", response_class=PlainTextResponse, summary="A job's log as plain text")
+def job_log(job_id: int, user: JobUser, session: SessionDep) -> str:
+    """One timestamped line per step."""
+    return _visible_job(session, user, job_id).log or ""
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job")
+def cancel(job_id: int, user: JobUser, session: SessionDep) -> JobOut:
+    """Queued jobs are cancelled at once; a running job is stopped by the worker within a few seconds."""
+    _visible_job(session, user, job_id)
+    return _out(cancel_job(session, job_id), with_log=True)

@@ -1,0 +1,127 @@
+"""Scenes: register a before/after pair from server paths or by uploading two GeoTIFFs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile, status
+
+from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
+from cspon_rs.api.schemas import COUNTY_PATTERN, SceneCreate, SceneOut
+from cspon_rs.api.uploads import resolve_inside, save_upload
+from cspon_rs.errors import CsponError
+from cspon_rs.store.api_crud import create_scene, get_scene, list_scenes
+from cspon_rs.store.api_models import ApiUser, Scene
+
+router = APIRouter(prefix="/scenes", tags=["scenes"])
+
+SceneUser = Annotated[ApiUser, Depends(require_roles("researcher", "bureau"))]
+
+
+def _grid(path: Path, field: str) -> dict[str, Any]:
+    from cspon_rs.geo.raster import grid_info
+
+    try:
+        info = grid_info(path)
+    except CsponError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, str(exc))) from exc
+    return {
+        "crs": info.crs.to_string(),
+        "width": info.width,
+        "height": info.height,
+        "count": info.count,
+        "dtype": info.dtype,
+        "bounds": list(info.bounds),
+        "res": list(info.res),
+    }
+
+
+def _register(
+    session: SessionDep,
+    user: ApiUser,
+    name: str,
+    before: Path,
+    after: Path,
+    before_date: dt.date | None,
+    after_date: dt.date | None,
+    county_code: str | None,
+) -> Scene:
+    ensure_county(user, county_code)
+    before_info = _grid(before, "before_path")
+    after_info = _grid(after, "after_path")
+    if before_info["count"] != after_info["count"]:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("after_path", f"after image has {after_info['count']} bands, before image "
+                                f"{before_info['count']}; both dates need the same bands"),
+        )
+    if before_date and after_date and after_date <= before_date:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=error_detail("after_date", "after_date must be later than before_date"))
+    return create_scene(
+        session,
+        name=name,
+        before_path=str(before),
+        after_path=str(after),
+        before_date=before_date.isoformat() if before_date else None,
+        after_date=after_date.isoformat() if after_date else None,
+        county_code=county_code or user.county_code,
+        info={"before": before_info, "after": after_info},
+        created_by=user.id,
+    )
+
+
+@router.post("", response_model=SceneOut, status_code=status.HTTP_201_CREATED,
+             summary="Register a pair of GeoTIFFs already on the server")
+def register_scene(body: SceneCreate, user: SceneUser, session: SessionDep, settings: SettingsDep) -> Scene:
+    """Paths must lie inside the data directory or a configured ``scene_roots`` folder."""
+    roots = settings.allowed_roots()
+    before = resolve_inside(body.before_path, roots, "before_path")
+    after = resolve_inside(body.after_path, roots, "after_path")
+    return _register(session, user, body.name, before, after, body.before_date, body.after_date, body.county_code)
+
+
+@router.post("/upload", response_model=SceneOut, status_code=status.HTTP_201_CREATED,
+             summary="Upload a pair of GeoTIFFs (multipart)")
+async def upload_scene(
+    user: SceneUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    before: Annotated[UploadFile, File(description="GeoTIFF of the earlier date")],
+    after: Annotated[UploadFile, File(description="GeoTIFF of the later date")],
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    county_code: Annotated[str | None, Form(pattern=COUNTY_PATTERN)] = None,
+    before_date: Annotated[dt.date | None, Form()] = None,
+    after_date: Annotated[dt.date | None, Form()] = None,
+) -> Scene:
+    """Files are stored under ``<data_dir>/scenes/<random>/`` (never under the client's filename)."""
+    ensure_county(user, county_code)
+    folder = settings.data_dir / "scenes" / uuid.uuid4().hex
+    saved_b = await save_upload(before, folder, settings.data_dir, allowed=("tiff",),
+                                max_bytes=settings.max_upload_bytes, field="before", stem="before")
+    saved_a = await save_upload(after, folder, settings.data_dir, allowed=("tiff",),
+                                max_bytes=settings.max_upload_bytes, field="after", stem="after")
+    return _register(session, user, name, saved_b.path, saved_a.path, before_date, after_date, county_code)
+
+
+@router.get("", response_model=list[SceneOut], summary="Registered scenes")
+def scenes(
+    user: SceneUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Scene]:
+    """Newest first; county-bound users see their county's scenes (and unscoped ones)."""
+    return list_scenes(session, county_code=user.county_code, limit=limit, offset=offset)
+
+
+@router.get("/{scene_id}", response_model=SceneOut, summary="One scene")
+def scene(scene_id: int, user: SceneUser, session: SessionDep) -> Scene:
+    """404 if it does not exist or lies outside the user's county."""
+    found = get_scene(session, scene_id)
+    if user.county_code is not None and found.county_code not in (None, user.county_code):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("scene_id", "no such scene", "path"))
+    return found

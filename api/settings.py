@@ -1,0 +1,68 @@
+"""Settings of the HTTP service (``configs/serve.yaml``, CLI flags, or ``CSPON_*`` environment variables)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from cspon_rs.config import StrictModel
+
+__all__ = ["ServeSettings", "settings_from_env", "settings_to_env"]
+
+_ENV = "CSPON_SERVE_SETTINGS"
+
+
+class ServeSettings(StrictModel):
+    """How the service is wired.
+
+    Attributes:
+        db_url: SQLAlchemy URL of the warning store (``sqlite:///path.db`` or ``postgresql+psycopg://...``).
+        data_dir: Folder owned by the service: uploads, photos, job outputs. Created if missing.
+        scene_roots: Extra folders (read-only) from which server-side scene and layer paths may be
+            registered, besides ``data_dir``. Paths outside ``data_dir`` and these are refused.
+        host: Interface to bind.
+        port: TCP port.
+        max_photo_bytes: Largest accepted photo upload.
+        max_photos: Most photos per verification.
+        max_upload_bytes: Largest accepted GeoTIFF / GeoPackage upload.
+        worker: Start the job worker process next to the web server.
+        worker_poll_s: How often the worker looks for queued jobs (seconds).
+        checkpoint: Default detector of jobs: ``spectral`` (CVA + Otsu baseline) or a checkpoint path.
+    """
+
+    db_url: str = "sqlite:///cspon.db"
+    data_dir: Path = Path("cspon-data")
+    scene_roots: list[Path] = Field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_photo_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
+    max_photos: int = Field(default=10, ge=0)
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    worker: bool = True
+    worker_poll_s: float = Field(default=1.0, gt=0)
+    checkpoint: str = "spectral"
+
+    def allowed_roots(self) -> list[Path]:
+        """Resolved folders from which server-side paths may be used."""
+        return [self.data_dir.resolve(), *(p.resolve() for p in self.scene_roots)]
+
+
+def settings_to_env(settings: ServeSettings) -> dict[str, str]:
+    """Environment entries that carry ``settings`` to a uvicorn or worker subprocess."""
+    return {_ENV: settings.model_dump_json()}
+
+
+def settings_from_env() -> ServeSettings:
+    """Settings from ``CSPON_SERVE_SETTINGS`` (JSON) or, failing that, ``CSPON_DB_URL`` / ``CSPON_DATA_DIR``."""
+    raw = os.environ.get(_ENV)
+    if raw:
+        return ServeSettings.model_validate(json.loads(raw))
+    fields: dict[str, object] = {}
+    if os.environ.get("CSPON_DB_URL"):
+        fields["db_url"] = os.environ["CSPON_DB_URL"]
+    if os.environ.get("CSPON_DATA_DIR"):
+        fields["data_dir"] = Path(os.environ["CSPON_DATA_DIR"])
+    return ServeSettings.model_validate(fields)

@@ -1,0 +1,151 @@
+"""Safe handling of uploaded files and server-side paths.
+
+Uploaded files are streamed to a server-generated name inside the data directory (the client's filename
+is only recorded, never used as a path), size-limited while streaming and type-checked by magic bytes.
+Server-side paths given by clients must resolve inside an allowed root (no ``..`` escape, no symlink out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fastapi import HTTPException, UploadFile, status
+
+from cspon_rs.api.deps import error_detail
+
+__all__ = ["SavedFile", "resolve_inside", "save_upload", "sniff_type"]
+
+FileKind = Literal["jpeg", "png", "tiff", "gpkg"]
+
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "jpeg": (b"\xff\xd8\xff",),
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    # classic TIFF little/big endian, BigTIFF little/big endian
+    "tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    "gpkg": (b"SQLite format 3\x00",),
+}
+_CONTENT_TYPE = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "tiff": "image/tiff",
+    "gpkg": "application/geopackage+sqlite3",
+}
+_SUFFIX = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "gpkg": ".gpkg"}
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    """A file written from an upload."""
+
+    path: Path
+    kind: str
+    content_type: str
+    size: int
+    sha256: str
+    original_name: str | None
+
+
+def sniff_type(head: bytes, allowed: tuple[FileKind, ...]) -> str | None:
+    """The kind among ``allowed`` whose magic bytes start ``head``, else ``None``."""
+    for kind in allowed:
+        if any(head.startswith(m) for m in _MAGIC[kind]):
+            return kind
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_inside(raw: str, roots: list[Path], field: str) -> Path:
+    """Resolve a client-given server path; 422 unless it lies inside one of ``roots`` and exists.
+
+    Relative paths are taken relative to the first root (the data directory).
+    """
+    if not raw or "\x00" in raw:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, "empty or invalid path"))
+    candidate = Path(raw)
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    resolved = candidate.resolve()
+    if not any(_inside(resolved, root) for root in roots):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail(field, f"path {raw!r} is outside the service's data directories "
+                                f"({', '.join(str(r) for r in roots)})"),
+        )
+    if not resolved.is_file():
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=error_detail(field, f"file {raw!r} does not exist"))
+    return resolved
+
+
+async def save_upload(
+    upload: UploadFile,
+    dest_dir: Path,
+    data_dir: Path,
+    *,
+    allowed: tuple[FileKind, ...],
+    max_bytes: int,
+    field: str,
+    stem: str | None = None,
+) -> SavedFile:
+    """Stream ``upload`` into ``dest_dir`` under a generated name, checking type and size.
+
+    Args:
+        upload: The multipart file.
+        dest_dir: Target folder; must lie inside ``data_dir``.
+        data_dir: The service data directory.
+        allowed: Accepted kinds (checked by magic bytes, not by filename or declared content type).
+        max_bytes: Size limit; the partial file is deleted when exceeded (413).
+        field: Form field name, for error messages.
+        stem: File name without suffix (default: a random UUID).
+
+    Returns:
+        What was written.
+    """
+    root = data_dir.resolve()
+    dest_dir = dest_dir.resolve()
+    if not _inside(dest_dir, root):  # defensive: dest_dir is always built by the server
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, "bad destination"))
+    head = await upload.read(16)
+    kind = sniff_type(head, allowed)
+    if kind is None:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=error_detail(field, f"file {upload.filename!r} is not one of {', '.join(allowed)} "
+                                "(checked by its first bytes)"),
+        )
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / f"{stem or uuid.uuid4().hex}{_SUFFIX[kind]}"
+    tmp = dest_dir / f".{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            chunk = head
+            while chunk:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise HTTPException(
+                        status.HTTP_413_CONTENT_TOO_LARGE,
+                        detail=error_detail(field, f"file {upload.filename!r} is larger than the limit of "
+                                            f"{max_bytes} bytes"),
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+                chunk = await upload.read(_CHUNK)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return SavedFile(final, kind, _CONTENT_TYPE[kind], size, digest.hexdigest(), upload.filename)
