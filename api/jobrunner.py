@@ -68,12 +68,23 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
         checkpoint = params.get("checkpoint") or settings.checkpoint
 
         progress(0.02, f"loading detector ({checkpoint})")
-        from cspon_rs.inference import detect_pair  # type: ignore[attr-defined]
+        import datetime as dt
+
+        from cspon_rs.inference.detect import detect_pair
 
         progress(0.05, f"detecting changes: {scene.before_path} -> {scene.after_path}")
-        detection = detect_pair(scene.before_path, scene.after_path, out_dir / "detect", checkpoint=checkpoint)
-        changes_path = Path(getattr(detection, "patches_path", out_dir / "detect" / "change_patches.gpkg"))
-        progress(0.6, f"detection done: {changes_path}")
+        detection = detect_pair(
+            scene.before_path,
+            scene.after_path,
+            out_dir / "detect",
+            checkpoint=checkpoint,
+            t1=dt.date.fromisoformat(scene.before_date) if scene.before_date else None,
+            t2=dt.date.fromisoformat(scene.after_date) if scene.after_date else None,
+            progress=False,
+        )
+        changes_path = Path(detection.patches_path)
+        progress(0.6, f"detection done: {detection.n_patches} patches, {detection.changed_area_m2:.0f} m² "
+                 f"({changes_path})")
 
         from cspon_rs.rules import run_warning_pipeline  # type: ignore[attr-defined]
 

@@ -123,8 +123,8 @@ class JobCreate(_In):
     townships_path: str | None = Field(default=None, min_length=1, max_length=4096)
     checkpoint: str | None = Field(
         default=None, min_length=1, max_length=4096,
-        description="'spectral' (CVA + Otsu baseline) or a .safetensors checkpoint path inside the data "
-        "directories; omitted = the service default",
+        description="'spectral' (CVA + Otsu baseline), 'default' (the shipped checkpoint) or a .safetensors "
+        "checkpoint path inside the data directories; omitted = the service default",
     )
 
 

@@ -141,7 +141,7 @@ def run_worker(settings: ServeSettings, *, parent_pid: int | None = None, max_jo
                     break
                 with session_scope(factory) as session:
                     current = get_job(session, job.id)
-                    cancel = current.cancel_requested or current.state != "running"
+                    cancel = current.cancel_requested and current.state == "running"
                 if cancel:
                     _stop_child(proc)
                     outcome = ("cancelled", "cancelled by user")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -25,6 +26,21 @@ def _visible_job(session: SessionDep, user: ApiUser, job_id: int) -> Job:
     return job
 
 
+def _vector(raw: str, roots: list[Path], field: str) -> str:
+    """Resolve a layer path inside the allowed roots and check that GDAL reads it as a vector layer."""
+    import pyogrio
+
+    path = resolve_inside(raw, roots, field)
+    try:
+        pyogrio.read_info(path)
+    except Exception as exc:  # any GDAL/pyogrio failure means "not a readable layer"
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail(field, f"{raw!r} is not a readable vector layer (GeoPackage expected): {exc}"),
+        ) from exc
+    return str(path)
+
+
 def _out(job: Job, with_log: bool = False) -> JobOut:
     out = JobOut.model_validate(job)
     out.log = job.log if with_log else None
@@ -41,13 +57,12 @@ def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: Se
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("scene_id", "no such scene"))
     roots = settings.allowed_roots()
     params: dict[str, str | None] = {
-        "permits_path": str(resolve_inside(body.permits_path, roots, "permits_path")),
-        "control_lines_path": str(resolve_inside(body.control_lines_path, roots, "control_lines_path")),
-        "townships_path": (str(resolve_inside(body.townships_path, roots, "townships_path"))
-                           if body.townships_path else None),
+        "permits_path": _vector(body.permits_path, roots, "permits_path"),
+        "control_lines_path": _vector(body.control_lines_path, roots, "control_lines_path"),
+        "townships_path": _vector(body.townships_path, roots, "townships_path") if body.townships_path else None,
     }
     checkpoint = body.checkpoint or settings.checkpoint
-    if checkpoint != "spectral":
+    if checkpoint not in ("spectral", "default"):
         checkpoint = str(resolve_inside(checkpoint, roots, "checkpoint"))
     params["checkpoint"] = checkpoint
     job = create_job(session, kind="detect_warn", scene_id=scene.id, period=body.period.upper(),

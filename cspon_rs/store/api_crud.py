@@ -227,9 +227,10 @@ def finish_job(
         values["progress"] = 1.0
     outcome = session.execute(update(Job).where(Job.id == job_id, Job.state == "running").values(**values))
     session.commit()
-    if message:
+    changed = bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
+    if changed and message:
         append_job_log(session, job_id, message)
-    return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
+    return changed
 
 
 def cancel_job(session: Session, job_id: int) -> Job:

@@ -1,0 +1,424 @@
+"""Map endpoints of the review page: the imagery and layers behind a county's warnings of one period.
+
+The review map (``/``, see ``docs/web.md``) draws warnings over the project's own imagery -- no web tiles.
+For a county and period the *sources* are found like this:
+
+1. the latest **succeeded job** of that county and period gives the scene pair (``api_scenes``) and the
+   permit / control-line / township layers it ran with;
+2. failing that (warnings written by ``cspon-rs warn`` outside the service), the scene paths recorded on
+   the stored change patches give the imagery (no layers).
+
+Imagery is rendered once per scene, date and size into ``<data_dir>/cache/map/`` as an RGBA PNG warped to
+Web Mercator (EPSG:3857, the CRS Leaflet draws in), so that ``L.imageOverlay`` with the returned lat/lon
+bounds lines up exactly; both dates are warped onto the *same* grid (the before scene's footprint).
+Bands are contrast-stretched per band between the 2nd and 98th percentile of valid pixels.
+
+All endpoints need a bearer token of any role; county-bound users only see their county.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path as PathParam, Query, status
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_county, error_detail
+from cspon_rs.store.api_models import ApiUser, Job, Scene
+
+__all__ = [
+    "MAP_CRS",
+    "LayerKind",
+    "MapContext",
+    "MapSources",
+    "OverlayGrid",
+    "overlay_grid",
+    "render_overlay_png",
+    "resolve_sources",
+    "router",
+]
+
+router = APIRouter(prefix="/map", tags=["map"])
+
+#: CRS the overlays are warped to (Leaflet's default map CRS).
+MAP_CRS = "EPSG:3857"
+LayerKind = Literal["permits", "control_lines", "townships"]
+Which = Literal["before", "after"]
+
+_COUNTY = r"^[0-9]{6}$"
+_PERIOD = r"^[0-9]{4}([Qq][1-4]|[Hh][12]|-[01][0-9])?$"
+CountyPath = Annotated[str, PathParam(pattern=_COUNTY, description="6-digit county code")]
+PeriodPath = Annotated[str, PathParam(pattern=_PERIOD, description="period label, e.g. 2018Q1")]
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class OverlayGrid:
+    """Target grid of an overlay in :data:`MAP_CRS`.
+
+    Attributes:
+        transform: Affine transform of the PNG (metres, EPSG:3857).
+        width: PNG width in pixels.
+        height: PNG height in pixels.
+        bounds_latlon: ``((south, west), (north, east))`` in degrees (EPSG:4326), as Leaflet wants them.
+    """
+
+    transform: Any
+    width: int
+    height: int
+    bounds_latlon: tuple[tuple[float, float], tuple[float, float]]
+
+
+def overlay_grid(reference: str | Path, max_size: int = 2048) -> OverlayGrid:
+    """Web-Mercator grid covering ``reference`` at about its own resolution, at most ``max_size`` px a side.
+
+    Args:
+        reference: Raster whose footprint the overlay covers (the scene's before date).
+        max_size: Longest side of the PNG in pixels (the grid is coarsened to fit).
+    """
+    from rasterio.transform import Affine
+    from rasterio.warp import calculate_default_transform, transform_bounds
+
+    from cspon_rs.geo.raster import open_raster
+
+    with open_raster(reference) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, MAP_CRS, src.width, src.height, *src.bounds
+        )
+    assert width is not None and height is not None
+    scale = max(width, height) / max_size
+    if scale > 1:
+        width, height = max(1, math.ceil(width / scale)), max(1, math.ceil(height / scale))
+        transform = transform * Affine.scale(scale, scale)
+    left, top = transform * (0, 0)
+    right, bottom = transform * (width, height)
+    west, south, east, north = transform_bounds(MAP_CRS, "EPSG:4326", left, bottom, right, top)
+    return OverlayGrid(transform, int(width), int(height), ((south, west), (north, east)))
+
+
+def _stretch(band: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Linear stretch of ``band`` between two percentiles of its valid pixels to 0..255 (uint8)."""
+    values = band[valid]
+    if values.size == 0:
+        return np.zeros(band.shape, dtype=np.uint8)
+    lo, hi = np.percentile(values, percentiles)
+    if hi <= lo:
+        hi = lo + 1
+    scaled = (band.astype(np.float64) - lo) / (hi - lo)
+    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+
+
+def render_overlay_png(
+    source: str | Path,
+    out_png: str | Path,
+    grid: OverlayGrid,
+    *,
+    bands: tuple[int, int, int] = (1, 2, 3),
+    percentiles: tuple[float, float] = (2.0, 98.0),
+) -> Path:
+    """Warp three bands of ``source`` onto ``grid`` and write a contrast-stretched RGBA PNG.
+
+    Pixels outside the source or equal to its nodata value are transparent. The PNG is written to a
+    temporary name and renamed, so a reader never sees half a file.
+
+    Args:
+        source: Any georeferenced raster rasterio opens (GeoTIFF/COG), any CRS.
+        out_png: Where to write the PNG.
+        grid: Target grid from :func:`overlay_grid`.
+        bands: 1-based band numbers shown as red, green, blue (``(1, 2, 3)`` for the B04,B03,B02,B08
+            stacks of the demo).
+        percentiles: Lower and upper percentile of the linear stretch, per band.
+
+    Raises:
+        BandMismatchError: A band number is larger than the band count of ``source``.
+    """
+    from PIL import Image
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    from cspon_rs.errors import BandMismatchError
+    from cspon_rs.geo.raster import open_raster
+
+    out_png = Path(out_png)
+    with open_raster(source) as src:
+        if max(bands) > src.count or min(bands) < 1:
+            raise BandMismatchError(f"{source}: bands {bands} requested for the overlay, file has {src.count}; "
+                                    "pass bands=... within 1..count")
+        with WarpedVRT(src, crs=MAP_CRS, transform=grid.transform, width=grid.width, height=grid.height,
+                       resampling=Resampling.bilinear, add_alpha=True) as vrt:
+            rgb = vrt.read(list(bands))
+            alpha = vrt.read(vrt.count)
+    valid = alpha > 0
+    if src.nodata is not None:
+        valid &= ~np.all(rgb == src.nodata, axis=0)
+    channels = [_stretch(rgb[i], valid, percentiles) for i in range(3)]
+    rgba = np.dstack([*channels, np.where(valid, 255, 0).astype(np.uint8)])
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out_png.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(rgba, mode="RGBA").save(tmp, format="PNG", optimize=False)
+        os.replace(tmp, out_png)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_png
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def cached_overlay(
+    before: Path, after: Path, which: Which, cache_dir: Path, *, max_size: int = 2048,
+    bands: tuple[int, int, int] = (1, 2, 3),
+) -> tuple[Path, OverlayGrid]:
+    """PNG of one date of a scene pair on the before scene's Web-Mercator grid, rendered once and cached.
+
+    The cache key covers both files (path, size, modification time), the date, size and bands, so a
+    replaced GeoTIFF is re-rendered.
+    """
+    key = "|".join([_file_key(before), _file_key(after), which, str(max_size), ",".join(map(str, bands))])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    png = cache_dir / f"{digest}.png"
+    meta = cache_dir / f"{digest}.json"
+    if png.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        (s, w), (n, e) = info["bounds_latlon"]
+        from rasterio.transform import Affine
+
+        grid = OverlayGrid(Affine(*info["transform"][:6]), info["width"], info["height"], ((s, w), (n, e)))
+        return png, grid
+    grid = overlay_grid(before, max_size)
+    render_overlay_png(before if which == "before" else after, png, grid, bands=bands)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=cache_dir)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"transform": list(grid.transform), "width": grid.width, "height": grid.height,
+                   "bounds_latlon": grid.bounds_latlon, "source": key}, fh)
+    os.replace(tmp, meta)
+    return png, grid
+
+
+# ------------------------------------------------------------------------------------------- sources
+
+
+@dataclass
+class MapSources:
+    """Where the imagery and layers of one county and period come from (server-side paths)."""
+
+    county_code: str
+    period: str
+    job_id: int | None = None
+    scene_id: int | None = None
+    scene_name: str | None = None
+    before: Path | None = None
+    after: Path | None = None
+    before_date: str | None = None
+    after_date: str | None = None
+    permits: Path | None = None
+    control_lines: Path | None = None
+    townships: Path | None = None
+
+
+def resolve_sources(session: Session, county_code: str, period: str) -> MapSources:
+    """Find the scene pair and layers behind the warnings of ``county_code`` / ``period``.
+
+    The latest succeeded job of that county and period wins; otherwise the scene paths recorded on the
+    stored change patches are used (then no layers are known).
+    """
+    found = MapSources(county_code=county_code, period=period)
+    job = session.scalars(
+        select(Job)
+        .where(Job.county_code == county_code, Job.period == period, Job.state == "succeeded")
+        .order_by(Job.finished_at.desc(), Job.id.desc())
+        .limit(1)
+    ).first()
+    if job is not None:
+        found.job_id = job.id
+        params = dict(job.params or {})
+        for kind in ("permits", "control_lines", "townships"):
+            value = params.get(f"{kind}_path")
+            if value:
+                setattr(found, kind, Path(value))
+        if job.scene_id is not None:
+            scene = session.get(Scene, job.scene_id)
+            if scene is not None:
+                found.scene_id, found.scene_name = scene.id, scene.name
+                found.before, found.after = Path(scene.before_path), Path(scene.after_path)
+                found.before_date, found.after_date = scene.before_date, scene.after_date
+    if found.before is None:
+        try:
+            from cspon_rs.store.models import Patch
+        except ImportError:  # pragma: no cover - store not installed
+            return found
+        patch = session.scalars(
+            select(Patch)
+            .where(Patch.county_code == county_code, Patch.period == period, Patch.scene_before.is_not(None),
+                   Patch.scene_after.is_not(None))
+            .order_by(Patch.id.desc())
+            .limit(1)
+        ).first()
+        if patch is not None and patch.scene_before and patch.scene_after:
+            found.before, found.after = Path(patch.scene_before), Path(patch.scene_after)
+            found.before_date = patch.t1.isoformat() if patch.t1 else None
+            found.after_date = patch.t2.isoformat() if patch.t2 else None
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+
+
+class MapImagery(BaseModel):
+    """Before/after overlays of a county and period (PNG URLs need the bearer token too)."""
+
+    scene_id: int | None
+    name: str | None
+    before_date: str | None
+    after_date: str | None
+    #: ``[[south, west], [north, east]]`` in degrees, for ``L.imageOverlay``.
+    bounds: list[list[float]]
+    before_url: str
+    after_url: str
+
+
+class MapPeriod(BaseModel):
+    """A county and period that has warnings."""
+
+    county_code: str
+    period: str
+    warnings: int
+
+
+class MapContext(BaseModel):
+    """Everything the review map needs besides the warnings themselves."""
+
+    county_code: str
+    period: str
+    job_id: int | None
+    imagery: MapImagery | None
+    #: kind -> GeoJSON URL, for the layers that are known.
+    layers: dict[str, str]
+    #: Why imagery or layers are missing (shown on the page).
+    notes: list[str]
+
+
+# -------------------------------------------------------------------------------------------- endpoints
+
+
+def _visible(user: ApiUser, county_code: str) -> None:
+    ensure_county(user, county_code)
+
+
+@router.get("/periods", response_model=list[MapPeriod], summary="Counties and periods that have warnings")
+def periods(user: CurrentUser, session: SessionDep) -> list[MapPeriod]:
+    """Newest period first; county-bound users see their county only."""
+    try:
+        from cspon_rs.store.models import Warning
+    except ImportError:  # pragma: no cover - store not installed
+        return []
+    query = select(Warning.county_code, Warning.period, func.count()).group_by(Warning.county_code,
+                                                                                 Warning.period)
+    if user.county_code is not None:
+        query = query.where(Warning.county_code == user.county_code)
+    rows = session.execute(query).all()
+    out = [MapPeriod(county_code=c, period=p, warnings=int(n)) for c, p, n in rows]
+    out.sort(key=lambda r: (r.period, r.county_code), reverse=True)
+    return out
+
+
+@router.get("/{county_code}/{period}/context", response_model=MapContext,
+            summary="Imagery and layers behind a county's warnings of one period")
+def context(county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep) -> MapContext:
+    """Resolved from the latest succeeded job of that county and period (see the module docs)."""
+    _visible(user, county_code)
+    src = resolve_sources(session, county_code, period)
+    base = f"/api/v1/map/{county_code}/{period}"
+    notes: list[str] = []
+    imagery: MapImagery | None = None
+    if src.before is not None and src.after is not None:
+        try:
+            grid = overlay_grid(src.before)
+        except Exception as exc:  # missing / unreadable scene: the map still works without imagery
+            notes.append(f"imagery unavailable: {exc}")
+        else:
+            (s, w), (n, e) = grid.bounds_latlon
+            imagery = MapImagery(scene_id=src.scene_id, name=src.scene_name, before_date=src.before_date,
+                                 after_date=src.after_date, bounds=[[s, w], [n, e]],
+                                 before_url=f"{base}/imagery/before.png", after_url=f"{base}/imagery/after.png")
+    else:
+        notes.append("no scene known for this period (no succeeded job, no patches with scene paths)")
+    layers = {kind: f"{base}/layers/{kind}.geojson" for kind in ("permits", "control_lines", "townships")
+              if getattr(src, kind) is not None}
+    if not layers:
+        notes.append("no permit / control-line layers known (they come from the job that made the warnings)")
+    return MapContext(county_code=county_code, period=period, job_id=src.job_id, imagery=imagery, layers=layers,
+                      notes=notes)
+
+
+@router.get("/{county_code}/{period}/imagery/{which}.png", summary="Before or after image as a PNG overlay",
+            response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
+def imagery(
+    county_code: CountyPath,
+    period: PeriodPath,
+    which: Which,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    max_size: Annotated[int, Query(ge=64, le=8192, description="longest side in pixels")] = 2048,
+    bands: Annotated[str, Query(pattern=r"^[0-9]+,[0-9]+,[0-9]+$", description="R,G,B band numbers")] = "1,2,3",
+) -> FileResponse:
+    """RGBA PNG on Web Mercator; the lat/lon bounds come from the ``context`` endpoint."""
+    _visible(user, county_code)
+    src = resolve_sources(session, county_code, period)
+    if src.before is None or src.after is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
+            "period", f"no scene known for county {county_code}, period {period}", "path"))
+    rgb = tuple(int(b) for b in bands.split(","))
+    png, grid = cached_overlay(src.before, src.after, which, settings.data_dir / "cache" / "map",
+                               max_size=max_size, bands=(rgb[0], rgb[1], rgb[2]))
+    (s, w), (n, e) = grid.bounds_latlon
+    return FileResponse(png, media_type="image/png", headers={
+        "Cache-Control": "private, max-age=3600", "X-Bounds": json.dumps([[s, w], [n, e]])})
+
+
+def _layer_geojson(kind: LayerKind, path: Path) -> dict[str, Any]:
+    from cspon_rs.rules.inputs import load_control_lines, load_permits, load_townships
+
+    loaders = {"permits": load_permits, "control_lines": load_control_lines, "townships": load_townships}
+    gdf = loaders[kind](path)
+    gdf = gdf.to_crs("EPSG:4326")
+    for column in gdf.columns:
+        if column != gdf.geometry.name and gdf[column].dtype == object:
+            gdf[column] = gdf[column].map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v)
+    data: dict[str, Any] = json.loads(gdf.to_json(na="null", drop_id=True))
+    return data
+
+
+@router.get("/{county_code}/{period}/layers/{kind}.geojson", summary="Permits, control lines or townships",
+            responses={200: {"content": {"application/geo+json": {}}}})
+def layer(
+    county_code: CountyPath, period: PeriodPath, kind: LayerKind, user: CurrentUser, session: SessionDep,
+) -> JSONResponse:
+    """GeoJSON in EPSG:4326 with the canonical fields (``kind`` on control lines: YJJBNT/STBHHX/CZKFBJ)."""
+    _visible(user, county_code)
+    src = resolve_sources(session, county_code, period)
+    path: Path | None = getattr(src, kind)
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
+            "kind", f"no {kind} layer known for county {county_code}, period {period}", "path"))
+    return JSONResponse(_layer_geojson(kind, path), media_type="application/geo+json")
