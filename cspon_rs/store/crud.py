@@ -1,0 +1,678 @@
+"""Plain functions over the warning store: save a run's warnings, query, assign, verify, close, count.
+
+Every function takes a :class:`sqlalchemy.orm.Session` (from :func:`cspon_rs.store.db.open_store`) and
+every writing function is one transaction: it commits on success and rolls back on any error, so the
+store is never half-written. Status changes follow the lifecycle ``new → assigned → verified → closed``
+(see :data:`cspon_rs.store.models.LIFECYCLE`); each is recorded in ``warning_history``. Concurrent edits
+are detected with the optimistic-lock ``version`` column (:class:`~cspon_rs.errors.ConflictError`).
+
+Periods are strings that sort chronologically (``2018Q1`` < ``2018Q2`` < ``2019Q1``; or ``2018-03``);
+"earlier period" means a smaller string for the same county.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+from shapely import wkt as shapely_wkt
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from cspon_rs.errors import ConflictError, InvalidTransitionError, NotFoundError, SchemaError
+from cspon_rs.geo.crs import SQM_PER_MU, area_crs_for
+from cspon_rs.store.db import has_postgis_geom
+from cspon_rs.store.models import LIFECYCLE, Patch, Verification, WarningHistory, WarningRecord, utcnow
+
+__all__ = [
+    "SaveResult",
+    "assign_warning",
+    "change_status",
+    "count_warnings",
+    "false_change_negatives",
+    "get_warning",
+    "list_warnings",
+    "record_verification",
+    "save_warnings",
+    "statistics",
+    "warnings_frame",
+]
+
+VerificationResult = Literal["illegal", "legal", "false_change"]
+_PERIOD = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,15}$")
+_COUNTY = re.compile(r"^[0-9A-Za-z]{1,12}$")
+
+
+@dataclass
+class SaveResult:
+    """What :func:`save_warnings` did.
+
+    Attributes:
+        ids: ``source_key`` (patch id or ``permit:<no>``) → warning id it is stored under.
+        created: Ids of the warnings created by this call.
+        unchanged: Ids already stored for this period (re-run): nothing was changed.
+        merged: ``source_key`` → id of the earlier-period warning it was merged into.
+        linked: New warning id → earlier-period ids it overlaps below the merge threshold.
+        patches_added: Number of raw patches stored.
+    """
+
+    ids: dict[str, str] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    merged: dict[str, str] = field(default_factory=dict)
+    linked: dict[str, list[str]] = field(default_factory=dict)
+    patches_added: int = 0
+
+
+def _check_keys(period: str, county_code: str) -> None:
+    if not _PERIOD.match(period):
+        raise SchemaError(f"period {period!r}: use a short sortable code such as 2026Q3 or 2026-07")
+    if not _COUNTY.match(county_code):
+        raise SchemaError(f"county code {county_code!r}: use the 6-digit administrative code, e.g. 510000")
+
+
+def _date(value: Any) -> dt.date | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _float(value: Any, default: float | None = 0.0) -> float | None:
+    if value is None:
+        return default
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return default
+    return default if pd.isna(result) else result
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/NaT by None and numpy scalars by Python ones, recursively (JSON columns)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if _json_safe(value) is None else str(value)
+
+
+def _commit(session: Session, what: str) -> None:
+    try:
+        session.commit()
+    except StaleDataError as exc:
+        session.rollback()
+        raise ConflictError(f"{what}: changed by someone else meanwhile; reload and try again") from exc
+    except Exception:
+        session.rollback()
+        raise
+
+
+def save_warnings(
+    session: Session,
+    warnings: gpd.GeoDataFrame,
+    *,
+    period: str,
+    county_code: str,
+    patches: gpd.GeoDataFrame | None = None,
+    link_merge_share: float = 0.5,
+    by: str = "cspon-rs",
+) -> SaveResult:
+    """Store the warnings of one run (one period, one county), idempotently, in one transaction.
+
+    * A row whose ``source_key`` is already stored for this period and county is left untouched
+      (re-running a period changes nothing: same ids, no duplicates).
+    * A warning row (``is_warning``) whose geometry overlaps a warning of an EARLIER period of the same
+      county by at least ``link_merge_share`` of the smaller of the two is merged into it: the earlier
+      warning gets a ``seen_again`` history event and the period in ``seen_periods``; no new row.
+    * Otherwise a new warning ``<county>-<period>-<seq:04d>`` is created (sequence in rank order),
+      with ``linked_ids`` listing earlier warnings it overlaps below the threshold.
+
+    Args:
+        session: Open session.
+        warnings: Output of :func:`cspon_rs.rules.engine.classify` (any CRS; stored in EPSG:4326).
+        period: Period code, e.g. ``2026Q3``.
+        county_code: County code, e.g. ``510000``.
+        patches: The raw ``change_patches`` layer of the run, stored in ``patches`` (optional).
+        link_merge_share: Overlap share (0..1) at which a patch merges into an earlier warning.
+        by: Who is saving (recorded in history).
+
+    Returns:
+        A :class:`SaveResult`.
+    """
+    _check_keys(period, county_code)
+    result = SaveResult()
+    if warnings.crs is None and len(warnings):
+        raise SchemaError("warnings frame has no CRS")
+    w84 = warnings.to_crs(4326) if len(warnings) else warnings
+    try:
+        existing = {
+            w.source_key: w
+            for w in session.scalars(
+                select(WarningRecord).where(WarningRecord.period == period, WarningRecord.county_code == county_code)
+            )
+        }
+        merged_before: dict[str, str] = {}
+        for hist, wid in session.execute(
+            select(WarningHistory, WarningRecord.id)
+            .join(WarningRecord, WarningHistory.warning_id == WarningRecord.id)
+            .where(WarningRecord.county_code == county_code, WarningHistory.event == "seen_again")
+        ):
+            details = hist.details or {}
+            if details.get("period") == period and details.get("source_key"):
+                merged_before[str(details["source_key"])] = wid
+        max_seq = session.scalar(
+            select(func.max(WarningRecord.seq)).where(
+                WarningRecord.period == period, WarningRecord.county_code == county_code
+            )
+        )
+        seq = int(max_seq or 0)
+        earlier = _earlier_warnings(session, w84, period, county_code)
+        work = area_crs_for(w84) if len(w84) else None
+        earlier_geoms = (
+            gpd.GeoSeries([shapely_wkt.loads(w.geometry_wkt) for w in earlier], crs=4326).to_crs(work)
+            if earlier and work is not None else None
+        )
+        rows_work = w84.to_crs(work) if work is not None else w84
+        for k in range(len(w84)):
+            row = w84.iloc[k]
+            key = str(row["source_key"])
+            if key in existing:
+                result.ids[key] = existing[key].id
+                result.unchanged.append(existing[key].id)
+                continue
+            if key in merged_before:
+                result.ids[key] = merged_before[key]
+                result.merged[key] = merged_before[key]
+                continue
+            geom_w = rows_work.geometry.iloc[k]
+            linked: list[str] = []
+            target: WarningRecord | None = None
+            if earlier_geoms is not None and bool(row["is_warning"]):
+                best_share = 0.0
+                for j in earlier_geoms.sindex.query(geom_w, predicate="intersects"):
+                    other = earlier_geoms.iloc[int(j)]
+                    overlap = shapely.intersection(geom_w, other).area
+                    if overlap <= 0:
+                        continue
+                    smaller = min(geom_w.area, other.area)
+                    share = overlap / smaller if smaller > 0 else 0.0
+                    if share >= link_merge_share and share > best_share:
+                        target, best_share = earlier[int(j)], share
+                    linked.append(earlier[int(j)].id)
+                if target is not None:
+                    _merge_into(target, row, period, key, best_share, by)
+                    result.ids[key] = target.id
+                    result.merged[key] = target.id
+                    continue
+            seq += 1
+            record = _new_record(row, period, county_code, seq, sorted(set(linked)))
+            session.add(record)
+            record.history.append(WarningHistory(
+                event="created", by=by, to_status="new", why=f"detected in {period}",
+                details={"period": period, "source_key": key, "category": record.category},
+            ))
+            existing[key] = record
+            result.ids[key] = record.id
+            result.created.append(record.id)
+            if linked:
+                result.linked[record.id] = sorted(set(linked))
+        session.flush()
+        if patches is not None and len(patches):
+            result.patches_added = _store_patches(session, patches, period, county_code, result.ids)
+        _commit(session, f"saving {county_code} {period}")
+    except Exception:
+        session.rollback()
+        raise
+    return result
+
+
+def _earlier_warnings(
+    session: Session, w84: gpd.GeoDataFrame, period: str, county_code: str
+) -> list[WarningRecord]:
+    if not len(w84):
+        return []
+    minx, miny, maxx, maxy = (float(v) for v in w84.total_bounds)
+    return list(session.scalars(
+        select(WarningRecord).where(
+            WarningRecord.county_code == county_code,
+            WarningRecord.period < period,
+            WarningRecord.is_warning.is_(True),
+            WarningRecord.maxx >= minx, WarningRecord.minx <= maxx,
+            WarningRecord.maxy >= miny, WarningRecord.miny <= maxy,
+        ).order_by(WarningRecord.period.desc(), WarningRecord.id)
+    ))
+
+
+def _merge_into(target: WarningRecord, row: pd.Series, period: str, key: str, share: float, by: str) -> None:
+    target.seen_periods = sorted({*(target.seen_periods or []), period})
+    target.history.append(WarningHistory(
+        event="seen_again", by=by, from_status=target.status, to_status=target.status,
+        why=f"change detected again in {period} (overlap {share:.0%}); category now {row['category']}",
+        details=_json_safe({
+            "period": period, "source_key": key, "patch_id": row.get("patch_id"),
+            "category": row["category"], "area_m2": _float(row["area_m2"]), "overlap_share": round(share, 4),
+        }),
+    ))
+
+
+def _new_record(row: pd.Series, period: str, county_code: str, seq: int, linked: list[str]) -> WarningRecord:
+    geom = row.geometry
+    minx, miny, maxx, maxy = geom.bounds
+    point = geom.representative_point()
+    rank = row.get("rank")
+    return WarningRecord(
+        id=f"{county_code}-{period}-{seq:04d}",
+        period=period,
+        county_code=county_code,
+        seq=seq,
+        source_key=str(row["source_key"]),
+        patch_id=_text_or_none(row.get("patch_id")),
+        township_code=_text_or_none(row.get("township_code")),
+        township_name=_text_or_none(row.get("township_name")),
+        category=str(row["category"]),
+        is_warning=bool(row["is_warning"]),
+        flags=_json_safe(list(row.get("flags") or [])),
+        area_m2=_float(row["area_m2"]),
+        area_mu=_float(row.get("area_mu"), _float(row["area_m2"], 0.0) / SQM_PER_MU),  # type: ignore[operator]
+        covered_m2=_float(row.get("covered_m2")),
+        excess_m2=_float(row.get("excess_m2")),
+        farmland_overlap_m2=_float(row.get("farmland_overlap_m2")),
+        redline_overlap_m2=_float(row.get("redline_overlap_m2")),
+        outside_urban_m2=_float(row.get("outside_urban_m2")),
+        reasons=_json_safe(list(row.get("reasons") or [])),
+        permits=_json_safe(list(row.get("permits") or [])),
+        priority=_float(row.get("priority")),
+        rank=None if rank is None or pd.isna(rank) else int(rank),
+        confidence=_float(row.get("confidence"), None),
+        status="new",
+        rule_set_version=str(row.get("rule_set_version") or "unknown"),
+        t1=_date(row.get("t1")),
+        t2=_date(row.get("t2")),
+        geometry_wkt=geom.wkt,
+        minx=minx, miny=miny, maxx=maxx, maxy=maxy,
+        centroid_lon=point.x, centroid_lat=point.y,
+        linked_ids=linked,
+        seen_periods=[],
+        version=1,
+    )
+
+
+def _store_patches(
+    session: Session, patches: gpd.GeoDataFrame, period: str, county_code: str, ids: dict[str, str]
+) -> int:
+    stored = set(session.scalars(
+        select(Patch.patch_id).where(Patch.period == period, Patch.county_code == county_code)
+    ))
+    p84 = patches.to_crs(4326)
+    added = 0
+    for k in range(len(p84)):
+        row = p84.iloc[k]
+        pid = str(row["patch_id"])
+        if pid in stored:
+            continue
+        session.add(Patch(
+            period=period, county_code=county_code, patch_id=pid, warning_id=ids.get(pid),
+            area_m2=_float(row.get("area_m2")), prob_mean=_float(row.get("prob_mean"), None),
+            prob_max=_float(row.get("prob_max"), None), t1=_date(row.get("t1")), t2=_date(row.get("t2")),
+            scene_before=_text_or_none(row.get("scene_before")),
+            scene_after=_text_or_none(row.get("scene_after")),
+            detector=_text_or_none(row.get("detector")),
+            geometry_wkt=row.geometry.wkt,
+        ))
+        stored.add(pid)
+        added += 1
+    return added
+
+
+def get_warning(session: Session, warning_id: str) -> WarningRecord:
+    """The warning with this id (fresh from the database).
+
+    Raises:
+        NotFoundError: No such warning.
+    """
+    record = session.get(WarningRecord, warning_id, populate_existing=True)
+    if record is None:
+        raise NotFoundError(f"warning {warning_id!r} not found")
+    return record
+
+
+def _filters(
+    session: Session,
+    *,
+    period: str | None,
+    county_code: str | None,
+    township_code: str | None,
+    category: str | Sequence[str] | None,
+    status: str | Sequence[str] | None,
+    min_priority: float | None,
+    bbox: tuple[float, float, float, float] | None,
+    only_warnings: bool,
+) -> tuple[list[Any], bool]:
+    clauses: list[Any] = []
+    if period is not None:
+        clauses.append(WarningRecord.period == period)
+    if county_code is not None:
+        clauses.append(WarningRecord.county_code == county_code)
+    if township_code is not None:
+        clauses.append(WarningRecord.township_code == township_code)
+    if category is not None:
+        cats = [category] if isinstance(category, str) else list(category)
+        clauses.append(WarningRecord.category.in_(cats))
+    if status is not None:
+        states = [status] if isinstance(status, str) else list(status)
+        clauses.append(WarningRecord.status.in_(states))
+    if min_priority is not None:
+        clauses.append(WarningRecord.priority >= min_priority)
+    if only_warnings:
+        clauses.append(WarningRecord.is_warning.is_(True))
+    exact_in_python = False
+    if bbox is not None:
+        minx, miny, maxx, maxy = (float(v) for v in bbox)
+        if minx > maxx or miny > maxy:
+            raise SchemaError(f"bbox {bbox}: expected (min_lon, min_lat, max_lon, max_lat)")
+        clauses += [WarningRecord.maxx >= minx, WarningRecord.minx <= maxx,
+                    WarningRecord.maxy >= miny, WarningRecord.miny <= maxy]
+        if has_postgis_geom(session):
+            clauses.append(text("ST_Intersects(warnings.geom, ST_MakeEnvelope(:bminx, :bminy, :bmaxx, :bmaxy, 4326))")
+                           .bindparams(bminx=minx, bminy=miny, bmaxx=maxx, bmaxy=maxy))
+        else:
+            exact_in_python = True
+    return clauses, exact_in_python
+
+
+def list_warnings(
+    session: Session,
+    *,
+    period: str | None = None,
+    county_code: str | None = None,
+    township_code: str | None = None,
+    category: str | Sequence[str] | None = None,
+    status: str | Sequence[str] | None = None,
+    min_priority: float | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    only_warnings: bool = False,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[WarningRecord]:
+    """Warnings matching all given filters, highest priority first (then id).
+
+    Args:
+        bbox: ``(min_lon, min_lat, max_lon, max_lat)`` in EPSG:4326; a warning matches when its geometry
+            intersects the box (PostGIS ``ST_Intersects`` on PostgreSQL, bbox columns + shapely elsewhere).
+        only_warnings: Leave out legal rows (category ``none`` without flags).
+        limit: At most this many (None: all); ``offset`` skips the first ones.
+    """
+    clauses, exact = _filters(session, period=period, county_code=county_code, township_code=township_code,
+                              category=category, status=status, min_priority=min_priority, bbox=bbox,
+                              only_warnings=only_warnings)
+    query = select(WarningRecord).where(and_(True, *clauses)).order_by(
+        WarningRecord.priority.desc(), WarningRecord.id
+    )
+    if not exact:
+        if offset:
+            query = query.offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        return list(session.scalars(query))
+    box = shapely.box(*bbox)  # type: ignore[misc]
+    rows = [w for w in session.scalars(query) if shapely_wkt.loads(w.geometry_wkt).intersects(box)]
+    return rows[offset: None if limit is None else offset + limit]
+
+
+def count_warnings(session: Session, **filters: Any) -> int:
+    """Number of warnings matching the same filters as :func:`list_warnings` (without limit/offset)."""
+    filters.pop("limit", None)
+    filters.pop("offset", None)
+    return len(list_warnings(session, limit=None, **filters))
+
+
+def _transition(record: WarningRecord, to_status: str) -> None:
+    allowed = LIFECYCLE.get(record.status, frozenset())
+    if to_status not in allowed:
+        raise InvalidTransitionError(
+            f"warning {record.id}: cannot go from {record.status!r} to {to_status!r} "
+            f"(allowed from {record.status!r}: {sorted(allowed) or 'none'})"
+        )
+
+
+def _check_version(record: WarningRecord, expected_version: int | None) -> None:
+    if expected_version is not None and record.version != expected_version:
+        raise ConflictError(
+            f"warning {record.id}: version {record.version} in the store, but the change was based on version "
+            f"{expected_version}; reload it and try again"
+        )
+
+
+def assign_warning(
+    session: Session,
+    warning_id: str,
+    *,
+    team: str,
+    due_date: dt.date | None = None,
+    by: str | None = None,
+    expected_version: int | None = None,
+) -> WarningRecord:
+    """Assign a warning to a field team (``new → assigned``; re-assigning an assigned one is allowed).
+
+    Raises:
+        NotFoundError, ConflictError (stale ``expected_version``), InvalidTransitionError.
+    """
+    try:
+        record = get_warning(session, warning_id)
+        _check_version(record, expected_version)
+        before = record.status
+        if before != "assigned":
+            _transition(record, "assigned")
+        record.status = "assigned"
+        record.assigned_team = team
+        record.due_date = due_date
+        record.history.append(WarningHistory(
+            event="assigned", by=by, from_status=before, to_status="assigned",
+            why=f"assigned to {team}" + (f", due {due_date}" if due_date else ""),
+        ))
+        _commit(session, f"warning {warning_id}")
+    except Exception:
+        session.rollback()
+        raise
+    return record
+
+
+def change_status(
+    session: Session,
+    warning_id: str,
+    to_status: Literal["new", "assigned", "closed"],
+    *,
+    by: str | None = None,
+    why: str | None = None,
+    expected_version: int | None = None,
+) -> WarningRecord:
+    """Move a warning along the lifecycle (``verified`` is reached only via :func:`record_verification`).
+
+    Raises:
+        NotFoundError, ConflictError, InvalidTransitionError (e.g. ``new → closed`` or to ``verified``).
+    """
+    try:
+        record = get_warning(session, warning_id)
+        _check_version(record, expected_version)
+        if to_status == "verified":
+            raise InvalidTransitionError(f"warning {warning_id}: use record_verification to mark it verified")
+        _transition(record, to_status)
+        before = record.status
+        record.status = to_status
+        if to_status == "new":
+            record.assigned_team = None
+        record.history.append(WarningHistory(event="status", by=by, from_status=before, to_status=to_status,
+                                             why=why))
+        _commit(session, f"warning {warning_id}")
+    except Exception:
+        session.rollback()
+        raise
+    return record
+
+
+def record_verification(
+    session: Session,
+    warning_id: str,
+    *,
+    result: VerificationResult,
+    expected_version: int,
+    reason: str | None = None,
+    actual_use: str | None = None,
+    notes: str | None = None,
+    lon: float | None = None,
+    lat: float | None = None,
+    observed_at: dt.datetime | None = None,
+    by: str | None = None,
+) -> Verification:
+    """Record a field check and move the warning ``assigned → verified``.
+
+    Args:
+        result: ``illegal`` (violation confirmed), ``legal`` or ``false_change`` (no real change; used
+            as a negative for retraining).
+        expected_version: The ``version`` the verifier saw; a different stored version (someone else
+            verified or edited it meanwhile) raises :class:`ConflictError` and nothing is written.
+
+    Raises:
+        NotFoundError, ConflictError, InvalidTransitionError, SchemaError (unknown result).
+    """
+    if result not in ("illegal", "legal", "false_change"):
+        raise SchemaError(f"verification result {result!r}: use illegal, legal or false_change")
+    try:
+        record = get_warning(session, warning_id)
+        _check_version(record, expected_version)
+        _transition(record, "verified")
+        before = record.status
+        verification = Verification(
+            result=result, reason=reason, actual_use=actual_use, notes=notes, lon=lon, lat=lat,
+            observed_at=observed_at or utcnow(), by=by,
+        )
+        record.verifications.append(verification)
+        record.status = "verified"
+        record.verification_result = result
+        record.history.append(WarningHistory(event="verified", by=by, from_status=before, to_status="verified",
+                                             why=f"field check: {result}" + (f" ({reason})" if reason else "")))
+        _commit(session, f"warning {warning_id}")
+    except Exception:
+        session.rollback()
+        raise
+    return verification
+
+
+StatKey = Literal["period", "county_code", "township_code", "township_name", "category", "status"]
+
+
+def statistics(
+    session: Session,
+    *,
+    by: Iterable[StatKey] = ("period", "category"),
+    period: str | None = None,
+    county_code: str | None = None,
+    only_warnings: bool = False,
+) -> list[dict[str, Any]]:
+    """Counts and areas grouped by the given columns.
+
+    Returns:
+        One dict per group: the group columns plus ``count``, ``area_m2`` and ``area_mu``.
+    """
+    keys = list(by)
+    allowed = {"period", "county_code", "township_code", "township_name", "category", "status"}
+    bad = [k for k in keys if k not in allowed]
+    if bad:
+        raise SchemaError(f"statistics: cannot group by {bad}; use {sorted(allowed)}")
+    columns = [getattr(WarningRecord, k) for k in keys]
+    query = select(*columns, func.count(WarningRecord.id), func.sum(WarningRecord.area_m2)).group_by(*columns)
+    if period is not None:
+        query = query.where(WarningRecord.period == period)
+    if county_code is not None:
+        query = query.where(WarningRecord.county_code == county_code)
+    if only_warnings:
+        query = query.where(WarningRecord.is_warning.is_(True))
+    out = []
+    for row in session.execute(query.order_by(*columns)):
+        item = {k: row[i] for i, k in enumerate(keys)}
+        area = float(row[len(keys) + 1] or 0.0)
+        item.update(count=int(row[len(keys)]), area_m2=round(area, 2), area_mu=round(area / SQM_PER_MU, 4))
+        out.append(item)
+    return out
+
+
+def warnings_frame(records: Sequence[WarningRecord]) -> gpd.GeoDataFrame:
+    """Stored warnings as a GeoDataFrame in EPSG:4326 (for exports, patrols and the API)."""
+    columns = [
+        "id", "period", "county_code", "township_code", "township_name", "source_key", "patch_id", "category",
+        "is_warning", "flags", "area_m2", "area_mu", "covered_m2", "excess_m2", "farmland_overlap_m2",
+        "redline_overlap_m2", "outside_urban_m2", "reasons", "permits", "priority", "rank", "confidence",
+        "status", "verification_result", "assigned_team", "due_date", "rule_set_version", "t1", "t2",
+        "centroid_lon", "centroid_lat", "linked_ids", "seen_periods", "version",
+    ]
+    data = {c: [getattr(r, c) for r in records] for c in columns}
+    frame = gpd.GeoDataFrame(data, geometry=[shapely_wkt.loads(r.geometry_wkt) for r in records], crs=4326)
+    frame["warning_id"] = frame["id"]
+    return frame
+
+
+def false_change_negatives(
+    session: Session, *, county_code: str | None = None, period: str | None = None
+) -> gpd.GeoDataFrame:
+    """Warnings verified as ``false_change``, with their scenes, as negatives for retraining.
+
+    Returns:
+        EPSG:4326 GeoDataFrame: ``warning_id``, ``period``, ``patch_id``, ``t1``, ``t2``, ``scene_before``,
+        ``scene_after``, ``detector``, ``reason``, geometry.
+    """
+    query = (
+        select(WarningRecord, Patch, Verification)
+        .outerjoin(Patch, and_(Patch.warning_id == WarningRecord.id, Patch.patch_id == WarningRecord.patch_id))
+        .join(Verification, Verification.warning_id == WarningRecord.id)
+        .where(Verification.result == "false_change")
+        .order_by(WarningRecord.id, Verification.id)
+    )
+    if county_code is not None:
+        query = query.where(WarningRecord.county_code == county_code)
+    if period is not None:
+        query = query.where(WarningRecord.period == period)
+    rows: dict[str, dict[str, Any]] = {}
+    geoms: dict[str, Any] = {}
+    for record, patch, verification in session.execute(query):
+        rows[record.id] = {
+            "warning_id": record.id, "period": record.period, "patch_id": record.patch_id,
+            "t1": record.t1, "t2": record.t2,
+            "scene_before": patch.scene_before if patch else None,
+            "scene_after": patch.scene_after if patch else None,
+            "detector": patch.detector if patch else None,
+            "reason": verification.reason,
+        }
+        geoms[record.id] = shapely_wkt.loads(record.geometry_wkt)
+    if not rows:
+        return gpd.GeoDataFrame(
+            {k: [] for k in ("warning_id", "period", "patch_id", "t1", "t2", "scene_before", "scene_after",
+                             "detector", "reason")}, geometry=[], crs=4326)
+    return gpd.GeoDataFrame(list(rows.values()), geometry=list(geoms.values()), crs=4326)
+
+

@@ -1,0 +1,116 @@
+"""Engines, schema migration and sessions of the warning store.
+
+The default store is one SQLite file (``sqlite:///path/warnings.sqlite``), opened in WAL mode with
+foreign keys on; every write transaction starts with ``BEGIN IMMEDIATE`` so two writers queue instead of
+failing half-way, and a stale read is caught by the optimistic-lock ``version`` column. PostgreSQL
+(``postgresql+psycopg://...``) is used as is; with PostGIS the schema gains a spatial ``geom`` column.
+The schema is created and upgraded by the Alembic scripts shipped in ``cspon_rs/store/migrations``
+(no alembic.ini needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from cspon_rs.errors import StoreError
+
+__all__ = ["MIGRATIONS_DIR", "has_postgis_geom", "init_db", "make_engine", "open_store", "sqlite_url"]
+
+#: Alembic scripts (env.py + versions/) inside the package.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def sqlite_url(path: str | Path) -> str:
+    """SQLAlchemy URL of a SQLite file (absolute path)."""
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys, a 30 s busy timeout and ``BEGIN IMMEDIATE``.
+
+    Raises:
+        StoreError: The URL cannot be parsed, or the SQLite file's folder does not exist.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise StoreError(f"not a database URL: {url!r} (e.g. sqlite:///warnings.sqlite)") from exc
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    database = parsed.database
+    if database and database != ":memory:" and not Path(database).parent.exists():
+        raise StoreError(f"{url}: folder {Path(database).parent} does not exist")
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if database and database != ":memory:":
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def init_db(url: str | Engine) -> None:
+    """Create or upgrade the schema to the newest Alembic revision (``alembic upgrade head``).
+
+    Safe to call on every start: an up-to-date database is left untouched.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    engine = make_engine(url) if isinstance(url, str) else url
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+    if isinstance(url, str):
+        engine.dispose()
+
+
+def open_store(url: str, *, migrate: bool = True) -> sessionmaker[Session]:
+    """Open the warning store: create/upgrade the schema (unless ``migrate=False``) and return sessions.
+
+    Usage::
+
+        Session = open_store("sqlite:///out/warnings.sqlite")
+        with Session() as session:
+            rows = list_warnings(session, period="2018Q1")
+
+    The engine is ``Session.kw["bind"]``.
+    """
+    engine = make_engine(url)
+    if migrate:
+        init_db(engine)
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def has_postgis_geom(session_or_engine: Session | Engine) -> bool:
+    """True when the ``warnings`` table has the PostGIS ``geom`` column (PostgreSQL with PostGIS)."""
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    if bind.dialect.name != "postgresql":
+        return False
+    cache = getattr(bind, "_cspon_has_geom", None)
+    if cache is None:
+        with bind.connect() as conn:
+            found = conn.exec_driver_sql(
+                "SELECT 1 FROM information_schema.columns WHERE table_name = 'warnings' AND column_name = 'geom'"
+            ).first()
+        cache = found is not None
+        bind._cspon_has_geom = cache  # type: ignore[union-attr]
+    return bool(cache)

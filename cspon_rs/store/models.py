@@ -1,0 +1,156 @@
+"""ORM tables of the warning store: warnings, their history, field verifications and raw change patches.
+
+Geometries are stored as WKT in EPSG:4326 (lon/lat) plus bounding-box columns, so a plain SQLite file
+works without SpatiaLite. On PostgreSQL with PostGIS the migration adds a generated, GiST-indexed
+``geom geometry(Geometry, 4326)`` column computed from ``geometry_wkt``, which
+:func:`cspon_rs.store.crud.list_warnings` uses for exact spatial filtering.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cspon_rs.store.base import Base
+
+__all__ = ["LIFECYCLE", "Patch", "Verification", "WarningHistory", "WarningRecord", "utcnow"]
+
+#: Allowed status transitions: new → assigned → verified → closed (plus un-assign and re-check).
+LIFECYCLE: dict[str, frozenset[str]] = {
+    "new": frozenset({"assigned"}),
+    "assigned": frozenset({"verified", "new"}),
+    "verified": frozenset({"closed", "assigned"}),
+    "closed": frozenset(),
+}
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware current UTC time."""
+    return dt.datetime.now(dt.UTC)
+
+
+class WarningRecord(Base):
+    """One suspected (疑似) violation: a classified change patch or a 批而不建 permit."""
+
+    __tablename__ = "warnings"
+    __table_args__ = (
+        UniqueConstraint("period", "county_code", "source_key", name="uq_warnings_source"),
+        Index("ix_warnings_period_county", "period", "county_code"),
+        Index("ix_warnings_bbox", "minx", "maxx", "miny", "maxy"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # <county>-<period>-<seq:04d>
+    period: Mapped[str] = mapped_column(String(16), index=True)
+    county_code: Mapped[str] = mapped_column(String(12), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    source_key: Mapped[str] = mapped_column(String(128))  # patch_id or "permit:<no>"
+    patch_id: Mapped[str | None] = mapped_column(String(128))
+    township_code: Mapped[str | None] = mapped_column(String(12), index=True)
+    township_name: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    is_warning: Mapped[bool] = mapped_column(default=True)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    area_m2: Mapped[float] = mapped_column(Float)
+    area_mu: Mapped[float] = mapped_column(Float)
+    covered_m2: Mapped[float] = mapped_column(Float, default=0.0)
+    excess_m2: Mapped[float] = mapped_column(Float, default=0.0)
+    farmland_overlap_m2: Mapped[float] = mapped_column(Float, default=0.0)
+    redline_overlap_m2: Mapped[float] = mapped_column(Float, default=0.0)
+    outside_urban_m2: Mapped[float] = mapped_column(Float, default=0.0)
+    reasons: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    permits: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    priority: Mapped[float] = mapped_column(Float, index=True)
+    rank: Mapped[int | None] = mapped_column(Integer)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    verification_result: Mapped[str | None] = mapped_column(String(16))
+    assigned_team: Mapped[str | None] = mapped_column(String(64))
+    due_date: Mapped[dt.date | None] = mapped_column(Date)
+    rule_set_version: Mapped[str] = mapped_column(String(32))
+    t1: Mapped[dt.date | None] = mapped_column(Date)
+    t2: Mapped[dt.date | None] = mapped_column(Date)
+    geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
+    minx: Mapped[float] = mapped_column(Float)
+    miny: Mapped[float] = mapped_column(Float)
+    maxx: Mapped[float] = mapped_column(Float)
+    maxy: Mapped[float] = mapped_column(Float)
+    centroid_lon: Mapped[float] = mapped_column(Float)
+    centroid_lat: Mapped[float] = mapped_column(Float)
+    linked_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # earlier-period warnings it touches
+    seen_periods: Mapped[list[str]] = mapped_column(JSON, default=list)  # later periods merged into it
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    history: Mapped[list[WarningHistory]] = relationship(
+        back_populates="warning", order_by="WarningHistory.id", cascade="all, delete-orphan"
+    )
+    verifications: Mapped[list[Verification]] = relationship(
+        back_populates="warning", order_by="Verification.id", cascade="all, delete-orphan"
+    )
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy optimistic locking
+
+
+class WarningHistory(Base):
+    """One event in a warning's life: creation, assignment, status change, re-detection."""
+
+    __tablename__ = "warning_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    warning_id: Mapped[str] = mapped_column(ForeignKey("warnings.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))  # created | assigned | status | verified | seen_again
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    by: Mapped[str | None] = mapped_column(String(64))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    why: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    warning: Mapped[WarningRecord] = relationship(back_populates="history")
+
+
+class Verification(Base):
+    """A field check (外业核查) of a warning."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    warning_id: Mapped[str] = mapped_column(ForeignKey("warnings.id", ondelete="CASCADE"), index=True)
+    result: Mapped[str] = mapped_column(String(16))  # illegal | legal | false_change
+    reason: Mapped[str | None] = mapped_column(Text)
+    actual_use: Mapped[str | None] = mapped_column(String(128))
+    notes: Mapped[str | None] = mapped_column(Text)
+    lon: Mapped[float | None] = mapped_column(Float)
+    lat: Mapped[float | None] = mapped_column(Float)
+    observed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    warning: Mapped[WarningRecord] = relationship(back_populates="verifications")
+
+
+class Patch(Base):
+    """A raw change patch of one run (kept for audit and retraining)."""
+
+    __tablename__ = "patches"
+    __table_args__ = (UniqueConstraint("period", "county_code", "patch_id", name="uq_patches_run_patch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    period: Mapped[str] = mapped_column(String(16), index=True)
+    county_code: Mapped[str] = mapped_column(String(12))
+    patch_id: Mapped[str] = mapped_column(String(128))
+    warning_id: Mapped[str | None] = mapped_column(ForeignKey("warnings.id", ondelete="SET NULL"), index=True)
+    area_m2: Mapped[float] = mapped_column(Float)
+    prob_mean: Mapped[float | None] = mapped_column(Float)
+    prob_max: Mapped[float | None] = mapped_column(Float)
+    t1: Mapped[dt.date | None] = mapped_column(Date)
+    t2: Mapped[dt.date | None] = mapped_column(Date)
+    scene_before: Mapped[str | None] = mapped_column(String(512))
+    scene_after: Mapped[str | None] = mapped_column(String(512))
+    detector: Mapped[str | None] = mapped_column(String(128))
+    geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
