@@ -66,6 +66,7 @@ def current_user(
             headers={"WWW-Authenticate": "Bearer"},
         )
     user = user_for_token(session, credentials.credentials)
+    session.commit()  # end the read transaction now (SQLite BEGIN IMMEDIATE would hold the lock during uploads)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

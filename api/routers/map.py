@@ -262,10 +262,8 @@ def resolve_sources(session: Session, county_code: str, period: str) -> MapSourc
                 found.before, found.after = Path(scene.before_path), Path(scene.after_path)
                 found.before_date, found.after_date = scene.before_date, scene.after_date
     if found.before is None:
-        try:
-            from cspon_rs.store.models import Patch
-        except ImportError:  # pragma: no cover - store not installed
-            return found
+        from cspon_rs.store.models import Patch
+
         patch = session.scalars(
             select(Patch)
             .where(Patch.county_code == county_code, Patch.period == period, Patch.scene_before.is_not(None),
@@ -327,14 +325,12 @@ def _visible(user: ApiUser, county_code: str) -> None:
 @router.get("/periods", response_model=list[MapPeriod], summary="Counties and periods that have warnings")
 def periods(user: CurrentUser, session: SessionDep) -> list[MapPeriod]:
     """Newest period first; county-bound users see their county only."""
-    try:
-        from cspon_rs.store.models import Warning
-    except ImportError:  # pragma: no cover - store not installed
-        return []
-    query = select(Warning.county_code, Warning.period, func.count()).group_by(Warning.county_code,
-                                                                                 Warning.period)
+    from cspon_rs.store.models import WarningRecord as W
+
+    query = select(W.county_code, W.period, func.count()).where(W.is_warning.is_(True)).group_by(
+        W.county_code, W.period)
     if user.county_code is not None:
-        query = query.where(Warning.county_code == user.county_code)
+        query = query.where(W.county_code == user.county_code)
     rows = session.execute(query).all()
     out = [MapPeriod(county_code=c, period=p, warnings=int(n)) for c, p, n in rows]
     out.sort(key=lambda r: (r.period, r.county_code), reverse=True)

@@ -296,6 +296,6 @@ def add_photo(session: Session, **fields: Any) -> Photo:
     return photo
 
 
-def list_photos(session: Session, warning_id: int) -> list[Photo]:
+def list_photos(session: Session, warning_id: str) -> list[Photo]:
     """Photos of one warning, oldest first."""
     return list(session.scalars(select(Photo).where(Photo.warning_id == warning_id).order_by(Photo.id)))
