@@ -1,0 +1,177 @@
+"""One call from change patches to stored, exported warnings (used by the CLI, the demo and the API)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+from shapely.geometry import box
+
+from cspon_rs.errors import SchemaError
+from cspon_rs.geo.crs import SQM_PER_MU
+from cspon_rs.rules.config import (
+    CATEGORIES,
+    FieldsConfig,
+    RulesConfig,
+    load_fields_config,
+    load_rules_config,
+)
+from cspon_rs.rules.engine import classify
+from cspon_rs.rules.inputs import load_control_lines, load_patches, load_permits, load_townships
+
+__all__ = ["WarningRunResult", "run_warning_pipeline", "scene_footprint"]
+
+
+@dataclass
+class WarningRunResult:
+    """What :func:`run_warning_pipeline` produced.
+
+    Attributes:
+        period, county_code: The run's keys.
+        t1, t2: Dates of the before/after scenes.
+        counts: Rows per category (``none`` = legal, kept for statistics).
+        n_warnings: Rows that are warnings (not legal, or carrying a control-line flag).
+        total_area_m2, total_area_mu: Area of the warnings.
+        xlsx, csv, gpkg: Written list files.
+        chips: Warning id → PNG (empty without before/after scenes).
+        db_url: Store the warnings were saved to.
+        created, unchanged, merged: Store outcome (new ids, ids already there, merged into earlier periods).
+        messages: Input repairs and notes (one line each).
+        warnings: The classified warnings with ``warning_id`` (patch CRS).
+    """
+
+    period: str
+    county_code: str
+    t1: dt.date
+    t2: dt.date
+    counts: dict[str, int]
+    n_warnings: int
+    total_area_m2: float
+    total_area_mu: float
+    xlsx: Path
+    csv: Path
+    gpkg: Path
+    db_url: str
+    chips: dict[str, Path] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    merged: dict[str, str] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    warnings: gpd.GeoDataFrame | None = None
+
+
+def scene_footprint(before: str | Path, after: str | Path) -> gpd.GeoSeries:
+    """The area seen on both dates: intersection of the two rasters' bounds, in the before scene's CRS."""
+    from cspon_rs.geo.raster import grid_info
+
+    a, b = grid_info(before), grid_info(after)
+    fa = gpd.GeoSeries([box(*a.bounds)], crs=a.crs)
+    fb = gpd.GeoSeries([box(*b.bounds)], crs=b.crs).to_crs(a.crs)
+    return gpd.GeoSeries([fa.iloc[0].intersection(fb.iloc[0])], crs=a.crs)
+
+
+def _dates(patches: gpd.GeoDataFrame, t1: dt.date | None, t2: dt.date | None, source: Path) -> tuple[dt.date, dt.date]:
+    if t1 is None:
+        values = sorted({v for v in patches["t1"] if v is not None}) if len(patches) else []
+        if not values:
+            raise SchemaError(f"{source}: no t1 date in the change patches; pass t1 explicitly")
+        t1 = values[0]
+    if t2 is None:
+        values = sorted({v for v in patches["t2"] if v is not None}) if len(patches) else []
+        if not values:
+            raise SchemaError(f"{source}: no t2 date in the change patches; pass t2 explicitly")
+        t2 = values[-1]
+    return t1, t2
+
+
+def run_warning_pipeline(
+    changes_path: str | Path,
+    permits_path: str | Path,
+    control_lines_path: str | Path | None,
+    *,
+    period: str,
+    county_code: str,
+    out_dir: str | Path,
+    db_url: str | None = None,
+    townships_path: str | Path | None = None,
+    before: str | Path | None = None,
+    after: str | Path | None = None,
+    rules: RulesConfig | str | Path | None = None,
+    fields: FieldsConfig | str | Path | None = None,
+    t1: dt.date | None = None,
+    t2: dt.date | None = None,
+    progress: bool = True,
+) -> WarningRunResult:
+    """Classify a run's change patches, store them, and write the lists (and chips).
+
+    Args:
+        changes_path: GeoPackage with the ``change_patches`` layer.
+        permits_path: Permit layer (GeoPackage/Shapefile/GeoJSON), fields mapped by ``fields``.
+        control_lines_path: Control-line GeoPackage (YJJBNT/STBHHX/CZKFBJ) or None.
+        period: Period code, e.g. ``2026Q3``.
+        county_code: County code, e.g. ``510000``.
+        out_dir: Output folder: ``warnings_<county>_<period>.xlsx/.csv/.gpkg``, ``chips/``.
+        db_url: Store URL; default ``sqlite:///<out_dir>/warnings.sqlite``.
+        townships_path: Optional township layer.
+        before, after: Optional scenes; give both for image chips and the 批而不建 footprint.
+        rules: Thresholds (config, YAML path, or None for ``configs/rules_default.yaml``).
+        fields: Field mapping (config, YAML path, or None for ``configs/fields_default.yaml``).
+        t1, t2: Override the dates read from the patches.
+        progress: Show progress bars.
+    """
+    from cspon_rs.exports.chips import write_chips
+    from cspon_rs.exports.lists import write_warning_csv, write_warning_gpkg, write_warning_xlsx
+    from cspon_rs.store.crud import save_warnings
+    from cspon_rs.store.db import open_store, sqlite_url
+
+    rules_cfg = rules if isinstance(rules, RulesConfig) else load_rules_config(rules)
+    fields_cfg = fields if isinstance(fields, FieldsConfig) else load_fields_config(fields)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    changes_path = Path(changes_path)
+    patches = load_patches(changes_path)
+    permits = load_permits(permits_path, mapping=fields_cfg.permits)
+    control = load_control_lines(control_lines_path, mapping=fields_cfg.control_lines) if control_lines_path else None
+    townships = load_townships(townships_path, mapping=fields_cfg.townships) if townships_path else None
+    messages = [*patches.attrs.get("messages", []), *permits.attrs.get("messages", [])]
+    if control is not None:
+        messages += control.attrs.get("messages", [])
+    if townships is not None:
+        messages += townships.attrs.get("messages", [])
+    d1, d2 = _dates(patches, t1, t2, changes_path)
+    footprint = scene_footprint(before, after) if before is not None and after is not None else None
+    warnings = classify(patches, permits, control, t1=d1, t2=d2, config=rules_cfg, townships=townships,
+                        footprint=footprint)
+    url = db_url or sqlite_url(out / "warnings.sqlite")
+    sessions = open_store(url)
+    try:
+        with sessions() as session:
+            saved = save_warnings(session, warnings, period=period, county_code=county_code, patches=patches,
+                                  link_merge_share=rules_cfg.link_merge_share)
+    finally:
+        sessions.kw["bind"].dispose()
+    warnings = warnings.copy()
+    warnings["warning_id"] = [saved.ids.get(str(k)) for k in warnings["source_key"]]
+    warnings["period"] = period
+    warnings["county_code"] = county_code
+    stem = f"warnings_{county_code}_{period}"
+    title = f"{county_code} {period} 疑似违法用地预警清单 suspected-violation list ({d1} → {d2})"
+    xlsx = write_warning_xlsx(warnings, out / f"{stem}.xlsx", title=title)
+    csv = write_warning_csv(warnings, out / f"{stem}.csv")
+    gpkg = write_warning_gpkg(warnings, out / f"{stem}.gpkg")
+    chips: dict[str, Path] = {}
+    if before is not None and after is not None:
+        flagged = warnings[warnings["is_warning"].astype(bool)]
+        chips = write_chips(flagged, before, after, out / "chips", permits=permits, progress=progress)
+    counts = {c: int((warnings["category"] == c).sum()) for c in CATEGORIES}
+    flagged = warnings[warnings["is_warning"].astype(bool)]
+    area = float(pd.to_numeric(flagged["area_m2"]).sum()) if len(flagged) else 0.0
+    return WarningRunResult(
+        period=period, county_code=county_code, t1=d1, t2=d2, counts=counts, n_warnings=len(flagged),
+        total_area_m2=round(area, 2), total_area_mu=round(area / SQM_PER_MU, 4),
+        xlsx=xlsx, csv=csv, gpkg=gpkg, db_url=url, chips=chips, created=saved.created,
+        unchanged=saved.unchanged, merged=saved.merged, messages=messages, warnings=warnings,
+    )
