@@ -79,6 +79,9 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     for module in (health, users, scenes, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
     _include_optional(app)
+    from cspon_rs.api.web import mount_web
+
+    mount_web(app)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -146,3 +146,142 @@ class JobOut(_Out):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     log: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- warnings
+
+WarningStatus = Literal["new", "assigned", "verified", "closed"]
+VerificationResultName = Literal["illegal", "legal", "false_change"]
+
+
+class WarningOut(_Out):
+    """One warning (suspected violation, 疑似) in list views. Areas in m² and mu; lon/lat in EPSG:4326."""
+
+    id: str
+    period: str
+    county_code: str
+    township_code: str | None
+    township_name: str | None
+    category: str
+    is_warning: bool
+    flags: list[str]
+    area_m2: float
+    area_mu: float
+    priority: float
+    rank: int | None
+    confidence: float | None
+    status: str
+    verification_result: str | None
+    assigned_team: str | None
+    due_date: dt.date | None
+    t1: dt.date | None
+    t2: dt.date | None
+    centroid_lon: float
+    centroid_lat: float
+    bbox: list[float] = Field(description="[min_lon, min_lat, max_lon, max_lat], EPSG:4326")
+    version: int
+
+
+class WarningPage(BaseModel):
+    """A page of warnings."""
+
+    items: list[WarningOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class HistoryOut(_Out):
+    """One event in a warning's life."""
+
+    id: int
+    event: str
+    at: dt.datetime
+    by: str | None
+    from_status: str | None
+    to_status: str | None
+    why: str | None
+    details: dict[str, Any] | None
+
+
+class VerificationOut(_Out):
+    """A field verification."""
+
+    id: int
+    warning_id: str
+    result: str
+    reason: str | None
+    actual_use: str | None
+    notes: str | None
+    lon: float | None
+    lat: float | None
+    observed_at: dt.datetime | None
+    by: str | None
+    created_at: dt.datetime
+
+
+class PhotoOut(BaseModel):
+    """A stored field photo."""
+
+    id: int
+    content_type: str
+    size: int
+    sha256: str
+    url: str
+    verification_id: int | None
+
+
+class WarningDetail(WarningOut):
+    """One warning with everything a case file needs."""
+
+    source_key: str
+    patch_id: str | None
+    reasons: list[dict[str, Any]]
+    permits: list[dict[str, Any]]
+    covered_m2: float
+    excess_m2: float
+    farmland_overlap_m2: float
+    redline_overlap_m2: float
+    outside_urban_m2: float
+    rule_set_version: str
+    linked_ids: list[str]
+    seen_periods: list[str]
+    geometry: dict[str, Any] = Field(description="GeoJSON geometry, EPSG:4326")
+    history: list[HistoryOut]
+    verifications: list[VerificationOut]
+    photos: list[PhotoOut]
+    chip_urls: dict[str, str] = Field(description="before/after image chips (PNG) of the warning")
+
+
+class AssignIn(_In):
+    """Assign a warning to a field team."""
+
+    team: str = Field(min_length=1, max_length=64)
+    due_date: dt.date | None = None
+    expected_version: int | None = Field(default=None, ge=1, description="version you saw (optimistic lock)")
+
+
+class StatusIn(_In):
+    """Move a warning along the lifecycle (``verified`` only through a verification)."""
+
+    to_status: Literal["new", "assigned", "closed"]
+    why: str | None = Field(default=None, max_length=2000)
+    expected_version: int | None = Field(default=None, ge=1)
+
+
+class VerificationCreated(BaseModel):
+    """Result of posting a verification."""
+
+    verification: VerificationOut
+    warning: WarningOut
+    photos: list[PhotoOut]
+
+
+class StatRow(BaseModel):
+    """Counts and areas of one group."""
+
+    model_config = ConfigDict(extra="allow")
+
+    count: int
+    area_m2: float
+    area_mu: float

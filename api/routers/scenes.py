@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 
 from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
 from cspon_rs.api.schemas import COUNTY_PATTERN, SceneCreate, SceneOut
@@ -104,7 +105,8 @@ async def upload_scene(
                                 max_bytes=settings.max_upload_bytes, field="before", stem="before")
     saved_a = await save_upload(after, folder, settings.data_dir, allowed=("tiff",),
                                 max_bytes=settings.max_upload_bytes, field="after", stem="after")
-    return _register(session, user, name, saved_b.path, saved_a.path, before_date, after_date, county_code)
+    return await run_in_threadpool(_register, session, user, name, saved_b.path, saved_a.path, before_date,
+                                   after_date, county_code)
 
 
 @router.get("", response_model=list[SceneOut], summary="Registered scenes")

@@ -1,0 +1,560 @@
+/* Review map: warnings of one county and period over the before/after imagery, with permits and the
+ * three control lines as layers, a filterable list sorted by priority and a detail panel. */
+"use strict";
+
+(function () {
+  var C = Cspon, h = C.h;
+  var state = {
+    user: null,
+    key: null,          // {county_code, period}
+    features: [],       // warning features of the period (GeoJSON, EPSG:4326)
+    layersById: {},     // warning id -> Leaflet layer
+    selected: null,
+    imagery: null,      // {before: L.ImageOverlay, after: L.ImageOverlay, bounds, images: {before, after}}
+    permits: null,      // GeoJSON of permits (for the chips' outlines)
+    loadToken: 0
+  };
+
+  // ------------------------------------------------------------------------------------------------ map
+  var map = L.map("map", { zoomSnap: 0.25, zoomControl: true, attributionControl: true });
+  map.attributionControl.setPrefix(false);
+  map.setView([22.3, 114.2], 12);
+  L.control.scale({ imperial: false }).addTo(map);
+
+  var warningLayer = L.featureGroup().addTo(map);
+  var permitLayer = L.featureGroup();
+  var townshipLayer = L.featureGroup();
+  var controlLayers = {};
+  Object.keys(C.CONTROL).forEach(function (kind) { controlLayers[kind] = L.featureGroup(); });
+  var noImagery = L.layerGroup();
+
+  var layerControl = null;
+  function buildLayerControl(baseLayers) {
+    if (layerControl) layerControl.remove();
+    var overlays = {};
+    overlays["预警图斑 warnings"] = warningLayer;
+    overlays["批准用地 permits"] = permitLayer;
+    Object.keys(C.CONTROL).forEach(function (kind) {
+      overlays[C.CONTROL[kind].zh + " " + kind] = controlLayers[kind];
+    });
+    overlays["乡镇 townships"] = townshipLayer;
+    layerControl = L.control.layers(baseLayers, overlays, { collapsed: false, position: "topright" }).addTo(map);
+  }
+  buildLayerControl({ "无影像 no imagery": noImagery });
+
+  var legend = L.control({ position: "bottomright" });
+  legend.onAdd = function () {
+    var box = h("div", { class: "legend" });
+    Object.keys(C.CATEGORY).forEach(function (key) {
+      if (key === "none") return;
+      var c = C.CATEGORY[key];
+      box.appendChild(h("div", {}, h("i", { style: { background: c.color } }), c.zh + " " + c.en));
+    });
+    Object.keys(C.CONTROL).forEach(function (kind) {
+      box.appendChild(h("div", {}, h("i", { class: "line", style: { borderColor: C.CONTROL[kind].color } }),
+        C.CONTROL[kind].zh + " " + kind));
+    });
+    box.appendChild(h("div", {}, h("i", { class: "line dashed" }), "批准用地 permit"));
+    return box;
+  };
+  legend.addTo(map);
+
+  // ------------------------------------------------------------------------------------------ imagery
+  function showImagery(which) {
+    if (!state.imagery) return;
+    var other = which === "before" ? "after" : "before";
+    if (map.hasLayer(state.imagery[other])) map.removeLayer(state.imagery[other]);
+    if (map.hasLayer(noImagery)) map.removeLayer(noImagery);
+    state.imagery[which].addTo(map);
+  }
+  map.on("baselayerchange", function (ev) { syncToggle(ev.layer); });
+  function syncToggle(layer) {
+    var im = state.imagery;
+    document.getElementById("show-before").classList.toggle("active", !!im && layer === im.before);
+    document.getElementById("show-after").classList.toggle("active", !!im && layer === im.after);
+  }
+  document.getElementById("show-before").addEventListener("click", function () {
+    showImagery("before"); syncToggle(state.imagery && state.imagery.before);
+  });
+  document.getElementById("show-after").addEventListener("click", function () {
+    showImagery("after"); syncToggle(state.imagery && state.imagery.after);
+  });
+
+  function loadImage(url) {
+    return new Promise(function (resolve, reject) {
+      var img = new Image();
+      img.onload = function () { resolve(img); };
+      img.onerror = function () { reject(new Error("cannot decode " + url)); };
+      img.src = url;
+    });
+  }
+
+  function setImagery(ctx, token) {
+    if (state.imagery) {
+      map.removeLayer(state.imagery.before);
+      map.removeLayer(state.imagery.after);
+      state.imagery = null;
+    }
+    if (!ctx.imagery) {
+      buildLayerControl({ "无影像 no imagery": noImagery });
+      noImagery.addTo(map);
+      return Promise.resolve();
+    }
+    var im = ctx.imagery;
+    return Promise.all([C.authImageUrl(im.before_url), C.authImageUrl(im.after_url)]).then(function (urls) {
+      if (token !== state.loadToken) return;
+      var opts = { interactive: false, className: "imagery" };
+      var before = L.imageOverlay(urls[0], im.bounds, Object.assign({ alt: "before" }, opts));
+      var after = L.imageOverlay(urls[1], im.bounds, Object.assign({ alt: "after" }, opts));
+      state.imagery = { before: before, after: after, bounds: L.latLngBounds(im.bounds), images: {} };
+      var base = {};
+      base["前时相 before " + (im.before_date || "")] = before;
+      base["后时相 after " + (im.after_date || "")] = after;
+      buildLayerControl(base);
+      document.getElementById("show-before").textContent = "前时相 before " + (im.before_date || "");
+      document.getElementById("show-after").textContent = "后时相 after " + (im.after_date || "");
+      showImagery("after");
+      syncToggle(after);
+      return Promise.all([loadImage(urls[0]), loadImage(urls[1])]).then(function (imgs) {
+        state.imagery.images.before = imgs[0];
+        state.imagery.images.after = imgs[1];
+      });
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------- layers
+  function loadLayers(ctx, token) {
+    permitLayer.clearLayers();
+    townshipLayer.clearLayers();
+    Object.keys(controlLayers).forEach(function (k) { controlLayers[k].clearLayers(); });
+    state.permits = null;
+    var jobs = [];
+    if (ctx.layers.permits) {
+      jobs.push(C.api(ctx.layers.permits).then(function (gj) {
+        if (token !== state.loadToken) return;
+        state.permits = gj;
+        L.geoJSON(gj, {
+          style: { color: "#ffffff", weight: 2, dashArray: "6 4", fillOpacity: 0.05, className: "permit-poly" },
+          onEachFeature: function (f, layer) {
+            var p = f.properties || {};
+            layer.bindTooltip((p.permit_no || "permit") + " · " + (p.project || "") + " · " + (p.status || ""));
+          }
+        }).addTo(permitLayer);
+        permitLayer.addTo(map);
+      }));
+    }
+    if (ctx.layers.control_lines) {
+      jobs.push(C.api(ctx.layers.control_lines).then(function (gj) {
+        if (token !== state.loadToken) return;
+        (gj.features || []).forEach(function (f) {
+          var kind = (f.properties || {}).kind;
+          if (!controlLayers[kind]) return;
+          L.geoJSON(f, {
+            style: { color: C.CONTROL[kind].color, weight: 2, fillOpacity: 0.06,
+                     className: "control-line control-" + kind },
+            interactive: false
+          }).addTo(controlLayers[kind]);
+        });
+        Object.keys(controlLayers).forEach(function (k) { controlLayers[k].addTo(map); });
+      }));
+    }
+    if (ctx.layers.townships) {
+      jobs.push(C.api(ctx.layers.townships).then(function (gj) {
+        if (token !== state.loadToken) return;
+        L.geoJSON(gj, {
+          style: { color: "#d0d4da", weight: 1, fill: false, dashArray: "2 4", className: "township-line" },
+          interactive: false
+        }).addTo(townshipLayer);
+      }));
+    }
+    return Promise.all(jobs);
+  }
+
+  // ----------------------------------------------------------------------------------------- warnings
+  function props(f) { return f.properties || {}; }
+  function warningId(f) { return String(props(f).id !== undefined ? props(f).id : f.id); }
+
+  /** All warnings of a county and period (GeoJSON pages of 5000, highest priority first). */
+  function loadWarnings(key) {
+    var pageSize = 5000, features = [];
+    function page(offset) {
+      var q = "warnings.geojson?limit=" + pageSize + "&offset=" + offset +
+        "&county_code=" + encodeURIComponent(key.county_code) + "&period=" + encodeURIComponent(key.period);
+      return C.api(q).then(function (body) {
+        var got = body && body.features ? body.features : [];
+        features = features.concat(got);
+        var total = body.numberMatched || 0;
+        if (got.length === pageSize && features.length < total) return page(offset + pageSize);
+        return features.filter(function (f) { return props(f).is_warning !== false && f.geometry; });
+      });
+    }
+    return page(0);
+  }
+
+  function styleFor(f, selected) {
+    var c = C.category(props(f).category).color;
+    return { color: selected ? "#ffffff" : c, fillColor: c, weight: selected ? 4 : 2,
+             fillOpacity: selected ? 0.15 : 0.3, opacity: 1 };
+  }
+
+  function drawWarnings() {
+    warningLayer.clearLayers();
+    state.layersById = {};
+    visibleFeatures().forEach(function (f) {
+      var id = warningId(f);
+      var layer = L.geoJSON(f, {
+        style: Object.assign({ className: "warning-poly cat-" + props(f).category }, styleFor(f, false))
+      });
+      layer.on("click", function () { select(id, false); });
+      layer.bindTooltip(C.category(props(f).category).zh + " · " + id, { sticky: true });
+      layer.addTo(warningLayer);
+      state.layersById[id] = layer;
+    });
+  }
+
+  function currentFilters() {
+    return {
+      category: document.getElementById("filter-category").value,
+      status: document.getElementById("filter-status").value,
+      township: document.getElementById("filter-township").value
+    };
+  }
+
+  function visibleFeatures() {
+    var flt = currentFilters();
+    return state.features.filter(function (f) {
+      var p = props(f);
+      if (flt.category && p.category !== flt.category) return false;
+      if (flt.status && p.status !== flt.status) return false;
+      if (flt.township && (p.township_code || p.township_name || "") !== flt.township) return false;
+      return true;
+    });
+  }
+
+  function fillFilter(select, values, label) {
+    var current = select.value;
+    while (select.options.length > 1) select.remove(1);
+    values.forEach(function (v) { select.appendChild(h("option", { value: v.value }, label(v))); });
+    select.value = values.some(function (v) { return v.value === current; }) ? current : "";
+  }
+
+  function buildFilters() {
+    var cats = {}, statuses = {}, towns = {};
+    state.features.forEach(function (f) {
+      var p = props(f);
+      cats[p.category] = (cats[p.category] || 0) + 1;
+      statuses[p.status] = (statuses[p.status] || 0) + 1;
+      var t = p.township_code || p.township_name;
+      if (t) towns[t] = { value: t, name: p.township_name || t, n: ((towns[t] || {}).n || 0) + 1 };
+    });
+    fillFilter(document.getElementById("filter-category"),
+      Object.keys(cats).sort().map(function (k) { return { value: k, n: cats[k] }; }),
+      function (v) { return C.category(v.value).zh + " (" + v.n + ")"; });
+    fillFilter(document.getElementById("filter-status"),
+      Object.keys(statuses).sort().map(function (k) { return { value: k, n: statuses[k] }; }),
+      function (v) { return (C.STATUS[v.value] || v.value) + " (" + v.n + ")"; });
+    fillFilter(document.getElementById("filter-township"),
+      Object.keys(towns).sort().map(function (k) { return towns[k]; }),
+      function (v) { return v.name + " (" + v.n + ")"; });
+  }
+
+  function renderList() {
+    var list = C.clear(document.getElementById("warning-list"));
+    var rows = visibleFeatures().slice().sort(function (a, b) {
+      return (props(b).priority || 0) - (props(a).priority || 0);
+    });
+    document.getElementById("list-count").textContent = rows.length + " / " + state.features.length + " 条预警 warnings";
+    rows.forEach(function (f) {
+      var p = props(f), id = warningId(f), cat = C.category(p.category);
+      var flags = (p.flags || []).map(function (fl) { return h("span", { class: "badge flag" }, fl); });
+      list.appendChild(h("li", {
+        class: "warning-row" + (id === state.selected ? " selected" : ""),
+        dataset: { id: id, category: p.category || "", status: p.status || "" },
+        tabindex: "0",
+        onclick: function () { select(id, true); },
+        onkeydown: function (ev) { if (ev.key === "Enter") select(id, true); }
+      },
+      h("span", { class: "swatch", style: { background: cat.color } }),
+      h("div", { class: "row-main" },
+        h("div", { class: "row-title" }, h("strong", {}, cat.zh), " ", h("span", { class: "muted" }, id)),
+        h("div", { class: "row-sub" },
+          (p.township_name || "–") + " · " + C.fmt(p.area_mu, 1) + " 亩 · P " + C.fmt(p.priority, 0), " ",
+          h("span", { class: "badge status-" + p.status }, C.STATUS[p.status] || p.status), flags))));
+    });
+  }
+
+  function refresh() {
+    drawWarnings();
+    renderList();
+    if (state.selected && state.layersById[state.selected]) highlight(state.selected);
+  }
+  ["filter-category", "filter-status", "filter-township"].forEach(function (id) {
+    document.getElementById(id).addEventListener("change", refresh);
+  });
+
+  function highlight(id) {
+    Object.keys(state.layersById).forEach(function (k) {
+      var f = featureById(k);
+      state.layersById[k].setStyle(styleFor(f, k === id));
+    });
+    if (state.layersById[id]) state.layersById[id].bringToFront();
+    Array.prototype.forEach.call(document.querySelectorAll("#warning-list li"), function (li) {
+      li.classList.toggle("selected", li.dataset.id === id);
+      if (li.dataset.id === id) li.scrollIntoView({ block: "nearest" });
+    });
+  }
+
+  function featureById(id) {
+    for (var i = 0; i < state.features.length; i++) if (warningId(state.features[i]) === id) return state.features[i];
+    return null;
+  }
+
+  function select(id, zoom) {
+    state.selected = id;
+    highlight(id);
+    var layer = state.layersById[id];
+    if (layer && zoom !== false) map.fitBounds(layer.getBounds(), { padding: [60, 60], maxZoom: 17 });
+    showDetail(id);
+  }
+
+  // ------------------------------------------------------------------------------------------- detail
+  var detailBox = document.getElementById("detail");
+  document.getElementById("detail-close").addEventListener("click", function () {
+    detailBox.hidden = true;
+    state.selected = null;
+    highlight(null);
+    map.invalidateSize();
+  });
+
+  function section(title) {
+    var body = Array.prototype.slice.call(arguments, 1);
+    return h("section", { class: "dsec" }, h("h3", {}, title), body);
+  }
+
+  function ringsOf(geometry) {
+    if (!geometry) return [];
+    if (geometry.type === "Polygon") return geometry.coordinates;
+    if (geometry.type === "MultiPolygon") return [].concat.apply([], geometry.coordinates);
+    return [];
+  }
+
+  function bboxOf(geometry) {
+    var b = [Infinity, Infinity, -Infinity, -Infinity];
+    ringsOf(geometry).forEach(function (ring) {
+      ring.forEach(function (pt) {
+        b[0] = Math.min(b[0], pt[0]); b[1] = Math.min(b[1], pt[1]);
+        b[2] = Math.max(b[2], pt[0]); b[3] = Math.max(b[3], pt[1]);
+      });
+    });
+    return b;
+  }
+
+  /** Crop of one date around the warning, with the warning (category colour) and permits (white, dashed). */
+  function chipCanvas(which, feature, permitNos) {
+    var im = state.imagery;
+    var img = im && im.images[which];
+    if (!img) return null;
+    var crs = L.CRS.EPSG3857;
+    var sw = crs.project(im.bounds.getSouthWest()), ne = crs.project(im.bounds.getNorthEast());
+    var sx = img.naturalWidth / (ne.x - sw.x), sy = img.naturalHeight / (ne.y - sw.y);
+    function toPx(lon, lat) {
+      var p = crs.project(L.latLng(lat, lon));
+      return [(p.x - sw.x) * sx, (ne.y - p.y) * sy];
+    }
+    var b = bboxOf(feature.geometry);
+    var a = toPx(b[0], b[1]), c = toPx(b[2], b[3]);
+    var cx = (a[0] + c[0]) / 2, cy = (a[1] + c[1]) / 2;
+    var half = Math.max(24, Math.abs(c[0] - a[0]) * 0.8, Math.abs(c[1] - a[1]) * 0.8);
+    var x0 = cx - half, y0 = cy - half, size = 2 * half, out = 256, k = out / size;
+    var canvas = h("canvas", { width: out, height: out, class: "chip-canvas", "data-which": which });
+    var g = canvas.getContext("2d");
+    g.fillStyle = "#000"; g.fillRect(0, 0, out, out);
+    g.imageSmoothingEnabled = false;
+    g.drawImage(img, x0, y0, size, size, 0, 0, out, out);
+    function outline(geometry, color, dash, width) {
+      g.strokeStyle = color; g.lineWidth = width; g.setLineDash(dash);
+      ringsOf(geometry).forEach(function (ring) {
+        g.beginPath();
+        ring.forEach(function (pt, i) {
+          var q = toPx(pt[0], pt[1]);
+          var X = (q[0] - x0) * k, Y = (q[1] - y0) * k;
+          if (i === 0) g.moveTo(X, Y); else g.lineTo(X, Y);
+        });
+        g.closePath(); g.stroke();
+      });
+    }
+    if (state.permits) {
+      state.permits.features.forEach(function (pf) {
+        var own = permitNos.indexOf((pf.properties || {}).permit_no) >= 0;
+        outline(pf.geometry, own ? "#ffffff" : "rgba(255,255,255,0.55)", [6, 4], own ? 2 : 1);
+      });
+    }
+    outline(feature.geometry, C.category(props(feature).category).color, [], 2.5);
+    return canvas;
+  }
+
+  function chipFigure(which, label, node) {
+    return h("figure", { class: "chip chip-" + which }, node || h("div", { class: "chip-missing" }, "无影像 no imagery"),
+      h("figcaption", {}, label));
+  }
+
+  function renderChips(detail, feature) {
+    var permitNos = (detail.permits || []).map(function (p) { return p.permit_no; });
+    var box = h("div", { class: "chips" },
+      chipFigure("before", "前时相 before " + (detail.t1 || ""), chipCanvas("before", feature, permitNos)),
+      chipFigure("after", "后时相 after " + (detail.t2 || ""), chipCanvas("after", feature, permitNos)));
+    var exported = h("div", { class: "chips exported" });
+    var urls = chipUrls(detail);
+    urls.forEach(function (u) {
+      var img = h("img", { alt: u.label, class: "chip-img" });
+      exported.appendChild(h("figure", { class: "chip" }, img, h("figcaption", {}, u.label)));
+      C.authImageUrl(u.url).then(function (src) { img.src = src; }).catch(function () {
+        img.replaceWith(h("div", { class: "chip-missing" }, "图片不可用 chip unavailable"));
+      });
+    });
+    return urls.length ? h("div", {}, box, exported) : box;
+  }
+
+  function chipUrls(detail) {
+    var out = [];
+    var chips = detail.chips || detail.chip_urls || null;
+    if (Array.isArray(chips)) {
+      chips.forEach(function (c, i) {
+        if (typeof c === "string") out.push({ url: c, label: "导出切片 chip " + (i + 1) });
+        else if (c && c.url) out.push({ url: c.url, label: c.label || c.kind || "chip" });
+      });
+    } else if (chips && typeof chips === "object") {
+      Object.keys(chips).forEach(function (k) { if (chips[k]) out.push({ url: chips[k], label: "导出切片 " + k }); });
+    } else if (detail.chip_url) {
+      out.push({ url: detail.chip_url, label: "导出切片 chip" });
+    }
+    return out;
+  }
+
+  function renderDetail(detail, feature) {
+    var cat = C.category(detail.category);
+    var reasons = (detail.reasons || []).map(function (r) {
+      return h("li", {}, h("strong", {}, r.zh || r.code || ""), r.en ? h("div", { class: "muted" }, r.en) : null);
+    });
+    var permits = (detail.permits || []).map(function (p) {
+      return h("tr", {}, h("td", {}, p.permit_no || "–"), h("td", {}, p.role || p.relation || "–"),
+        h("td", {}, p.status || "–"), h("td", {}, p.approved_on || "–"),
+        h("td", {}, p.overlap_share !== undefined ? C.fmt(100 * p.overlap_share, 0) + "%" :
+          (p.share !== undefined ? C.fmt(100 * p.share, 0) + "%" : "–")));
+    });
+    var history = (detail.history || []).map(function (ev) {
+      return h("li", {}, h("span", { class: "muted" }, C.fmtTime(ev.at)), " ", h("strong", {}, ev.event),
+        ev.from_status || ev.to_status ? " " + (ev.from_status || "") + " → " + (ev.to_status || "") : "",
+        ev.by ? " · " + ev.by : "", ev.why ? h("div", { class: "muted" }, ev.why) : null);
+    });
+    var verifications = (detail.verifications || []).map(function (v) {
+      return h("li", {}, h("strong", {}, C.RESULT[v.result] || v.result), " · ", C.fmtTime(v.observed_at || v.created_at),
+        v.by ? " · " + v.by : "", v.notes ? h("div", { class: "muted" }, v.notes) : null);
+    });
+    var photos = h("div", { class: "photos" });
+    (detail.photos || []).forEach(function (p) {
+      if (!p.url) return;
+      var img = h("img", { alt: "photo", class: "photo" });
+      photos.appendChild(img);
+      C.authImageUrl(p.url).then(function (src) { img.src = src; }).catch(function () { img.remove(); });
+    });
+    var body = C.clear(document.getElementById("detail-body"));
+    C.append(body, [
+      h("h2", { class: "dtitle" }, h("span", { class: "swatch", style: { background: cat.color } }), cat.zh,
+        h("span", { class: "badge suspect" }, detail.suspected === false ? "已核实" : "疑似 suspected")),
+      h("div", { class: "muted", id: "detail-id" }, detail.id),
+      h("dl", { class: "facts" },
+        h("dt", {}, "状态 status"), h("dd", { id: "detail-status" }, C.STATUS[detail.status] || detail.status),
+        h("dt", {}, "面积 area"), h("dd", {}, C.fmt(detail.area_mu, 2) + " 亩 (" + C.fmt(detail.area_m2, 0) + " m²)"),
+        h("dt", {}, "优先级 priority"), h("dd", {}, C.fmt(detail.priority, 1) + (detail.rank ? " · #" + detail.rank : "")),
+        h("dt", {}, "乡镇 township"), h("dd", {}, detail.township_name || "–"),
+        h("dt", {}, "管控线 flags"), h("dd", {}, (detail.flags || []).join(", ") || "–"),
+        h("dt", {}, "时相 dates"), h("dd", {}, (detail.t1 || "?") + " → " + (detail.t2 || "?")),
+        h("dt", {}, "置信度 confidence"), h("dd", {}, C.fmt(detail.confidence, 2)),
+        h("dt", {}, "派发 team"), h("dd", {}, detail.assigned_team || "–")),
+      section("前后对比 before / after", renderChips(detail, feature)),
+      section("判定理由 reasons", reasons.length ? h("ol", { class: "reasons" }, reasons) : h("p", { class: "muted" }, "–")),
+      section("相关批文 permits", permits.length ? h("table", { class: "permits" },
+        h("thead", {}, h("tr", {}, h("th", {}, "文号 no."), h("th", {}, "关系 role"), h("th", {}, "状态"),
+          h("th", {}, "批准 approved"), h("th", {}, "重叠 overlap"))),
+        h("tbody", {}, permits)) : h("p", { class: "muted" }, "无 none")),
+      section("核查 verifications", verifications.length ? h("ul", { class: "history" }, verifications) :
+        h("p", { class: "muted" }, "尚未核查 not checked yet"), photos),
+      section("历史 history", history.length ? h("ul", { class: "history" }, history) : h("p", { class: "muted" }, "–"))
+    ]);
+  }
+
+  function showDetail(id) {
+    var feature = featureById(id);
+    detailBox.hidden = false;
+    map.invalidateSize();
+    var body = C.clear(document.getElementById("detail-body"));
+    body.appendChild(h("p", { class: "muted" }, "加载中 loading " + id + " …"));
+    C.api("warnings/" + encodeURIComponent(id)).then(function (detail) {
+      if (state.selected !== id) return;
+      renderDetail(detail, feature || { geometry: detail.geometry, properties: detail });
+    }).catch(function (err) {
+      C.clear(body).appendChild(h("p", { class: "error" }, "无法加载 " + id + ": " + err.message));
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------- period
+  function loadPeriod(key) {
+    var token = ++state.loadToken;
+    state.key = key;
+    state.selected = null;
+    detailBox.hidden = true;
+    var notes = document.getElementById("notes");
+    notes.hidden = true;
+    return C.api("map/" + key.county_code + "/" + key.period + "/context").then(function (ctx) {
+      if (token !== state.loadToken) return;
+      if (ctx.notes && ctx.notes.length) { notes.textContent = ctx.notes.join(" · "); notes.hidden = false; }
+      return Promise.all([setImagery(ctx, token), loadLayers(ctx, token), loadWarnings(key)]).then(function (res) {
+        if (token !== state.loadToken) return;
+        state.features = res[2];
+        buildFilters();
+        refresh();
+        var bounds = warningLayer.getLayers().length ? warningLayer.getBounds() : null;
+        if (state.imagery) bounds = bounds ? bounds.extend(state.imagery.bounds) : state.imagery.bounds;
+        if (bounds) map.fitBounds(bounds, { padding: [10, 10] });
+        document.body.dataset.loaded = key.county_code + "/" + key.period;
+      });
+    }).catch(function (err) {
+      C.toast("加载失败 loading failed: " + err.message, "error");
+      document.body.dataset.loaded = "error";
+    });
+  }
+
+  function start(user) {
+    state.user = user;
+    document.getElementById("user-name").textContent = user.name + " (" + user.role +
+      (user.county_code ? " · " + user.county_code : "") + ")";
+    C.api("map/periods").then(function (periods) {
+      var sel = C.clear(document.getElementById("period-select"));
+      periods.forEach(function (p) {
+        sel.appendChild(h("option", { value: p.county_code + "/" + p.period },
+          p.period + " · " + p.county_code + " (" + p.warnings + ")"));
+      });
+      if (!periods.length) {
+        sel.appendChild(h("option", { value: "" }, "无预警 no warnings yet"));
+        document.getElementById("list-count").textContent = "0 条预警 warnings";
+        document.body.dataset.loaded = "empty";
+        return;
+      }
+      var wanted = (window.location.hash || "").replace(/^#/, "");
+      if (wanted && periods.some(function (p) { return p.county_code + "/" + p.period === wanted; })) sel.value = wanted;
+      var go = function () {
+        var parts = sel.value.split("/");
+        window.history.replaceState(null, "", "#" + sel.value);
+        loadPeriod({ county_code: parts[0], period: parts[1] });
+      };
+      sel.onchange = go;
+      go();
+    }).catch(function (err) { C.toast("加载失败 " + err.message, "error"); });
+  }
+
+  document.getElementById("logout").addEventListener("click", C.logout);
+  C.onUnauthorized(function () { C.toast("令牌失效，请重新登录 token rejected: sign in again", "error"); });
+  C.login().then(start);
+  window.csponReview = { state: state, map: map, select: select };
+})();
