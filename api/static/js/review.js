@@ -12,6 +12,7 @@
     selected: null,
     imagery: null,      // {before: L.ImageOverlay, after: L.ImageOverlay, bounds, images: {before, after}}
     permits: null,      // GeoJSON of permits (for the chips' outlines)
+    controls: null,     // GeoJSON of control lines (for the chips' outlines)
     loadToken: 0
   };
 
@@ -128,6 +129,7 @@
     townshipLayer.clearLayers();
     Object.keys(controlLayers).forEach(function (k) { controlLayers[k].clearLayers(); });
     state.permits = null;
+    state.controls = null;
     var jobs = [];
     if (ctx.layers.permits) {
       jobs.push(C.api(ctx.layers.permits).then(function (gj) {
@@ -146,6 +148,7 @@
     if (ctx.layers.control_lines) {
       jobs.push(C.api(ctx.layers.control_lines).then(function (gj) {
         if (token !== state.loadToken) return;
+        state.controls = gj;
         (gj.features || []).forEach(function (f) {
           var kind = (f.properties || {}).kind;
           if (!controlLayers[kind]) return;
@@ -313,7 +316,7 @@
     state.selected = id;
     highlight(id);
     var layer = state.layersById[id];
-    if (layer && zoom !== false) map.fitBounds(layer.getBounds(), { padding: [60, 60], maxZoom: 17 });
+    if (layer && zoom !== false) map.fitBounds(layer.getBounds(), { padding: [60, 60], maxZoom: 16 });
     showDetail(id);
   }
 
@@ -381,6 +384,12 @@
           if (i === 0) g.moveTo(X, Y); else g.lineTo(X, Y);
         });
         g.closePath(); g.stroke();
+      });
+    }
+    if (state.controls) {
+      state.controls.features.forEach(function (cf) {
+        var kind = (cf.properties || {}).kind;
+        if (C.CONTROL[kind]) outline(cf.geometry, C.CONTROL[kind].color, [], 1.5);
       });
     }
     if (state.permits) {
