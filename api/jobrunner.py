@@ -35,7 +35,8 @@ def _summary(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_summary(v) for v in value][:50]
     if hasattr(value, "__dataclass_fields__"):
-        return {k: _summary(getattr(value, k)) for k in value.__dataclass_fields__}
+        return {k: _summary(getattr(value, k)) for k in value.__dataclass_fields__
+                if not hasattr(getattr(value, k), "to_json")}  # leave out (Geo)DataFrames
     if hasattr(value, "model_dump"):
         return _summary(value.model_dump())
     return repr(value)[:500]
@@ -101,6 +102,8 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             before=scene.before_path,
             after=scene.after_path,
         )
+        progress(0.95, f"stored {warned.n_warnings} warnings ({warned.total_area_mu:.1f} mu): "
+                 f"{len(warned.created)} new, {len(warned.merged)} merged into earlier periods")
         result = {"out_dir": str(out_dir), "detection": _summary(detection), "warnings": _summary(warned)}
         with session_scope(factory) as session:
             finish_job(session, job_id, "succeeded", result=result, message="succeeded")

@@ -250,7 +250,7 @@ class WarningDetail(WarningOut):
     history: list[HistoryOut]
     verifications: list[VerificationOut]
     photos: list[PhotoOut]
-    chip_urls: dict[str, str] = Field(description="before/after image chips (PNG) of the warning")
+    chip_urls: dict[str, str] = Field(description="``before_after``: PNG chip with both dates side by side")
 
 
 class AssignIn(_In):

@@ -200,8 +200,7 @@ def detail(warning_id: str, user: CurrentUser, session: SessionDep, request: Req
 
     record = visible_warning(session, user, warning_id)
     base = warning_out(record).model_dump()
-    chips = {which: str(request.url_for("get_chip", warning_id=record.id, which=which).path)
-             for which in ("before", "after")}
+    chips = {"before_after": str(request.url_for("get_chip", warning_id=record.id).path)}
     return WarningDetail(
         **base,
         source_key=record.source_key,
@@ -239,15 +238,15 @@ def get_photo(warning_id: str, photo_id: int, user: CurrentUser, session: Sessio
     return FileResponse(path, media_type=photo.content_type)
 
 
-@router.get("/{warning_id}/chips/{which}", name="get_chip", summary="Before/after image chip (PNG)",
+@router.get("/{warning_id}/chip.png", name="get_chip", summary="Before/after image chip (PNG)",
             response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
-def get_chip(warning_id: str, which: Literal["before", "after"], user: CurrentUser, session: SessionDep,
-             settings: SettingsDep) -> FileResponse:
-    """A PNG of the scene around the warning at one date, with its outline (rendered once, then cached)."""
+def get_chip(warning_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """Before and after panels around the warning with its outline (rendered once, then cached).
+    404 when the warning has no stored scenes."""
     from cspon_rs.api.chips import chip_for_warning
 
     record = visible_warning(session, user, warning_id)
-    path = chip_for_warning(session, record, which, settings.data_dir / "chips")
+    path = chip_for_warning(session, record, settings.data_dir / "chips")
     return FileResponse(path, media_type="image/png")
 
 

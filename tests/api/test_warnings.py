@@ -4,6 +4,7 @@ concurrent verifications, statistics, negatives."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ def test_detail_assign_lifecycle(server: Server, seeded: dict[str, Any]) -> None
     with server.client(seeded["bureau"]) as c:
         d = c.get(f"/warnings/{wid}").json()
         assert d["id"] == wid and d["reasons"] and d["history"][0]["event"] == "created"
-        assert d["geometry"]["type"] == "Polygon" and set(d["chip_urls"]) == {"before", "after"}
+        assert d["geometry"]["type"] == "Polygon" and set(d["chip_urls"]) == {"before_after"}
+        # seeded warnings have no stored scenes: the chip is a clean 404, not a 500
+        assert c.get(d["chip_urls"]["before_after"].removeprefix("/api/v1")).status_code == 404
         assert c.get("/warnings/nope").status_code == 404
         bad = c.post(f"/warnings/{wid}/status", json={"to_status": "closed"})
         assert bad.status_code == 422 and "closed" in bad.text
@@ -173,3 +176,46 @@ def test_statistics(server: Server, seeded: dict[str, Any]) -> None:
 
 def _unused(_: httpx.Response) -> None:  # keep httpx import for type hints in helpers
     pass
+
+
+def test_patrol_and_exports(server: Server, seeded: dict[str, Any]) -> None:
+    targets = seeded["ids"][3:7]
+    for wid in targets:
+        _assign(server, seeded["bureau"], wid, "team-p")
+    field_p = add_user(server.db_url, "field-p", "field", COUNTY, "team-p")
+    with server.client(field_p) as f:
+        js = f.get("/patrols/team-p", params={"start_lon": 114.10, "start_lat": 22.30})
+        assert js.status_code == 200, js.text
+        body = js.json()
+        assert sorted(s["id"] for s in body["stops"]) == sorted(targets) and body["length_m"] > 0
+        gpx = f.get("/patrols/team-p", params={"start_lon": 114.10, "start_lat": 22.30, "format": "gpx"})
+        assert gpx.status_code == 200 and b"<gpx" in gpx.content and gpx.content.count(b"<wpt") == 4
+        kml = f.get("/patrols/team-p", params={"start_lon": 114.10, "start_lat": 22.30, "format": "kml"})
+        assert kml.status_code == 200 and b"<kml" in kml.content
+        gj = f.get("/patrols/team-p", params={"start_lon": 114.10, "start_lat": 22.30, "format": "geojson"})
+        assert gj.status_code == 200 and gj.json()["type"] == "FeatureCollection"
+        assert f.get("/patrols/team-w", params={"start_lon": 114.1, "start_lat": 22.3}).status_code == 403
+        assert f.get("/patrols/team-p", params={"start_lon": 200, "start_lat": 22.3}).status_code == 422
+        assert f.get("/exports/warnings.xlsx", params={"period": "2018Q1"}).status_code == 403
+    with server.client(seeded["bureau"]) as c:
+        assert c.get("/patrols/nobody", params={"start_lon": 114.1, "start_lat": 22.3}).status_code == 404
+        xlsx = c.get("/exports/warnings.xlsx", params={"period": "2018Q1"})
+        assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+        import io
+
+        import openpyxl
+
+        sheet = openpyxl.load_workbook(io.BytesIO(xlsx.content)).worksheets[0]
+        ids = {str(cell.value) for row in sheet.iter_rows() for cell in row if cell.value}
+        assert set(seeded["ids"]) <= ids
+        csv = c.get("/exports/warnings.csv", params={"period": "2018Q1"})
+        assert csv.status_code == 200 and seeded["ids"][0] in csv.text
+        gpkg = c.get("/exports/warnings.gpkg", params={"period": "2018Q1"})
+        assert gpkg.status_code == 200 and gpkg.content[:16] == b"SQLite format 3\x00"
+        assert c.get("/exports/warnings.pdf", params={"period": "2018Q1"}).status_code == 422
+        assert c.get("/exports/warnings.csv", params={"period": "2099Q1"}).status_code == 404
+    for _ in range(50):  # scratch files are removed by a background task after each response
+        if not list((server.data_dir / "tmp").glob("*/*")):
+            break
+        time.sleep(0.1)
+    assert not list((server.data_dir / "tmp").glob("*/*"))

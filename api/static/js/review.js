@@ -409,7 +409,7 @@
 
   function renderChips(detail, feature) {
     var permitNos = (detail.permits || []).map(function (p) { return p.permit_no; });
-    var box = h("div", { class: "chips" },
+    var box = h("div", { class: "chips drawn" },
       chipFigure("before", "前时相 before " + (detail.t1 || ""), chipCanvas("before", feature, permitNos)),
       chipFigure("after", "后时相 after " + (detail.t2 || ""), chipCanvas("after", feature, permitNos)));
     var exported = h("div", { class: "chips exported" });
@@ -487,9 +487,9 @@
         h("thead", {}, h("tr", {}, h("th", {}, "文号 no."), h("th", {}, "关系 role"), h("th", {}, "状态"),
           h("th", {}, "批准 approved"), h("th", {}, "重叠 overlap"))),
         h("tbody", {}, permits)) : h("p", { class: "muted" }, "无 none")),
-      section("核查 verifications", verifications.length ? h("ul", { class: "history" }, verifications) :
+      section("核查 verifications", verifications.length ? h("ul", { class: "history", id: "detail-verifications" }, verifications) :
         h("p", { class: "muted" }, "尚未核查 not checked yet"), photos),
-      section("历史 history", history.length ? h("ul", { class: "history" }, history) : h("p", { class: "muted" }, "–"))
+      section("历史 history", history.length ? h("ul", { class: "history", id: "detail-history" }, history) : h("p", { class: "muted" }, "–"))
     ]);
   }
 
