@@ -109,7 +109,8 @@ def has_postgis_geom(session_or_engine: Session | Engine) -> bool:
     if cache is None:
         with bind.connect() as conn:
             found = conn.exec_driver_sql(
-                "SELECT 1 FROM information_schema.columns WHERE table_name = 'warnings' AND column_name = 'geom'"
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = 'warnings' AND column_name = 'geom'"
             ).first()
         cache = found is not None
         bind._cspon_has_geom = cache  # type: ignore[union-attr]
