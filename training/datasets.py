@@ -1,0 +1,561 @@
+"""Loading change-detection training/evaluation pairs into memory.
+
+Supported sources:
+
+* **LEVIR-style folders**: ``A/``, ``B/``, ``label/`` with same-named images (PNG/JPG/TIF), labels 0/255
+  or 0/1, optional ``list/<split>.txt`` files of names. No georeference is needed.
+* **GeoTIFF pairs** (:class:`~cspon_rs.training.config.PairSpec`): date 2 is warped onto the date-1 grid
+  (:func:`cspon_rs.geo.raster.aligned_pair`); the label is a raster (read on the date-1 grid) or change
+  polygons (any CRS) burned onto the date-1 grid.
+* **OSCD** (Onera Satellite Change Detection): ``A/<city>/*_<band>.tif`` single-band Sentinel-2 files; the
+  selected bands are stacked on the date-1 10 m grid (taken from ``*_B02.tif``), date 2 is warped onto it,
+  and the label ``label/<city>/<city>-cm.tif`` (1 = no change, 2 = change, no georeference) becomes 0/1.
+* **Pair folders**: ``before*.tif``, ``after*.tif``, ``label.tif`` in one folder (the bundled demo data).
+
+All pairs are held in memory as :class:`ChangePair` (raw pixel units, float32). Training draws random crops
+with :func:`sample_batch`.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.vrt import WarpedVRT
+
+from cspon_rs.errors import GridMismatchError, LabelError, MissingFileError
+from cspon_rs.geo.raster import aligned_pair, open_raster
+from cspon_rs.training.config import DataConfig, PairSpec, Split
+
+__all__ = [
+    "OSCD_DEFAULT_BANDS",
+    "ChangePair",
+    "all_ids",
+    "band_stats",
+    "levir_ids",
+    "load_geotiff_pair",
+    "load_levir",
+    "load_oscd",
+    "load_pair_folder",
+    "load_pairs_from",
+    "load_split",
+    "oscd_cities",
+    "resolve_split",
+    "sample_batch",
+    "validate_label",
+]
+
+OSCD_DEFAULT_BANDS = ["B04", "B03", "B02", "B08"]
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class ChangePair:
+    """One co-registered pair with its change label, in memory.
+
+    Attributes:
+        id: Name of the pair (file stem or city).
+        before: ``(C, H, W)`` float32 date-1 pixels in the source's raw units.
+        after: ``(C, H, W)`` float32 date-2 pixels on the same grid.
+        label: ``(H, W)`` uint8, 1 = change, 0 = no change.
+        valid: ``(H, W)`` bool, False where either date has no data (ignored by loss and metrics).
+        bands: Band names in channel order.
+        source: File or folder it came from (for messages).
+    """
+
+    id: str
+    before: np.ndarray
+    after: np.ndarray
+    label: np.ndarray
+    valid: np.ndarray
+    bands: list[str]
+    source: str
+    crs: str | None = None
+    transform: tuple[float, ...] | None = field(default=None)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return int(self.label.shape[0]), int(self.label.shape[1])
+
+
+def validate_label(
+    array: np.ndarray, source: str | Path, *, allowed: Sequence[set[int]] = ({0, 1}, {0, 255})
+) -> np.ndarray:
+    """Check a label's values and return it as 0/1 uint8.
+
+    Args:
+        array: Label pixels.
+        source: File name used in the error message.
+        allowed: Accepted value sets; the label's values must be a subset of one of them, and the largest
+            value of that set means change.
+
+    Raises:
+        LabelError: Values outside every allowed set (the message lists the offending values and file).
+    """
+    values = {int(v) for v in np.unique(array)}
+    for option in allowed:
+        if values <= option:
+            binary: np.ndarray = (array == max(option)).astype(np.uint8)
+            return binary
+    bad = sorted(values - set().union(*allowed))
+    shown = bad[:10] if bad else sorted(values)
+    raise LabelError(
+        f"{source}: label has values {shown}{' ...' if len(bad) > 10 else ''} "
+        f"(all values: {sorted(values)[:20]}); expected only "
+        f"{' or '.join(str(sorted(o)) for o in allowed)} -- binarise it first (e.g. change = value > 127)"
+    )
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """Read an image file as ``(bands, H, W)`` (PNG/JPG via Pillow, TIF via rasterio)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import warnings
+
+        from rasterio.errors import NotGeoreferencedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with open_raster(path, require_crs=False) as src:
+                arr: np.ndarray = src.read()
+        return arr
+    from PIL import Image
+
+    with Image.open(path) as img:
+        data = np.asarray(img)
+    return data[None] if data.ndim == 2 else np.moveaxis(data, -1, 0)
+
+
+def _find_same_stem(folder: Path, stem: str) -> Path | None:
+    for suffix in _IMAGE_SUFFIXES:
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def levir_ids(root: str | Path) -> list[str]:
+    """Names (stems) of the pairs in a LEVIR-style folder, from ``label/``.
+
+    Raises:
+        MissingFileError: ``A/``, ``B/`` or ``label/`` is missing.
+        LabelError: ``label/`` holds no image.
+    """
+    root = Path(root)
+    for sub in ("A", "B", "label"):
+        if not (root / sub).is_dir():
+            raise MissingFileError(
+                f"{root / sub}: folder not found; a LEVIR-style dataset has A/, B/ and label/"
+            )
+    ids = sorted(p.stem for p in (root / "label").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not ids:
+        raise LabelError(f"{root / 'label'}: no label images ({', '.join(_IMAGE_SUFFIXES)}) found")
+    return ids
+
+
+def load_levir(root: str | Path, ids: Sequence[str] | None = None) -> list[ChangePair]:
+    """Load pairs of a LEVIR-style folder (``A/``, ``B/``, ``label/`` with the same file names).
+
+    Args:
+        root: Dataset folder.
+        ids: Names to load (default: all in ``label/``).
+
+    Raises:
+        MissingFileError: A folder or the A/B image of a label is missing.
+        GridMismatchError: A, B and label of a pair differ in size, or A and B in band count.
+        LabelError: Empty label folder or label values other than 0/1 or 0/255.
+    """
+    root = Path(root)
+    names = list(ids) if ids is not None else levir_ids(root)
+    if ids is not None:
+        levir_ids(root)
+    pairs = []
+    for name in names:
+        paths = {}
+        for sub in ("A", "B", "label"):
+            p = _find_same_stem(root / sub, name)
+            if p is None:
+                raise MissingFileError(f"{root / sub}: no image named {name}.* (needed for pair {name!r})")
+            paths[sub] = p
+        a, b, lab = (_read_image(paths[s]) for s in ("A", "B", "label"))
+        if lab.shape[0] > 1:
+            lab = lab[:1]
+        if a.shape != b.shape:
+            raise GridMismatchError(
+                f"pair {name!r}: {paths['A']} has shape {a.shape} (bands, H, W) but {paths['B']} has {b.shape}"
+            )
+        if lab.shape[1:] != a.shape[1:]:
+            raise GridMismatchError(
+                f"pair {name!r}: label {paths['label']} is {lab.shape[1:]} (H, W) but images are {a.shape[1:]}"
+            )
+        if a.shape[0] == 4 and paths["A"].suffix.lower() == ".png":  # RGBA PNG: drop alpha
+            a, b = a[:3], b[:3]
+        label = validate_label(lab[0], paths["label"])
+        bands = ["R", "G", "B"] if a.shape[0] == 3 else [f"band{i + 1}" for i in range(a.shape[0])]
+        pairs.append(
+            ChangePair(
+                id=name,
+                before=a.astype(np.float32),
+                after=b.astype(np.float32),
+                label=label,
+                valid=np.ones(label.shape, dtype=bool),
+                bands=bands,
+                source=str(root),
+            )
+        )
+    return pairs
+
+
+def oscd_cities(root: str | Path) -> list[str]:
+    """Cities of an OSCD folder (those with both dates and a label)."""
+    root = Path(root)
+    if not (root / "A").is_dir():
+        raise MissingFileError(
+            f"{root / 'A'}: folder not found; an OSCD folder has A/<city>, B/<city>, label/<city>"
+        )
+    cities = sorted(
+        p.name for p in (root / "A").iterdir() if p.is_dir() and (root / "label" / p.name).is_dir()
+    )
+    if not cities:
+        raise LabelError(f"{root / 'label'}: no city folders with labels found")
+    return cities
+
+
+def _oscd_band_file(folder: Path, band: str) -> Path:
+    hits = sorted(glob.glob(str(folder / f"*_{band}.tif")))
+    if not hits:
+        raise MissingFileError(f"{folder}: no file *_{band}.tif for band {band}")
+    return Path(hits[0])
+
+
+def _read_on_grid(path: Path, ref: Any) -> np.ndarray:
+    """Read band 1 of ``path`` resampled onto the grid of the open dataset ``ref`` (bilinear)."""
+    with open_raster(path) as src:
+        same = (
+            src.crs == ref.crs
+            and src.width == ref.width
+            and src.height == ref.height
+            and src.transform.almost_equals(ref.transform, precision=1e-9)
+        )
+        if same:
+            out: np.ndarray = src.read(1).astype(np.float32)
+            return out
+        with WarpedVRT(
+            src,
+            crs=ref.crs,
+            transform=ref.transform,
+            width=ref.width,
+            height=ref.height,
+            resampling=Resampling.bilinear,
+            src_nodata=src.nodata if src.nodata is not None else 0,
+            nodata=0,
+        ) as vrt:
+            warped: np.ndarray = vrt.read(1).astype(np.float32)
+            return warped
+
+
+def load_oscd(
+    root: str | Path, cities: Sequence[str] | None = None, bands: Sequence[str] = OSCD_DEFAULT_BANDS
+) -> list[ChangePair]:
+    """Load OSCD cities as band stacks on the date-1 10 m grid.
+
+    Args:
+        root: The ``train_labelled`` folder holding ``A/``, ``B/``, ``label/``.
+        cities: Cities to load (default: all).
+        bands: Sentinel-2 band names to stack, in order (e.g. ``B04,B03,B02,B08``); 20/60 m bands are
+            resampled (bilinear) onto the 10 m grid.
+
+    Returns:
+        One :class:`ChangePair` per city, raw L1C digital numbers (reflectance x 10000), label 0/1.
+
+    Raises:
+        MissingFileError: A band file or label is missing.
+        LabelError: Label values other than 1/2 (or 0/1), or label size differs from the image.
+    """
+    root = Path(root)
+    names = list(cities) if cities is not None else oscd_cities(root)
+    pairs = []
+    for city in names:
+        folder_a, folder_b = root / "A" / city, root / "B" / city
+        ref_path = _oscd_band_file(folder_a, "B02")
+        with open_raster(ref_path) as ref:
+            before = np.stack([_read_on_grid(_oscd_band_file(folder_a, b), ref) for b in bands])
+            after = np.stack([_read_on_grid(_oscd_band_file(folder_b, b), ref) for b in bands])
+            crs, transform = str(ref.crs), tuple(ref.transform)[:6]
+        label_path = root / "label" / city / f"{city}-cm.tif"
+        if not label_path.is_file():
+            raise MissingFileError(f"{label_path}: OSCD change map not found for city {city!r}")
+        lab = _read_image(label_path)[0]
+        if lab.shape != before.shape[1:]:
+            raise GridMismatchError(
+                f"{label_path}: label is {lab.shape} (H, W) but {ref_path.name} is {before.shape[1:]}"
+            )
+        label = validate_label(lab, label_path, allowed=({1, 2}, {0, 1}))
+        valid: np.ndarray = np.asarray((before > 0).any(axis=0) & (after > 0).any(axis=0))
+        pairs.append(
+            ChangePair(city, before, after, label, valid, list(bands), str(folder_a), crs, transform)
+        )
+    return pairs
+
+
+def _resolve(root: Path | None, p: Path) -> Path:
+    return p if p.is_absolute() or root is None else root / p
+
+
+def load_geotiff_pair(
+    spec: PairSpec, root: str | Path | None = None, bands: Sequence[str] | None = None
+) -> ChangePair:
+    """Load one GeoTIFF pair, date 2 warped onto the date-1 grid, label raster or polygons on that grid.
+
+    Args:
+        spec: File names of the pair (relative to ``root`` unless absolute).
+        root: Base folder of relative paths.
+        bands: Band names to record (default: the GeoTIFF band descriptions, or ``band1..``).
+
+    Raises:
+        MissingFileError, CRSError, GridMismatchError: From the raster helpers.
+        LabelError: Label values other than 0/1 or 0/255.
+    """
+    base = Path(root) if root is not None else None
+    before_path, after_path = _resolve(base, spec.before), _resolve(base, spec.after)
+    with aligned_pair(before_path, after_path) as (src_a, src_b):
+        before = src_a.read().astype(np.float32)
+        after = src_b.read().astype(np.float32)
+        crs, transform = src_a.crs, src_a.transform
+        height, width = src_a.height, src_a.width
+        names = list(bands) if bands else [d or f"band{i + 1}" for i, d in enumerate(src_a.descriptions)]
+        nodata_a = src_a.nodata
+    if spec.label is not None:
+        label_path = _resolve(base, spec.label)
+        with open_raster(label_path, require_crs=False) as lab_src:
+            if lab_src.crs is None or (
+                lab_src.crs == crs
+                and lab_src.shape == (height, width)
+                and lab_src.transform.almost_equals(transform)
+            ):
+                if lab_src.shape != (height, width):
+                    raise GridMismatchError(
+                        f"{label_path}: label is {lab_src.shape} (H, W) without CRS but {before_path} is "
+                        f"{(height, width)}; give the label the image's grid or a CRS"
+                    )
+                lab = lab_src.read(1)
+            else:
+                with WarpedVRT(
+                    lab_src,
+                    crs=crs,
+                    transform=transform,
+                    width=width,
+                    height=height,
+                    resampling=Resampling.nearest,
+                ) as vrt:
+                    lab = vrt.read(1)
+        label = validate_label(lab, label_path)
+        source = str(label_path)
+    else:
+        assert spec.label_vector is not None
+        from cspon_rs.geo.vector import read_vector
+
+        vec_path = _resolve(base, spec.label_vector)
+        gdf = read_vector(vec_path, layer=spec.label_layer, to_crs=crs)
+        shapes = [(geom, 1) for geom in gdf.geometry if geom is not None and not geom.is_empty]
+        label = (
+            rasterize(shapes, out_shape=(height, width), transform=transform, fill=0, dtype="uint8")
+            if shapes
+            else np.zeros((height, width), dtype=np.uint8)
+        )
+        source = str(vec_path)
+    valid = (
+        ~(before == nodata_a).all(axis=0) if nodata_a is not None else np.ones((height, width), dtype=bool)
+    )
+    valid &= (after != 0).any(axis=0) | (before == 0).all(axis=0)
+    return ChangePair(spec.id, before, after, label, valid, names, source, str(crs), tuple(transform)[:6])
+
+
+def load_pair_folder(folder: str | Path, bands: Sequence[str] | None = None) -> ChangePair:
+    """Load a folder with ``before*.tif``, ``after*.tif`` and ``label.tif`` (e.g. ``data_samples/hongkong``)."""
+    folder = Path(folder)
+    befores = sorted(folder.glob("before*.tif"))
+    afters = sorted(folder.glob("after*.tif"))
+    if len(befores) != 1 or len(afters) != 1 or not (folder / "label.tif").is_file():
+        raise MissingFileError(
+            f"{folder}: expected exactly one before*.tif, one after*.tif and label.tif "
+            f"(found {[p.name for p in befores + afters]})"
+        )
+    spec = PairSpec(id=folder.name, before=befores[0], after=afters[0], label=folder / "label.tif")
+    return load_geotiff_pair(spec, None, bands)
+
+
+def all_ids(cfg: DataConfig) -> list[str]:
+    """Every pair id available for a data config."""
+    if cfg.kind == "levir":
+        return levir_ids(cfg.root)
+    if cfg.kind == "oscd":
+        return oscd_cities(cfg.root)
+    return [p.id for p in cfg.pairs]
+
+
+def _split_ids(cfg: DataConfig, split: Split) -> list[str] | None:
+    if split is None:
+        return None
+    if isinstance(split, str):
+        path = _resolve(cfg.root, Path(split))
+        if not path.is_file():
+            raise MissingFileError(f"{path}: split list file not found")
+        return [
+            line.strip().rsplit(".", 1)[0] if line.strip().lower().endswith(_IMAGE_SUFFIXES) else line.strip()
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    return list(split)
+
+
+def resolve_split(cfg: DataConfig, which: str) -> list[str]:
+    """Ids of split ``which`` (``train``/``val``/``test``); train defaults to all ids not in val or test.
+
+    Raises:
+        LabelError: An id named in a split does not exist in the dataset.
+    """
+    available = all_ids(cfg)
+    ids = _split_ids(cfg, getattr(cfg, which))
+    if ids is None:
+        if which != "train":
+            return []
+        held = set(_split_ids(cfg, cfg.val) or []) | set(_split_ids(cfg, cfg.test) or [])
+        ids = [i for i in available if i not in held]
+    unknown = [i for i in ids if i not in available]
+    if unknown:
+        raise LabelError(
+            f"{cfg.root}: {which} split names unknown pairs {unknown[:5]}; available: {available[:10]}"
+        )
+    return ids
+
+
+def load_split(cfg: DataConfig, which: str) -> list[ChangePair]:
+    """Load the pairs of one split of a data config (see :func:`resolve_split`)."""
+    ids = resolve_split(cfg, which)
+    if not ids:
+        return []
+    if cfg.kind == "levir":
+        return load_levir(cfg.root, ids)
+    if cfg.kind == "oscd":
+        return load_oscd(cfg.root, ids, cfg.bands or OSCD_DEFAULT_BANDS)
+    specs = {p.id: p for p in cfg.pairs}
+    return [load_geotiff_pair(specs[i], cfg.root, cfg.bands) for i in ids]
+
+
+def band_stats(pairs: Sequence[ChangePair]) -> tuple[list[float], list[float]]:
+    """Per-band mean and std (raw units) over the valid pixels of both dates of ``pairs``."""
+    if not pairs:
+        raise LabelError("cannot compute normalisation statistics: no training pairs")
+    c = pairs[0].before.shape[0]
+    total = np.zeros(c, dtype=np.float64)
+    total_sq = np.zeros(c, dtype=np.float64)
+    n = 0
+    for p in pairs:
+        for img in (p.before, p.after):
+            px = img[:, p.valid].astype(np.float64)
+            total += px.sum(axis=1)
+            total_sq += (px * px).sum(axis=1)
+            n += px.shape[1]
+    mean = total / max(n, 1)
+    std = np.sqrt(np.maximum(total_sq / max(n, 1) - mean * mean, 0.0))
+    return [float(m) for m in mean], [float(max(s, 1e-3)) for s in std]
+
+
+def sample_batch(
+    pairs: Sequence[ChangePair],
+    rng: np.random.Generator,
+    *,
+    batch_size: int,
+    crop_size: int,
+    positive_fraction: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw random crops (raw units) from ``pairs``; all randomness comes from ``rng`` (reproducible).
+
+    Pairs are chosen proportionally to their area. With probability ``positive_fraction`` a crop is placed
+    around a random changed pixel (when the pair has any). Pairs smaller than the crop are zero-padded
+    and the padding is marked invalid.
+
+    Returns:
+        ``before (B, C, s, s)``, ``after (B, C, s, s)``, ``label (B, s, s)`` uint8, ``valid (B, s, s)`` bool.
+    """
+    areas = np.array([p.label.size for p in pairs], dtype=np.float64)
+    c = pairs[0].before.shape[0]
+    s = crop_size
+    out_a = np.zeros((batch_size, c, s, s), dtype=np.float32)
+    out_b = np.zeros_like(out_a)
+    out_l = np.zeros((batch_size, s, s), dtype=np.uint8)
+    out_v = np.zeros((batch_size, s, s), dtype=bool)
+    for i in range(batch_size):
+        p = pairs[int(rng.choice(len(pairs), p=areas / areas.sum()))]
+        h, w = p.shape
+        want_pos = rng.random() < positive_fraction
+        if want_pos and p.label.any():
+            ys, xs = np.nonzero(p.label)
+            k = int(rng.integers(len(ys)))
+            y0 = int(ys[k]) - int(rng.integers(s))
+            x0 = int(xs[k]) - int(rng.integers(s))
+        else:
+            y0 = int(rng.integers(max(h - s, 0) + 1))
+            x0 = int(rng.integers(max(w - s, 0) + 1))
+        y0 = min(max(y0, 0), max(h - s, 0))
+        x0 = min(max(x0, 0), max(w - s, 0))
+        hh, ww = min(s, h), min(s, w)
+        out_a[i, :, :hh, :ww] = p.before[:, y0 : y0 + hh, x0 : x0 + ww]
+        out_b[i, :, :hh, :ww] = p.after[:, y0 : y0 + hh, x0 : x0 + ww]
+        out_l[i, :hh, :ww] = p.label[y0 : y0 + hh, x0 : x0 + ww]
+        out_v[i, :hh, :ww] = p.valid[y0 : y0 + hh, x0 : x0 + ww]
+    return out_a, out_b, out_l, out_v
+
+
+def load_pairs_from(
+    data: str | Path,
+    *,
+    bands: Sequence[str] | None = None,
+    ids: Sequence[str] | None = None,
+    split: str = "test",
+) -> list[ChangePair]:
+    """Load labelled pairs from a folder or a training config, guessing the layout.
+
+    Args:
+        data: A training YAML config (its ``split`` is loaded), an OSCD folder (``A/<city>/*_B02.tif``), a
+            LEVIR-style folder (``A/``, ``B/``, ``label/`` images) or a pair folder (``before*.tif``,
+            ``after*.tif``, ``label.tif``).
+        bands: OSCD bands to stack (default B04,B03,B02,B08); recorded names for other layouts.
+        ids: Restrict to these pair ids / cities.
+        split: Split of a YAML config to load.
+
+    Raises:
+        MissingFileError: ``data`` does not exist or has none of the known layouts.
+    """
+    path = Path(data)
+    if not path.exists():
+        raise MissingFileError(f"{path}: evaluation data not found")
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        from cspon_rs.training.config import load_train_config
+
+        cfg = load_train_config(path)
+        pairs = load_split(cfg.data, split)
+        return [p for p in pairs if ids is None or p.id in ids]
+    if path.is_dir() and (path / "A").is_dir() and (path / "label").is_dir():
+        sub = [p for p in (path / "A").iterdir() if p.is_dir()]
+        if sub and any(glob.glob(str(s / "*_B02.tif")) for s in sub):
+            return load_oscd(path, ids, bands or OSCD_DEFAULT_BANDS)
+        pairs = load_levir(path, ids)
+        if bands:
+            for p in pairs:
+                p.bands = list(bands)
+        return pairs
+    if path.is_dir() and sorted(path.glob("before*.tif")):
+        pair = load_pair_folder(path, bands)
+        return [pair] if ids is None or pair.id in ids else []
+    raise MissingFileError(
+        f"{path}: not a known dataset layout (a train_*.yaml config, an OSCD folder with A/<city>/*_B02.tif, "
+        "a LEVIR folder with A/ B/ label/, or a folder with before*.tif, after*.tif, label.tif)"
+    )

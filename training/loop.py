@@ -1,0 +1,453 @@
+"""The training loop: ``train(config) -> TrainResult``.
+
+Reproducible by construction: the model is initialised after seeding torch with ``optim.seed``; every
+epoch draws its crops and augmentations from ``numpy.random.default_rng([seed, epoch])`` and reseeds torch
+with a value derived from ``(seed, epoch)``, so an interrupted run resumed with ``resume=True`` from
+``last.pt`` (model, optimiser, scheduler, RNG states, history) ends with the same weights as an
+uninterrupted run of the same seed on the same machine and thread count.
+
+Each epoch writes into the run folder:
+
+* ``last.pt`` -- full state for ``--resume``; ``best.pt`` -- full state of the best epoch so far;
+* ``best.safetensors`` + ``best.json`` -- the exported checkpoint (weights + model card) of the best epoch,
+  with the decision threshold picked on the validation split (never on the test split);
+* ``history.json`` and ``curves.png`` -- per-epoch loss, validation scores and learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cspon_rs.errors import CheckpointError, ConfigError, TrainingError
+from cspon_rs.models.card import ModelCard, Normalization
+from cspon_rs.models.checkpoint import load_checkpoint, save_checkpoint
+from cspon_rs.models.registry import create_model
+from cspon_rs.training.augment import augment_batch
+from cspon_rs.training.config import TrainConfig
+from cspon_rs.training.datasets import band_stats, load_split, sample_batch
+from cspon_rs.training.evaluate import evaluate_pairs, model_proba, select_threshold
+
+__all__ = ["TrainResult", "change_loss", "export_best", "seed_everything", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    out_dir: Path
+    checkpoint: Path
+    last_state: Path
+    best_epoch: int
+    best_score: float
+    threshold: float
+    history: list[dict[str, Any]]
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def change_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    dice_weight: float = 1.0,
+    pos_weight: float = 1.0,
+) -> torch.Tensor:
+    """BCE + ``dice_weight`` x soft Dice over the valid pixels of a batch.
+
+    Args:
+        logits: ``(B, 1, H, W)`` raw model output.
+        target: ``(B, H, W)`` 0/1 labels (float).
+        valid: ``(B, H, W)`` 1 where the pixel counts.
+        dice_weight: Weight of the Dice term.
+        pos_weight: BCE weight of changed pixels.
+    """
+    x = logits[:, 0].float()
+    pw = torch.tensor(pos_weight, dtype=x.dtype, device=x.device)
+    bce = F.binary_cross_entropy_with_logits(x, target, reduction="none", pos_weight=pw)
+    n_valid = valid.sum().clamp_min(1.0)
+    loss = (bce * valid).sum() / n_valid
+    if dice_weight > 0:
+        p = torch.sigmoid(x) * valid
+        t = target * valid
+        dice = 1.0 - (2.0 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
+        loss = loss + dice_weight * dice
+    return loss
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], marker="o")
+    axes[0].set(title="training loss (BCE + Dice)", xlabel="epoch")
+    if any("val_f1" in h for h in history):
+        axes[1].plot(epochs, [h.get("val_f1", np.nan) for h in history], marker="o", label="F1 @ 0.5")
+        axes[1].plot(
+            epochs, [h.get("val_f1_best", np.nan) for h in history], marker="s", label="F1 @ best threshold"
+        )
+        axes[1].legend()
+    axes[1].set(title="validation F1 (change class)", xlabel="epoch", ylim=(0, 1))
+    axes[2].plot(epochs, [h["lr"] for h in history], marker="o")
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _config_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    d = config.model_dump(mode="json")
+    d.pop("output", None)
+    return d
+
+
+def _device(config: TrainConfig) -> torch.device:
+    want = config.optim.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("optim.device is 'cuda' but CUDA is not available; use 'auto' or 'cpu'")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def train(
+    config: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    progress: bool = True,
+    max_epochs: int | None = None,
+) -> TrainResult:
+    """Train a change model as described by ``config``.
+
+    Args:
+        config: The run configuration.
+        out_dir: Run folder (default ``config.output.dir``).
+        resume: Continue from ``<out_dir>/last.pt`` after its last finished epoch.
+        init_from: Checkpoint to fine-tune from (overrides ``config.init_from``); its architecture,
+            init_kwargs, bands and normalisation are used instead of the config's.
+        progress: Show tqdm progress bars.
+        max_epochs: Stop after this many finished epochs in total (to simulate an interruption);
+            the schedule still follows ``config.optim.epochs``.
+
+    Returns:
+        A :class:`TrainResult` naming the exported best checkpoint.
+
+    Raises:
+        TrainingError: The loss became NaN/inf (the message names epoch and step).
+        CheckpointError: ``resume`` without ``last.pt``, or a ``last.pt`` from a different config.
+        LabelError, MissingFileError, GridMismatchError: Bad training data.
+    """
+    opt_cfg = config.optim
+    out = Path(out_dir) if out_dir is not None else config.output.dir
+    out.mkdir(parents=True, exist_ok=True)
+    if opt_cfg.num_threads:
+        torch.set_num_threads(opt_cfg.num_threads)
+    device = _device(config)
+    use_amp = device.type == "cuda" and opt_cfg.amp
+
+    train_pairs = load_split(config.data, "train")
+    val_pairs = load_split(config.data, "val")
+    test_pairs = load_split(config.data, "test")
+    if not train_pairs:
+        raise ConfigError(f"{config.data.root}: the train split is empty")
+    bands = config.data.bands or train_pairs[0].bands
+    for p in train_pairs + val_pairs + test_pairs:
+        if p.before.shape[0] != len(bands):
+            raise ConfigError(f"pair {p.id!r} has {p.before.shape[0]} bands but the run uses {bands}")
+
+    init_path = Path(init_from) if init_from is not None else config.init_from
+    architecture, init_kwargs = config.model.architecture, dict(config.model.init_kwargs)
+    init_loaded = None
+    if init_path is not None:
+        init_loaded = load_checkpoint(init_path, expected_bands=len(bands))
+        architecture, init_kwargs = init_loaded.card.architecture, dict(init_loaded.card.init_kwargs)
+        mean, std = list(init_loaded.card.normalization.mean), list(init_loaded.card.normalization.std)
+    else:
+        mean, std = band_stats(train_pairs)
+
+    card = ModelCard(
+        name=config.output.name,
+        version=config.output.version,
+        architecture=architecture,
+        init_kwargs=init_kwargs,
+        bands=list(bands),
+        normalization=Normalization(mean=mean, std=std),
+        tile_size=config.data.crop_size,
+        pixel_size_m=config.pixel_size_m,
+        threshold=0.5,
+        training_data={
+            "kind": config.data.kind,
+            "root": str(config.data.root),
+            "train": [p.id for p in train_pairs],
+            "val": [p.id for p in val_pairs],
+            "test": [p.id for p in test_pairs],
+            "normalization": "mean/std over valid pixels of both dates of the train split"
+            if init_path is None
+            else f"inherited from {init_path}",
+            "init_from": str(init_path) if init_path is not None else None,
+            "crop_size": config.data.crop_size,
+            "crops_per_epoch": config.data.crops_per_epoch,
+            "epochs": opt_cfg.epochs,
+            "seed": opt_cfg.seed,
+        },
+        notes=config.output.notes,
+    )
+
+    seed_everything(opt_cfg.seed)
+    model: nn.Module = create_model(architecture, in_channels=len(bands), **init_kwargs)
+    if init_loaded is not None:
+        model.load_state_dict(init_loaded.model.state_dict())
+    model.to(device)
+    if use_amp:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+    steps_per_epoch = math.ceil(config.data.crops_per_epoch / opt_cfg.batch_size)
+    total_steps = steps_per_epoch * opt_cfg.epochs
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if opt_cfg.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=total_steps, eta_min=opt_cfg.lr * 0.01
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_score, best_epoch = 0, -math.inf, -1
+    last_path, best_state_path = out / "last.pt", out / "best.pt"
+    best_stem = out / "best"
+    if resume:
+        if not last_path.is_file():
+            raise CheckpointError(f"{last_path}: nothing to resume from (no finished epoch in {out})")
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        if state["config"] != _config_fingerprint(config):
+            changed = sorted(
+                k for k in state["config"] if state["config"].get(k) != _config_fingerprint(config).get(k)
+            )
+            raise CheckpointError(
+                f"{last_path}: was written with a different config (sections {changed} differ); "
+                "resume with the same config or start a new run folder"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        history = state["history"]
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        card = ModelCard.model_validate(state["card"])
+
+    end_epoch = opt_cfg.epochs if max_epochs is None else min(opt_cfg.epochs, max_epochs)
+    norm_mean = np.asarray(card.normalization.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    norm_std = np.asarray(card.normalization.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    for epoch in range(start_epoch, end_epoch):
+        t0 = time.time()
+        rng = np.random.default_rng([opt_cfg.seed, epoch])
+        torch.manual_seed(opt_cfg.seed * 100_003 + epoch)
+        model.train()
+        losses = []
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{opt_cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for step in bar:
+            a, b, lab, valid = sample_batch(
+                train_pairs,
+                rng,
+                batch_size=opt_cfg.batch_size,
+                crop_size=config.data.crop_size,
+                positive_fraction=config.data.positive_fraction,
+            )
+            a = (a - norm_mean) / norm_std
+            b = (b - norm_mean) / norm_std
+            a, b, lab, valid = augment_batch(a, b, lab, valid, rng, config.augment)
+            ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+            if use_amp:
+                ta = ta.contiguous(memory_format=torch.channels_last)
+                tb = tb.contiguous(memory_format=torch.channels_last)
+            tl = torch.from_numpy(lab.astype(np.float32)).to(device)
+            tv = torch.from_numpy(valid.astype(np.float32)).to(device)
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                logits = model(ta, tb)
+            loss = change_loss(logits, tl, tv, dice_weight=opt_cfg.dice_weight, pos_weight=opt_cfg.pos_weight)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(global step {epoch * steps_per_epoch + step + 1}); lower optim.lr (now {opt_cfg.lr}) "
+                    "or check the input data for NaN/inf values"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(float(loss.item()))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+        }
+        model.eval()
+        if val_pairs:
+            probs = [model_proba(model, card, p.before, p.after, device) for p in val_pairs]
+            thr, best_f1 = select_threshold(probs, val_pairs)
+            at_half = evaluate_pairs(probs, val_pairs, threshold=0.5).f1
+            record.update(val_f1=at_half, val_f1_best=best_f1, val_threshold=thr)
+            score = best_f1
+        else:
+            thr, score = 0.5, -record["train_loss"]
+        record["seconds"] = round(time.time() - t0, 2)
+        history.append(record)
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch = score, epoch + 1
+            card = card.model_copy(update={"threshold": float(thr)})
+            if val_pairs:
+                val_m = evaluate_pairs(probs, val_pairs, threshold=thr)
+                card.metrics = {
+                    "val": {"pairs": [p.id for p in val_pairs], "threshold": thr, **val_m.as_dict()},
+                    "best_epoch": best_epoch,
+                }
+            else:
+                card.metrics = {"best_epoch": best_epoch}
+        state = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "history": history,
+            "best_score": best_score,
+            "best_epoch": best_epoch,
+            "card": card.model_dump(mode="json"),
+            "config": _config_fingerprint(config),
+        }
+        _atomic_torch_save(state, last_path)
+        if improved:
+            _atomic_torch_save(state, best_state_path)
+            save_checkpoint(model, card, best_stem, half=config.output.half_precision_export)
+        _atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")
+        _plot_curves(history, out / "curves.png")
+        if progress:
+            msg = f"epoch {epoch + 1}: loss {record['train_loss']:.4f}"
+            if val_pairs:
+                msg += f", val F1 {record['val_f1']:.3f} (@0.5) / {record['val_f1_best']:.3f} (@{thr:.2f})"
+            tqdm.write(msg + (" *" if improved else ""))
+
+    if best_epoch < 0:
+        raise TrainingError(f"{out}: no epoch finished")
+    best = load_checkpoint(best_stem, device=device)
+    card = best.card
+    test_metrics: dict[str, Any] = {}
+    if test_pairs and end_epoch == opt_cfg.epochs:
+        probs = [model_proba(best.model, card, p.before, p.after, device) for p in test_pairs]
+        m = evaluate_pairs(probs, test_pairs, threshold=card.threshold)
+        test_metrics = {"pairs": [p.id for p in test_pairs], "threshold": card.threshold, **m.as_dict()}
+        card.metrics = {**card.metrics, "test": test_metrics}
+        save_checkpoint(best.model, card, best_stem, half=config.output.half_precision_export)
+    return TrainResult(
+        out_dir=out,
+        checkpoint=best_stem.with_suffix(".safetensors"),
+        last_state=last_path,
+        best_epoch=best_epoch,
+        best_score=float(best_score),
+        threshold=card.threshold,
+        history=history,
+        val_metrics=dict(card.metrics.get("val", {})),
+        test_metrics=test_metrics,
+        card=card,
+    )
+
+
+def export_best(config: TrainConfig, run_dir: str | Path, dest: str | Path, *, half: bool = True) -> ModelCard:
+    """Copy a run's best checkpoint to ``dest`` (stem), completing its card with test-split metrics.
+
+    Works on finished and on stopped runs (the card then records how many epochs were completed); the test
+    split is only ever scored here and at the end of :func:`train`, never used to choose anything.
+
+    Args:
+        config: The run's config (for the test split).
+        run_dir: Run folder holding ``best.safetensors``/``best.json`` and ``last.pt``.
+        dest: Output stem, e.g. ``models/checkpoints/oscd_s2_rgbn_siamunet_lite``.
+        half: Store float16 weights.
+
+    Returns:
+        The exported card.
+    """
+    run = Path(run_dir)
+    best = load_checkpoint(run / "best")
+    card = best.card
+    last = run / "last.pt"
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        card.training_data = {
+            **card.training_data,
+            "epochs_completed": len(state["history"]),
+            "best_epoch": state["best_epoch"],
+        }
+    test_pairs = load_split(config.data, "test")
+    if test_pairs:
+        probs = [model_proba(best.model, card, p.before, p.after) for p in test_pairs]
+        m = evaluate_pairs(probs, test_pairs, threshold=card.threshold)
+        card.metrics = {
+            **card.metrics,
+            "test": {"pairs": [p.id for p in test_pairs], "threshold": card.threshold, **m.as_dict()},
+        }
+    save_checkpoint(best.model, card, dest, half=half)
+    return card
