@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from rasterio.errors import RasterioIOError
 
+from cspon_rs.errors import CorruptFileError
 from cspon_rs.geo.raster import aligned_pair
 from cspon_rs.inference.predictors import DetectorSpec, get_predictor
 from cspon_rs.inference.windows import BlendKind, PixelWindow, tiles_for_block, window_weights
@@ -81,9 +83,16 @@ def read_pair_window(before: str, after: str, window: PixelWindow) -> tuple[np.n
     """
     win = window.to_rasterio()
     with aligned_pair(before, after) as (src_a, src_b):
-        a = src_a.read(window=win, out_dtype="float32")
-        b = src_b.read(window=win, out_dtype="float32")
-        valid = (src_a.dataset_mask(window=win) > 0) & (src_b.dataset_mask(window=win) > 0)
+        try:
+            a = src_a.read(window=win, out_dtype="float32")
+            valid = src_a.dataset_mask(window=win) > 0
+        except RasterioIOError as exc:
+            raise CorruptFileError(f"{before}: pixels unreadable in {window} ({exc})") from exc
+        try:
+            b = src_b.read(window=win, out_dtype="float32")
+            valid &= src_b.dataset_mask(window=win) > 0
+        except RasterioIOError as exc:
+            raise CorruptFileError(f"{after}: pixels unreadable in {window} ({exc})") from exc
     return a, b, valid
 
 

@@ -19,7 +19,7 @@ from cspon_rs.errors import BandMismatchError, GridMismatchError
 from cspon_rs.geo.raster import GridInfo, aligned_pair, grid_info, grids_equal
 from cspon_rs.geo.vector import read_vector, repair_geometries
 
-__all__ = ["PairInfo", "check_pair", "load_aoi", "date_from_name"]
+__all__ = ["PairInfo", "check_pair", "date_from_name", "load_aoi"]
 
 
 @dataclass(frozen=True)

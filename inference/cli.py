@@ -1,9 +1,81 @@
-"""CLI commands of this area (registered by cspon_rs.cli)."""
+"""CLI commands of this area (registered by cspon_rs.cli): ``cspon-rs detect``."""
 
 from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
+def _parse_date(value: str | None, flag: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as exc:
+        from cspon_rs.errors import ConfigError
+
+        raise ConfigError(f"{flag}: expected a date like 2024-03-31, got {value!r}") from exc
+
+
+def detect(
+    before: Path = typer.Option(..., "--before", help="Date-1 scene (GeoTIFF); its grid is the output grid."),
+    after: Path = typer.Option(..., "--after", help="Date-2 scene; warped onto date 1's grid if needed."),
+    out: Path = typer.Option(..., "--out", help="Output folder for change_prob.tif, change_mask.tif, "
+                             "change_patches.gpkg."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="Checkpoint .safetensors, 'default' "
+                                          "(shipped) or 'spectral' (CVA + Otsu, no model)."),
+    aoi: Path | None = typer.Option(None, "--aoi", help="Area of interest polygons (any CRS)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML settings (configs/detect.yaml)."),
+    workers: int | None = typer.Option(None, "--workers", help="Dask worker processes (1 = no Dask)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler, e.g. tcp://host:8786."),
+    tile_size: int | None = typer.Option(None, "--tile-size", help="Model window, px (card's by default)."),
+    overlap: int | None = typer.Option(None, "--overlap", help="Window overlap, px (tile/4 by default)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Windows per forward pass."),
+    block_size: int | None = typer.Option(None, "--block-size", help="Core block per task, px."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Mask threshold (card's by default)."),
+    min_area: float | None = typer.Option(None, "--min-area", help="Smallest patch kept, m² (default 200)."),
+    simplify: float | None = typer.Option(None, "--simplify", help="Simplification tolerance, m (default 1)."),
+    t1: str | None = typer.Option(None, "--t1", help="Date of the before scene, YYYY-MM-DD (else from name)."),
+    t2: str | None = typer.Option(None, "--t2", help="Date of the after scene, YYYY-MM-DD (else from name)."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Detect change between two scenes of any size (tiled, optionally on Dask) and write COGs + patches."""
+    import warnings
+
+    from cspon_rs.config import load_yaml_config
+    from cspon_rs.inference.config import DetectConfig
+    from cspon_rs.inference.detect import InferenceWarning, detect_pair
+
+    overrides: dict[str, Any] = {
+        "checkpoint": checkpoint, "workers": workers, "scheduler": scheduler, "tile_size": tile_size,
+        "overlap": overlap, "batch_size": batch_size, "block_size": block_size, "threshold": threshold,
+        "min_area_m2": min_area, "simplify_m": simplify, "device": device,
+    }
+    if config is not None:
+        cfg = load_yaml_config(config, DetectConfig, overrides=overrides)
+    else:
+        from pydantic import ValidationError
+
+        from cspon_rs.config import format_validation_error
+        from cspon_rs.errors import ConfigError
+
+        try:
+            cfg = DetectConfig.model_validate({k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "command line")) from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InferenceWarning)  # printed in the summary instead
+        result = detect_pair(
+            before, after, out, aoi=aoi, t1=_parse_date(t1, "--t1"), t2=_parse_date(t2, "--t2"),
+            progress=progress, **cfg.detect_kwargs(),
+        )
+    typer.echo(result.summary())
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's subcommands to ``app``."""
+    app.command("detect")(detect)

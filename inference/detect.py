@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.errors import RasterioIOError
 from rasterio.features import geometry_mask
 from rasterio.windows import transform as window_transform
 from shapely.geometry import box
 
-from cspon_rs.errors import ConfigError
+from cspon_rs.errors import ConfigError, CorruptFileError, MissingFileError
 from cspon_rs.geo.raster import GridInfo, aligned_pair
 from cspon_rs.geo.vector import write_vector_atomic
 from cspon_rs.inference.blocks import BlockJob, BlockResult
@@ -38,13 +39,13 @@ from cspon_rs.inference.predictors import (
     SPECTRAL,
     SPECTRAL_DETECTOR_ID,
     DetectorSpec,
-    get_predictor,
     spectral_parameters,
 )
 from cspon_rs.inference.vectorize import PATCH_LAYER, PatchAttributes, vectorize_mask
 from cspon_rs.inference.windows import BlendKind, PixelWindow, plan_blocks, tiles_for_block, validate_tiling
+from cspon_rs.models.checkpoint import checkpoint_paths, default_checkpoint, load_card
 
-__all__ = ["DetectionResult", "InferenceWarning", "detect_pair", "PROB_NAME", "MASK_NAME", "PATCHES_NAME"]
+__all__ = ["MASK_NAME", "PATCHES_NAME", "PROB_NAME", "DetectionResult", "InferenceWarning", "detect_pair"]
 
 PROB_NAME = "change_prob.tif"
 MASK_NAME = "change_mask.tif"
@@ -125,16 +126,40 @@ def _spectral_spec(before: Path, after: Path, grid: GridInfo, aoi: Any | None, b
     factor = max(1, math.ceil(math.sqrt(grid.width * grid.height / 4e6)))
     h, w = math.ceil(grid.height / factor), math.ceil(grid.width / factor)
     with aligned_pair(before, after) as (src_a, src_b):
-        a = src_a.read(out_shape=(src_a.count, h, w), out_dtype="float32")
-        b = src_b.read(out_shape=(src_b.count, h, w), out_dtype="float32")
-        valid = (src_a.dataset_mask(out_shape=(h, w)) > 0) & (src_b.dataset_mask(out_shape=(h, w)) > 0)
+        try:
+            a = src_a.read(out_shape=(src_a.count, h, w), out_dtype="float32")
+            valid = src_a.dataset_mask(out_shape=(h, w)) > 0
+        except RasterioIOError as exc:
+            raise CorruptFileError(f"{before}: pixels unreadable ({exc})") from exc
+        try:
+            b = src_b.read(out_shape=(src_b.count, h, w), out_dtype="float32")
+            valid &= src_b.dataset_mask(out_shape=(h, w)) > 0
+        except RasterioIOError as exc:
+            raise CorruptFileError(f"{after}: pixels unreadable ({exc})") from exc
     if aoi is not None:
         from rasterio import Affine
 
-        small = grid.transform * Affine.scale(grid.width / w, grid.height / h)
+        small = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
         valid &= geometry_mask([aoi], out_shape=(h, w), transform=small, invert=True)
     scale, threshold = spectral_parameters(a, b, valid)
     return DetectorSpec(SPECTRAL, batch_size=batch_size, spectral_scale=scale, spectral_threshold=threshold)
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """Checkpoint path from a user value: ``"default"`` is the shipped checkpoint; weights must exist.
+
+    Raises:
+        MissingFileError: The ``.safetensors`` weights (or the ``.json`` card) are missing.
+    """
+    path = default_checkpoint() if str(checkpoint) == "default" else Path(checkpoint)
+    weights, card = checkpoint_paths(path)
+    for needed in (weights, card):
+        if not needed.is_file():
+            raise MissingFileError(
+                f"{needed}: checkpoint file not found; a checkpoint is <name>.safetensors + <name>.json "
+                "(use --checkpoint spectral for the non-learned detector)"
+            )
+    return weights.resolve()
 
 
 def _iso(value: date | None, path: Path) -> str | None:
@@ -171,7 +196,7 @@ def detect_pair(
         after: Date-2 raster; warped on the fly onto date 1's grid when CRS/resolution/origin differ.
         out_dir: Output folder (created); existing outputs there are replaced at the very end.
         checkpoint: Checkpoint path (``.safetensors`` or its card ``.json``), or ``"spectral"`` for the
-            non-learned CVA + Otsu detector.
+            non-learned CVA + Otsu detector, or ``"default"`` for the checkpoint shipped with cspon-rs.
         aoi: Optional polygon layer (any CRS, reprojected); pixels outside it are nodata, never change.
         tile_size: Model window edge in pixels (multiple of 32); the card's when omitted (256 for spectral).
         overlap: Overlap of neighbouring windows in pixels; ``tile_size // 4`` when omitted.
@@ -205,9 +230,8 @@ def detect_pair(
     is_spectral = str(checkpoint) == SPECTRAL
     card = None
     if not is_spectral:
-        ckpt = Path(checkpoint)
-        predictor = get_predictor(DetectorSpec(str(ckpt), device=device, batch_size=batch_size))
-        card = predictor.card  # type: ignore[attr-defined]
+        checkpoint = resolve_checkpoint(checkpoint)
+        card = load_card(checkpoint)  # the model itself is loaded by whoever predicts (once per process)
     info = check_pair(before, after, card=card)
     grid = info.before
     tile = int(tile_size if tile_size is not None else (card.tile_size if card is not None else 256))
@@ -314,8 +338,8 @@ def detect_pair(
 
 
 def _block_box(block: PixelWindow, grid: GridInfo) -> Any:
-    x0, y0 = grid.transform * (block.col_off, block.row_off)
-    x1, y1 = grid.transform * (block.col_end, block.row_end)
+    x0, y0 = grid.transform @ (block.col_off, block.row_off)
+    x1, y1 = grid.transform @ (block.col_end, block.row_end)
     return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 

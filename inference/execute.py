@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-call"
 """Running block jobs: in this process, on a local Dask cluster, or on a remote Dask scheduler.
 
 Results are *streamed*: :func:`iter_block_results` yields each :class:`BlockResult` as soon as it is done
@@ -16,7 +17,7 @@ from typing import Any
 from cspon_rs.errors import ConfigError
 from cspon_rs.inference.blocks import BlockJob, BlockResult, predict_block
 
-__all__ = ["dask_client", "iter_block_results", "LOCAL"]
+__all__ = ["LOCAL", "dask_client", "iter_block_results"]
 
 #: ``scheduler`` value that starts a local cluster even with one worker (used by the benchmark).
 LOCAL = "local"

@@ -20,7 +20,7 @@ from rasterio.crs import CRS
 
 from cspon_rs.inference.windows import PixelWindow
 
-__all__ = ["PROB_NODATA", "MASK_NODATA", "RasterSink", "to_cog", "partial_name"]
+__all__ = ["MASK_NODATA", "PROB_NODATA", "RasterSink", "partial_name", "to_cog"]
 
 #: Nodata of ``change_prob.tif`` (float32; valid probabilities are in [0, 1]).
 PROB_NODATA = -1.0

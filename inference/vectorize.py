@@ -28,7 +28,7 @@ from cspon_rs.geo.crs import SQM_PER_MU, area_crs_for
 from cspon_rs.inference.outputs import MASK_NODATA, PROB_NODATA
 from cspon_rs.inference.windows import plan_blocks
 
-__all__ = ["PATCH_COLUMNS", "PATCH_LAYER", "PatchAttributes", "vectorize_mask", "empty_patches", "mask_polygons"]
+__all__ = ["PATCH_COLUMNS", "PATCH_LAYER", "PatchAttributes", "empty_patches", "mask_polygons", "vectorize_mask"]
 
 #: Layer name in ``change_patches.gpkg``.
 PATCH_LAYER = "change_patches"
@@ -107,7 +107,7 @@ def mask_polygons(mask_path: str | Path, *, block_size: int = 1024) -> Iterator[
 
 
 def _zonal_stats(prob_src: rasterio.io.DatasetReader, pixel_poly: shapely.Polygon) -> tuple[float, float]:
-    minx, miny, maxx, maxy = (int(round(v)) for v in pixel_poly.bounds)
+    minx, miny, maxx, maxy = (round(v) for v in pixel_poly.bounds)
     window = Window(minx, miny, maxx - minx, maxy - miny)  # type: ignore[no-untyped-call]
     prob = prob_src.read(1, window=window)
     inside = geometry_mask(

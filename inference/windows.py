@@ -27,12 +27,12 @@ from cspon_rs.errors import ConfigError
 __all__ = [
     "BlendKind",
     "PixelWindow",
-    "window_starts",
-    "tile_origins",
-    "window_weights",
     "plan_blocks",
+    "tile_origins",
     "tiles_for_block",
     "validate_tiling",
+    "window_starts",
+    "window_weights",
 ]
 
 BlendKind = Literal["cosine", "gaussian", "uniform"]

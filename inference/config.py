@@ -1,0 +1,35 @@
+"""Typed settings of ``cspon-rs detect`` (``configs/detect.yaml``); they only wire :func:`detect_pair`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cspon_rs.config import StrictModel
+
+__all__ = ["DetectConfig"]
+
+
+class DetectConfig(StrictModel):
+    """Keyword arguments of :func:`cspon_rs.inference.detect.detect_pair` that a bureau sets once.
+
+    ``None`` means "take it from the model card" (tile size, threshold) or the documented default.
+    """
+
+    checkpoint: str = Field("default", description="Checkpoint path, 'default' (shipped) or 'spectral'.")
+    tile_size: int | None = Field(None, gt=0, description="Model window edge, px (multiple of 32).")
+    overlap: int | None = Field(None, ge=0, description="Window overlap, px (default tile_size // 4).")
+    batch_size: int = Field(8, gt=0, description="Windows per forward pass.")
+    block_size: int = Field(1024, ge=64, description="Core block edge per task, px.")
+    blend: Literal["cosine", "gaussian", "uniform"] = "cosine"
+    workers: int = Field(1, ge=1, description="Dask worker processes (1 = no Dask).")
+    scheduler: str | None = Field(None, description="tcp://host:port of a Dask scheduler, or 'local'.")
+    threshold: float | None = Field(None, gt=0.0, lt=1.0, description="Mask threshold on the probability.")
+    min_area_m2: float = Field(200.0, ge=0.0, description="Smallest patch kept, m².")
+    simplify_m: float = Field(1.0, ge=0.0, description="Simplification tolerance, m.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def detect_kwargs(self) -> dict[str, Any]:
+        """The settings as keyword arguments of ``detect_pair``."""
+        return self.model_dump()

@@ -1,0 +1,95 @@
+"""``cspon-rs detect`` end to end, as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from conftest import write_scene
+
+from cspon_rs.inference.vectorize import PATCH_COLUMNS, PATCH_LAYER
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "cspon_rs.cli", "detect", *map(str, args)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_detect_on_the_demo_pair(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _cli("--before", sample_dir / "before_20160927.tif", "--after", sample_dir / "after_20180323.tif",
+                "--checkpoint", "spectral", "--out", out, "--min-area", "300", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "patches" in proc.stdout and "warped onto" in proc.stdout
+    with rasterio.open(out / "change_mask.tif") as mask, rasterio.open(sample_dir / "before_20160927.tif") as ref:
+        assert mask.crs == ref.crs and mask.transform.almost_equals(ref.transform)
+        changed = mask.read(1) == 1
+    with rasterio.open(sample_dir / "label.tif") as lab:
+        label = lab.read(1) == 1
+    # The spectral baseline is crude, but it must find the labelled urban change far above chance.
+    assert changed[label].mean() > 2 * changed[~label].mean()
+    gdf = pyogrio.read_dataframe(out / "change_patches.gpkg", layer=PATCH_LAYER)
+    assert list(gdf.columns) == [*PATCH_COLUMNS, "geometry"]
+    assert len(gdf) > 0 and (gdf["area_m2"] >= 300).all()
+    assert (gdf["t1"] == "2016-09-27").all() and (gdf["t2"] == "2018-03-23").all()
+
+
+def test_detect_with_the_shipped_checkpoint(sample_dir: Path, tmp_path: Path) -> None:
+    from cspon_rs.models.checkpoint import default_checkpoint
+
+    if not default_checkpoint().is_file():
+        pytest.skip(f"shipped checkpoint not found: {default_checkpoint()}")
+    proc = _cli("--before", sample_dir / "before_20160927.tif", "--after", sample_dir / "after_20180323.tif",
+                "--out", tmp_path, "--config", REPO / "configs" / "detect.yaml", "--device", "cpu", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    gdf = pyogrio.read_dataframe(tmp_path / "change_patches.gpkg", layer=PATCH_LAYER)
+    assert (gdf["detector"].str.contains("@")).all()
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
+    """Run ``cspon_rs.cli.main`` in this process (the same code path as the script, minus start-up)."""
+    from cspon_rs.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cspon-rs", "detect", *map(str, args)])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_bad_input_is_one_line_and_exit_2(  # type: ignore[no-untyped-def]
+    scene_pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with rasterio.open(scene_pair.after) as src:
+        data = src.read()
+    no_crs = write_scene(tmp_path / "nocrs.tif", data, crs=None)
+    code = _main(monkeypatch, "--before", scene_pair.before, "--after", no_crs, "--checkpoint", "spectral",
+                 "--out", tmp_path / "o")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "nocrs.tif" in err and "CRS" in err
+    assert "Traceback" not in err
+
+
+def test_all_nodata_scene_exits_0_with_a_warning(  # type: ignore[no-untyped-def]
+    scene_pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = write_scene(tmp_path / "empty.tif", np.zeros((4, 260, 300), np.uint16), nodata=0)
+    code = _main(monkeypatch, "--before", empty, "--after", scene_pair.after, "--checkpoint", "spectral",
+                 "--out", tmp_path / "o", "--no-progress")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "warning" in out and "no valid pixel" in out
+    assert pyogrio.read_info(tmp_path / "o" / "change_patches.gpkg", layer=PATCH_LAYER)["features"] == 0
