@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,13 +123,16 @@ def _text_or_none(value: Any) -> str | None:
     return None if _json_safe(value) is None else str(value)
 
 
-def _commit(session: Session, what: str) -> None:
+@contextmanager
+def _transaction(session: Session, what: str) -> Iterator[None]:
+    """Run the body and commit; roll back on any error; a stale optimistic lock becomes ConflictError."""
     try:
+        yield
         session.commit()
     except StaleDataError as exc:
         session.rollback()
         raise ConflictError(f"{what}: changed by someone else meanwhile; reload and try again") from exc
-    except Exception:
+    except BaseException:
         session.rollback()
         raise
 
@@ -170,7 +174,7 @@ def save_warnings(
     if warnings.crs is None and len(warnings):
         raise SchemaError("warnings frame has no CRS")
     w84 = warnings.to_crs(4326) if len(warnings) else warnings
-    try:
+    with _transaction(session, f"saving {county_code} {period}"):
         existing = {
             w.source_key: w
             for w in session.scalars(
@@ -245,10 +249,6 @@ def save_warnings(
         session.flush()
         if patches is not None and len(patches):
             result.patches_added = _store_patches(session, patches, period, county_code, result.ids)
-        _commit(session, f"saving {county_code} {period}")
-    except Exception:
-        session.rollback()
-        raise
     return result
 
 
@@ -483,7 +483,7 @@ def assign_warning(
     Raises:
         NotFoundError, ConflictError (stale ``expected_version``), InvalidTransitionError.
     """
-    try:
+    with _transaction(session, f"warning {warning_id}"):
         record = get_warning(session, warning_id)
         _check_version(record, expected_version)
         before = record.status
@@ -496,10 +496,6 @@ def assign_warning(
             event="assigned", by=by, from_status=before, to_status="assigned",
             why=f"assigned to {team}" + (f", due {due_date}" if due_date else ""),
         ))
-        _commit(session, f"warning {warning_id}")
-    except Exception:
-        session.rollback()
-        raise
     return record
 
 
@@ -517,7 +513,7 @@ def change_status(
     Raises:
         NotFoundError, ConflictError, InvalidTransitionError (e.g. ``new → closed`` or to ``verified``).
     """
-    try:
+    with _transaction(session, f"warning {warning_id}"):
         record = get_warning(session, warning_id)
         _check_version(record, expected_version)
         if to_status == "verified":
@@ -529,10 +525,6 @@ def change_status(
             record.assigned_team = None
         record.history.append(WarningHistory(event="status", by=by, from_status=before, to_status=to_status,
                                              why=why))
-        _commit(session, f"warning {warning_id}")
-    except Exception:
-        session.rollback()
-        raise
     return record
 
 
@@ -563,7 +555,7 @@ def record_verification(
     """
     if result not in ("illegal", "legal", "false_change"):
         raise SchemaError(f"verification result {result!r}: use illegal, legal or false_change")
-    try:
+    with _transaction(session, f"warning {warning_id}"):
         record = get_warning(session, warning_id)
         _check_version(record, expected_version)
         _transition(record, "verified")
@@ -577,10 +569,6 @@ def record_verification(
         record.verification_result = result
         record.history.append(WarningHistory(event="verified", by=by, from_status=before, to_status="verified",
                                              why=f"field check: {result}" + (f" ({reason})" if reason else "")))
-        _commit(session, f"warning {warning_id}")
-    except Exception:
-        session.rollback()
-        raise
     return verification
 
 

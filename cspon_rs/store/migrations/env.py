@@ -28,9 +28,13 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 
 
 def _run(connection: Any) -> None:
+    # On PostgreSQL keep alembic_version in the schema being migrated (first on the search_path), so one
+    # database can hold several stores in separate schemas.
+    version_schema = connection.dialect.default_schema_name if connection.dialect.name == "postgresql" else None
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        version_table_schema=version_schema,
         render_as_batch=connection.dialect.name == "sqlite",
         include_object=include_object,
         compare_type=True,
