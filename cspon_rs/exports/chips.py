@@ -150,7 +150,7 @@ def write_chips(
             inverse = ~win_transform
 
             def to_pixel(x: float, y: float, inv: Any = inverse, s: float = scale) -> tuple[float, float]:
-                col, row = inv * (x, y)
+                col, row = inv @ (x, y)
                 return col * s, row * s
 
             panels = []
