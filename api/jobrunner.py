@@ -31,6 +31,8 @@ def _summary(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):
+        if len(value) > 50:
+            return {"count": len(value)}
         return {str(k): _summary(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_summary(v) for v in value][:50]
@@ -87,7 +89,7 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
         progress(0.6, f"detection done: {detection.n_patches} patches, {detection.changed_area_m2:.0f} m² "
                  f"({changes_path})")
 
-        from cspon_rs.rules import run_warning_pipeline  # type: ignore[attr-defined]
+        from cspon_rs.rules.pipeline import run_warning_pipeline
 
         progress(0.65, f"classifying warnings for county {county}, period {period}")
         warned = run_warning_pipeline(

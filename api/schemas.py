@@ -25,6 +25,8 @@ COUNTY_PATTERN = r"^[0-9]{6}$"
 #: Period label such as ``2018Q1`` (quarter), ``2018H1``, ``2018-03`` or ``2018``.
 PERIOD_PATTERN = r"^[0-9]{4}([Qq][1-4]|[Hh][12]|-[01][0-9])?$"
 CountyCode = str
+#: Largest id / offset accepted (SQLite and PostgreSQL integers; bigger values are 422, not a DB error).
+MAX_ID = 2**31 - 1
 
 
 class _In(BaseModel):
@@ -115,7 +117,7 @@ class SceneOut(_Out):
 class JobCreate(_In):
     """Submit a detection + warning run for one county and period."""
 
-    scene_id: int = Field(ge=1)
+    scene_id: int = Field(ge=1, le=MAX_ID)
     period: str = Field(pattern=PERIOD_PATTERN, description="e.g. 2018Q1")
     county_code: str = Field(pattern=COUNTY_PATTERN)
     permits_path: str = Field(min_length=1, max_length=4096, description="approved permits layer (GPKG)")
@@ -258,7 +260,8 @@ class AssignIn(_In):
 
     team: str = Field(min_length=1, max_length=64)
     due_date: dt.date | None = None
-    expected_version: int | None = Field(default=None, ge=1, description="version you saw (optimistic lock)")
+    expected_version: int | None = Field(default=None, ge=1, le=MAX_ID,
+                                        description="version you saw (optimistic lock)")
 
 
 class StatusIn(_In):
@@ -266,7 +269,7 @@ class StatusIn(_In):
 
     to_status: Literal["new", "assigned", "closed"]
     why: str | None = Field(default=None, max_length=2000)
-    expected_version: int | None = Field(default=None, ge=1)
+    expected_version: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class VerificationCreated(BaseModel):

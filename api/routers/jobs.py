@@ -6,16 +6,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 
 from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
-from cspon_rs.api.schemas import JobCreate, JobOut
+from cspon_rs.api.schemas import MAX_ID, JobCreate, JobOut
 from cspon_rs.api.uploads import resolve_inside
 from cspon_rs.store.api_crud import cancel_job, create_job, get_job, get_scene, list_jobs
 from cspon_rs.store.api_models import ApiUser, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 JobUser = Annotated[ApiUser, Depends(require_roles("researcher", "bureau"))]
 
 
@@ -76,7 +78,7 @@ def jobs(
     session: SessionDep,
     state: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[JobOut]:
     """County-bound users see their county's jobs only."""
     return [_out(j) for j in list_jobs(session, county_code=user.county_code, state=state, limit=limit,
@@ -84,19 +86,19 @@ def jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="One job with its log")
-def job(job_id: int, user: JobUser, session: SessionDep) -> JobOut:
+def job(job_id: JobId, user: JobUser, session: SessionDep) -> JobOut:
     """State, progress (0..1), error (why it failed) and the full log."""
     return _out(_visible_job(session, user, job_id), with_log=True)
 
 
 @router.get("/{job_id}/log", response_class=PlainTextResponse, summary="A job's log as plain text")
-def job_log(job_id: int, user: JobUser, session: SessionDep) -> str:
+def job_log(job_id: JobId, user: JobUser, session: SessionDep) -> str:
     """One timestamped line per step."""
     return _visible_job(session, user, job_id).log or ""
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job")
-def cancel(job_id: int, user: JobUser, session: SessionDep) -> JobOut:
+def cancel(job_id: JobId, user: JobUser, session: SessionDep) -> JobOut:
     """Queued jobs are cancelled at once; a running job is stopped by the worker within a few seconds."""
     _visible_job(session, user, job_id)
     return _out(cancel_job(session, job_id), with_log=True)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile, status
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
 from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
-from cspon_rs.api.schemas import COUNTY_PATTERN, SceneCreate, SceneOut
+from cspon_rs.api.schemas import COUNTY_PATTERN, MAX_ID, SceneCreate, SceneOut
 from cspon_rs.api.uploads import resolve_inside, save_upload
 from cspon_rs.errors import CsponError
 from cspon_rs.store.api_crud import create_scene, get_scene, list_scenes
@@ -114,14 +115,14 @@ def scenes(
     user: SceneUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[Scene]:
     """Newest first; county-bound users see their county's scenes (and unscoped ones)."""
     return list_scenes(session, county_code=user.county_code, limit=limit, offset=offset)
 
 
 @router.get("/{scene_id}", response_model=SceneOut, summary="One scene")
-def scene(scene_id: int, user: SceneUser, session: SessionDep) -> Scene:
+def scene(scene_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], user: SceneUser, session: SessionDep) -> Scene:
     """404 if it does not exist or lies outside the user's county."""
     found = get_scene(session, scene_id)
     if user.county_code is not None and found.county_code not in (None, user.county_code):

@@ -12,6 +12,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from shapely import wkt as shapely_wkt
@@ -19,6 +20,7 @@ from shapely.geometry import mapping
 
 from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, error_detail, require_roles
 from cspon_rs.api.schemas import (
+    MAX_ID,
     AssignIn,
     HistoryOut,
     PhotoOut,
@@ -113,11 +115,11 @@ class _Filters:
         category: Annotated[list[str] | None, Query(description="repeatable, e.g. 未批先建")] = None,
         status_: Annotated[list[Literal["new", "assigned", "verified", "closed"]] | None,
                            Query(alias="status")] = None,
-        min_priority: Annotated[float | None, Query(ge=0)] = None,
+        min_priority: Annotated[float | None, Query(ge=0, le=1e9)] = None,
         bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (EPSG:4326)")] = None,
         only_warnings: Annotated[bool, Query(description="leave out legal rows")] = True,
         limit: Annotated[int, Query(ge=1, le=5000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> None:
         self.period = period
         self.county_code = county_code
@@ -225,7 +227,7 @@ def detail(warning_id: str, user: CurrentUser, session: SessionDep, request: Req
 
 @router.get("/{warning_id}/photos/{photo_id}", name="get_photo", summary="Download a field photo",
             response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-def get_photo(warning_id: str, photo_id: int, user: CurrentUser, session: SessionDep,
+def get_photo(warning_id: str, photo_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], user: CurrentUser, session: SessionDep,
               settings: SettingsDep) -> FileResponse:
     """The stored photo file."""
     record = visible_warning(session, user, warning_id)
@@ -284,7 +286,7 @@ async def verify(
     session: SessionDep,
     settings: SettingsDep,
     result: Annotated[Literal["illegal", "legal", "false_change"], Form()],
-    expected_version: Annotated[int, Form(ge=1, description="the warning version you saw")],
+    expected_version: Annotated[int, Form(ge=1, le=MAX_ID, description="the warning version you saw")],
     actual_use: Annotated[str | None, Form(max_length=128)] = None,
     reason: Annotated[str | None, Form(max_length=2000)] = None,
     notes: Annotated[str | None, Form(max_length=10000)] = None,
