@@ -4,7 +4,7 @@
 
 (function () {
   var C = Cspon, h = C.h;
-  var state = { user: null, targets: [], here: null };
+  var state = { user: null, targets: [], here: null, start: null, routeLength: null };
 
   /** Great-circle distance in metres between two [lon, lat] points (WGS84 sphere). */
   function distance(a, b) {
@@ -15,10 +15,7 @@
     return 2 * R * Math.asin(Math.min(1, Math.sqrt(s)));
   }
 
-  /**
-   * Route order: nearest neighbour from the phone's position when known, otherwise from the
-   * highest-priority target. Returns the targets with `leg_m` (distance from the previous stop).
-   */
+  /** Nearest-neighbour visiting order from `start` ([lon, lat]); used when the user has no team. */
   function routeOrder(targets, start) {
     var left = targets.slice().sort(function (a, b) { return (b.priority || 0) - (a.priority || 0); });
     var out = [];
@@ -33,7 +30,6 @@
         });
       }
       var next = left.splice(best, 1)[0];
-      next.leg_m = pos ? distance(pos, [next.centroid_lon, next.centroid_lat]) : null;
       pos = [next.centroid_lon, next.centroid_lat];
       out.push(next);
     }
@@ -50,9 +46,9 @@
     var label = encodeURIComponent(t.id);
     return h("div", { class: "links" },
       h("a", { href: "geo:" + lat + "," + lon + "?q=" + lat + "," + lon + "(" + label + ")", class: "geo-link" },
-        "📍 地图导航 open in maps"),
+        "导航 open in maps"),
       h("a", { href: "https://uri.amap.com/marker?position=" + lon + "," + lat + "&name=" + label +
-        "&coordinate=wgs84&callnative=1", class: "amap-link", rel: "noopener", target: "_blank" }, "高德地图 Amap"));
+        "&coordinate=wgs84&callnative=1", class: "amap-link", rel: "noopener", target: "_blank" }, "高德 Amap"));
   }
 
   function verifyForm(t, card) {
@@ -70,7 +66,7 @@
       h("textarea", { name: "notes", rows: "3", placeholder: "现场情况 notes", maxlength: "10000" }),
       h("label", {}, "照片 photos ", h("input", { type: "file", name: "photos", accept: "image/jpeg,image/png",
         multiple: true, capture: "environment" })),
-      h("div", {}, gps, " ", h("button", { type: "button", class: "link-btn", onclick: function () { locate(gps); } },
+      h("div", { class: "gps-row" }, gps, h("button", { type: "button", class: "link-btn", onclick: function () { locate(gps); } },
         "定位 use my location")),
       message,
       h("button", { type: "submit" }, "提交核查 submit"));
@@ -115,7 +111,7 @@
         form.remove();
         card.classList.add("done");
         card.querySelector(".status").textContent = C.STATUS[t.status] || t.status;
-        card.appendChild(h("p", { class: "done-note" }, "✔ 已提交 submitted: " + (C.RESULT[res.verification.result] || "") +
+        card.appendChild(h("p", { class: "done-note" }, "已提交 submitted: " + (C.RESULT[res.verification.result] || "") +
           (res.photos.length ? " · " + res.photos.length + " 张照片 photos" : "")));
         C.toast("已提交 " + t.id, "ok");
         updateSummary();
@@ -136,7 +132,7 @@
       h("div", { class: "meta" },
         (t.township_name || "–") + " · " + C.fmt(t.area_mu, 1) + " 亩 · P " + C.fmt(t.priority, 0) +
         (t.flags && t.flags.length ? " · " + t.flags.join(", ") : "") +
-        (t.leg_m !== null && t.leg_m !== undefined ? " · " + (t.leg_m / 1000).toFixed(1) + " km" : "") +
+        (t.leg_m ? " · " + (i === 0 ? "距起点 from start " : "距上一点 from previous ") + (t.leg_m / 1000).toFixed(1) + " km" : "") +
         (due ? " · " + due : "")),
       mapLinks(t));
     var open = h("button", { type: "button", class: "verify-btn" }, "核查 verify");
@@ -150,24 +146,47 @@
 
   function updateSummary() {
     var open = state.targets.filter(function (t) { return t.status === "assigned"; }).length;
-    var total = state.targets.reduce(function (s, t) { return s + (t.leg_m || 0); }, 0);
+    var total = state.routeLength || state.targets.reduce(function (s, t) { return s + (t.leg_m || 0); }, 0);
     document.getElementById("summary").textContent = today() + " · " + (state.user.team || "–") + " · " +
       open + " / " + state.targets.length + " 待核查 open" + (total ? " · 路线 " + (total / 1000).toFixed(1) + " km" : "");
   }
 
   function render() {
     var list = C.clear(document.getElementById("targets"));
-    state.targets = routeOrder(state.targets, state.here);
+    var pos = state.start;
+    state.targets.forEach(function (t) {
+      var here = [t.centroid_lon, t.centroid_lat];
+      t.leg_m = pos ? distance(pos, here) : null;
+      pos = here;
+    });
     state.targets.forEach(function (t, i) { list.appendChild(card(t, i)); });
     if (!state.targets.length) list.appendChild(h("li", { class: "target muted" }, "今日无待核查目标 nothing assigned to your team"));
     updateSummary();
     document.body.dataset.loaded = "1";
   }
 
+  /**
+   * The team's assigned, unverified warnings in visiting order. The service orders them
+   * (GET /patrols/{team}: nearest neighbour + 2-opt) from the phone's position when known, otherwise from
+   * the highest-priority target; users without a team get the same order computed here.
+   */
   function load() {
     return C.api("warnings?status=assigned&limit=5000").then(function (page) {
-      state.targets = page.items;
-      render();
+      var items = page.items;
+      if (!items.length) { state.targets = []; render(); return; }
+      var top = items.slice().sort(function (a, b) { return (b.priority || 0) - (a.priority || 0); })[0];
+      state.start = state.here || [top.centroid_lon, top.centroid_lat];
+      if (!state.user.team || items.length > 500) {
+        state.targets = routeOrder(items, state.start);
+        render();
+        return;
+      }
+      return C.api("patrols/" + encodeURIComponent(state.user.team) + "?limit=500&start_lon=" + state.start[0] +
+        "&start_lat=" + state.start[1]).then(function (route) {
+        state.targets = route.stops;
+        state.routeLength = route.length_m;
+        render();
+      });
     }).catch(function (err) { C.toast("加载失败 " + err.message, "error"); });
   }
 
@@ -178,7 +197,7 @@
     if (navigator.geolocation && window.isSecureContext) {
       navigator.geolocation.getCurrentPosition(function (p) {
         state.here = [p.coords.longitude, p.coords.latitude];
-        render();
+        load();
       }, function () { /* no position: route starts at the highest-priority target */ }, { timeout: 10000 });
     }
   }

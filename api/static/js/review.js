@@ -315,9 +315,9 @@
   function select(id, zoom) {
     state.selected = id;
     highlight(id);
+    showDetail(id);  // first: the panel narrows the map
     var layer = state.layersById[id];
     if (layer && zoom !== false) map.fitBounds(layer.getBounds(), { padding: [60, 60], maxZoom: 16 });
-    showDetail(id);
   }
 
   // ------------------------------------------------------------------------------------------- detail
@@ -326,7 +326,7 @@
     detailBox.hidden = true;
     state.selected = null;
     highlight(null);
-    map.invalidateSize();
+    map.invalidateSize({ pan: false });
   });
 
   function section(title) {
@@ -433,7 +433,9 @@
         else if (c && c.url) out.push({ url: c.url, label: c.label || c.kind || "chip" });
       });
     } else if (chips && typeof chips === "object") {
-      Object.keys(chips).forEach(function (k) { if (chips[k]) out.push({ url: chips[k], label: "导出切片 " + k }); });
+      var names = { before_after: "导出切片 exported chip (前 before | 后 after)", before: "导出切片 before",
+                    after: "导出切片 after" };
+      Object.keys(chips).forEach(function (k) { if (chips[k]) out.push({ url: chips[k], label: names[k] || k }); });
     } else if (detail.chip_url) {
       out.push({ url: detail.chip_url, label: "导出切片 chip" });
     }
@@ -496,7 +498,7 @@
   function showDetail(id) {
     var feature = featureById(id);
     detailBox.hidden = false;
-    map.invalidateSize();
+    map.invalidateSize({ pan: false });
     var body = C.clear(document.getElementById("detail-body"));
     body.appendChild(h("p", { class: "muted" }, "加载中 loading " + id + " …"));
     C.api("warnings/" + encodeURIComponent(id)).then(function (detail) {
