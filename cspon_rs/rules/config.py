@@ -66,6 +66,34 @@ PERMIT_STATUSES: tuple[str, ...] = ("pending", "approved", "revoked", "expired")
 ControlKind = Literal["YJJBNT", "STBHHX", "CZKFBJ"]
 CONTROL_KINDS: tuple[str, ...] = ("YJJBNT", "STBHHX", "CZKFBJ")
 
+def _not_built_types() -> list[PermitType]:
+    return ["land_use_approval", "land_supply", "planning_permit"]
+
+
+def _non_urban_types() -> list[PermitType]:
+    return ["facility_agricultural", "temporary_use"]
+
+
+def _priority_weights() -> dict[ControlKind, float]:
+    return {"YJJBNT": 3.0, "STBHHX": 3.0, "CZKFBJ": 1.0}
+
+
+PermitField = Literal[
+    "permit_no", "permit_type", "project", "applicant", "approved_on", "expires_on", "approved_area_m2", "status"
+]
+
+
+def _permit_fields() -> dict[PermitField, str | None]:
+    return {
+        "permit_no": "PZWH", "permit_type": "LX", "project": "XMMC", "applicant": "YDDW",
+        "approved_on": "PZRQ", "expires_on": "YXQZ", "approved_area_m2": "PZMJ", "status": "ZT",
+    }
+
+
+def _control_layers() -> dict[str, ControlKind]:
+    return {"YJJBNT": "YJJBNT", "STBHHX": "STBHHX", "CZKFBJ": "CZKFBJ"}
+
+
 _DEFAULT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -80,19 +108,13 @@ class RulesConfig(StrictModel):
     built_elsewhere_max_area_ratio: float | None = Field(None, ge=1)
     not_built_min_age_days: int = Field(730, ge=0)
     not_built_max_share: float = Field(0.05, ge=0, le=1)
-    not_built_permit_types: list[PermitType] = Field(
-        default_factory=lambda: ["land_use_approval", "land_supply", "planning_permit"]
-    )
+    not_built_permit_types: list[PermitType] = Field(default_factory=_not_built_types)
     control_line_min_overlap_m2: float = Field(50.0, ge=0)
     control_line_min_overlap_share: float = Field(0.01, ge=0, le=1)
     urban_boundary_min_outside_m2: float = Field(50.0, ge=0)
     urban_boundary_min_outside_share: float = Field(0.05, ge=0, le=1)
-    non_urban_permit_types: list[PermitType] = Field(
-        default_factory=lambda: ["facility_agricultural", "temporary_use"]
-    )
-    priority_weights: dict[ControlKind, float] = Field(
-        default_factory=lambda: {"YJJBNT": 3.0, "STBHHX": 3.0, "CZKFBJ": 1.0}
-    )
+    non_urban_permit_types: list[PermitType] = Field(default_factory=_non_urban_types)
+    priority_weights: dict[ControlKind, float] = Field(default_factory=_priority_weights)
     area_weight: float = Field(10.0, ge=0)
     area_cap_mu: float = Field(100.0, gt=0)
     confidence_weight: float = Field(1.0, ge=0)
@@ -108,18 +130,7 @@ class PermitFields(StrictModel):
 
     layer: str | None = "permits"
     default_crs: str | None = "EPSG:4490"
-    fields: dict[
-        Literal[
-            "permit_no", "permit_type", "project", "applicant", "approved_on", "expires_on",
-            "approved_area_m2", "status",
-        ],
-        str | None,
-    ] = Field(
-        default_factory=lambda: {
-            "permit_no": "PZWH", "permit_type": "LX", "project": "XMMC", "applicant": "YDDW",
-            "approved_on": "PZRQ", "expires_on": "YXQZ", "approved_area_m2": "PZMJ", "status": "ZT",
-        }
-    )
+    fields: dict[PermitField, str | None] = Field(default_factory=_permit_fields)
     required: list[str] = Field(default_factory=lambda: ["permit_no", "status"])
     status_values: dict[str, PermitStatus] = Field(default_factory=dict)
     type_values: dict[str, PermitType] = Field(default_factory=dict)
@@ -128,9 +139,7 @@ class PermitFields(StrictModel):
 class ControlLineFields(StrictModel):
     """How control lines are stored: one layer per kind, or one layer with a type field."""
 
-    layers: dict[str, ControlKind] = Field(
-        default_factory=lambda: {"YJJBNT": "YJJBNT", "STBHHX": "STBHHX", "CZKFBJ": "CZKFBJ"}
-    )
+    layers: dict[str, ControlKind] = Field(default_factory=_control_layers)
     type_layer: str | None = None
     type_field: str = "KZXLX"
     type_values: dict[str, ControlKind] = Field(default_factory=dict)

@@ -175,11 +175,11 @@ def load_permits(
     mapping = mapping or PermitFields()
     path = Path(path)
     gdf = _read(path, layer if layer is not None else mapping.layer, mapping.default_crs)
-    fields = dict(mapping.fields)
+    fields: dict[str, str | None] = {str(k): v for k, v in mapping.fields.items()}
     missing = [
         f"{canonical} ({fields.get(canonical)})"
         for canonical in mapping.required
-        if fields.get(canonical) is None or fields[canonical] not in gdf.columns  # type: ignore[index]
+        if fields.get(canonical) is None or fields[canonical] not in gdf.columns
     ]
     if missing:
         raise SchemaError(
@@ -190,7 +190,7 @@ def load_permits(
     type_map = {**_DEFAULT_TYPES, **mapping.type_values}
 
     def col(canonical: str) -> list[Any]:
-        name = fields.get(canonical)  # type: ignore[call-overload]
+        name = fields.get(canonical)
         if name is None or name not in gdf.columns:
             return [None] * len(gdf)
         return list(gdf[name].tolist())
@@ -211,7 +211,7 @@ def load_permits(
     out["project"] = [_text(v) for v in col("project")]
     out["applicant"] = [_text(v) for v in col("applicant")]
     for canonical in ("approved_on", "expires_on"):
-        name = fields.get(canonical)  # type: ignore[call-overload]
+        name = fields.get(canonical)
         if name is not None and name in gdf.columns:
             out[canonical] = _date_column(gdf, name, path, canonical)
         else:

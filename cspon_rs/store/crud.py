@@ -516,7 +516,7 @@ def change_status(
     with _transaction(session, f"warning {warning_id}"):
         record = get_warning(session, warning_id)
         _check_version(record, expected_version)
-        if to_status == "verified":
+        if str(to_status) == "verified":
             raise InvalidTransitionError(f"warning {warning_id}: use record_verification to mark it verified")
         _transition(record, to_status)
         before = record.status
@@ -603,7 +603,7 @@ def statistics(
         query = query.where(WarningRecord.is_warning.is_(True))
     out = []
     for row in session.execute(query.order_by(*columns)):
-        item = {k: row[i] for i, k in enumerate(keys)}
+        item: dict[str, Any] = {k: row[i] for i, k in enumerate(keys)}
         area = float(row[len(keys) + 1] or 0.0)
         item.update(count=int(row[len(keys)]), area_m2=round(area, 2), area_mu=round(area / SQM_PER_MU, 4))
         out.append(item)

@@ -103,6 +103,8 @@ def open_store(url: str, *, migrate: bool = True) -> sessionmaker[Session]:
 def has_postgis_geom(session_or_engine: Session | Engine) -> bool:
     """True when the ``warnings`` table has the PostGIS ``geom`` column (PostgreSQL with PostGIS)."""
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    if not isinstance(bind, Engine):
+        bind = bind.engine
     if bind.dialect.name != "postgresql":
         return False
     cache = getattr(bind, "_cspon_has_geom", None)
@@ -113,5 +115,5 @@ def has_postgis_geom(session_or_engine: Session | Engine) -> bool:
                 "AND table_name = 'warnings' AND column_name = 'geom'"
             ).first()
         cache = found is not None
-        bind._cspon_has_geom = cache  # type: ignore[union-attr]
+        bind._cspon_has_geom = cache  # type: ignore[attr-defined]
     return bool(cache)
