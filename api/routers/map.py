@@ -119,7 +119,8 @@ def _stretch(band: np.ndarray, valid: np.ndarray, percentiles: tuple[float, floa
     if hi <= lo:
         hi = lo + 1
     scaled = (band.astype(np.float64) - lo) / (hi - lo)
-    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+    out: np.ndarray = (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+    return out
 
 
 def render_overlay_png(
@@ -156,8 +157,8 @@ def render_overlay_png(
     out_png = Path(out_png)
     with open_raster(source) as src:
         if max(bands) > src.count or min(bands) < 1:
-            raise BandMismatchError(f"{source}: bands {bands} requested for the overlay, file has {src.count}; "
-                                    "pass bands=... within 1..count")
+            raise BandMismatchError(f"{source}: bands {bands} requested for the overlay, file has "
+                                    f"{src.count}; pass bands=... within 1..count")
         with WarpedVRT(src, crs=MAP_CRS, transform=grid.transform, width=grid.width, height=grid.height,
                        resampling=Resampling.bilinear, add_alpha=True) as vrt:
             rgb = vrt.read(list(bands))
@@ -340,7 +341,9 @@ def periods(user: CurrentUser, session: SessionDep) -> list[MapPeriod]:
 
 @router.get("/{county_code}/{period}/context", response_model=MapContext,
             summary="Imagery and layers behind a county's warnings of one period")
-def context(county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep) -> MapContext:
+def context(
+    county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep,
+) -> MapContext:
     """Resolved from the latest succeeded job of that county and period (see the module docs)."""
     _visible(user, county_code)
     src = resolve_sources(session, county_code, period)
@@ -356,15 +359,16 @@ def context(county_code: CountyPath, period: PeriodPath, user: CurrentUser, sess
             (s, w), (n, e) = grid.bounds_latlon
             imagery = MapImagery(scene_id=src.scene_id, name=src.scene_name, before_date=src.before_date,
                                  after_date=src.after_date, bounds=[[s, w], [n, e]],
-                                 before_url=f"{base}/imagery/before.png", after_url=f"{base}/imagery/after.png")
+                                 before_url=f"{base}/imagery/before.png",
+                                 after_url=f"{base}/imagery/after.png")
     else:
         notes.append("no scene known for this period (no succeeded job, no patches with scene paths)")
     layers = {kind: f"{base}/layers/{kind}.geojson" for kind in ("permits", "control_lines", "townships")
               if getattr(src, kind) is not None}
     if not layers:
         notes.append("no permit / control-line layers known (they come from the job that made the warnings)")
-    return MapContext(county_code=county_code, period=period, job_id=src.job_id, imagery=imagery, layers=layers,
-                      notes=notes)
+    return MapContext(county_code=county_code, period=period, job_id=src.job_id, imagery=imagery,
+                      layers=layers, notes=notes)
 
 
 @router.get("/{county_code}/{period}/imagery/{which}.png", summary="Before or after image as a PNG overlay",
@@ -377,7 +381,8 @@ def imagery(
     session: SessionDep,
     settings: SettingsDep,
     max_size: Annotated[int, Query(ge=64, le=8192, description="longest side in pixels")] = 2048,
-    bands: Annotated[str, Query(pattern=r"^[0-9]+,[0-9]+,[0-9]+$", description="R,G,B band numbers")] = "1,2,3",
+    bands: Annotated[str, Query(pattern=r"^[0-9]+,[0-9]+,[0-9]+$",
+                                description="R,G,B band numbers (1-based)")] = "1,2,3",
 ) -> FileResponse:
     """RGBA PNG on Web Mercator; the lat/lon bounds come from the ``context`` endpoint."""
     _visible(user, county_code)
@@ -396,8 +401,12 @@ def imagery(
 def _layer_geojson(kind: LayerKind, path: Path) -> dict[str, Any]:
     from cspon_rs.rules.inputs import load_control_lines, load_permits, load_townships
 
-    loaders = {"permits": load_permits, "control_lines": load_control_lines, "townships": load_townships}
-    gdf = loaders[kind](path)
+    if kind == "permits":
+        gdf = load_permits(path)
+    elif kind == "control_lines":
+        gdf = load_control_lines(path)
+    else:
+        gdf = load_townships(path)
     gdf = gdf.to_crs("EPSG:4326")
     for column in gdf.columns:
         if column != gdf.geometry.name and gdf[column].dtype == object:

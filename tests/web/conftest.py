@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from webtest_support import COUNTY, HONGKONG, PERIOD, SCREENSHOTS, Server, add_user, chromium_path
 
 TEAM = "一队"
@@ -58,7 +57,8 @@ def _label_patches(work: Path) -> Path:
     prob = np.where(label > 0, rng.uniform(0.6, 0.99, label.shape), 0.05).astype("float32")
     with rasterio.open(work / "prob.tif", "w", **profile) as dst:
         dst.write(prob, 1)
-    attrs = PatchAttributes(t1="2016-09-27", t2="2018-03-23", scene_before=str(HONGKONG / "before_20160927.tif"),
+    attrs = PatchAttributes(t1="2016-09-27", t2="2018-03-23",
+                            scene_before=str(HONGKONG / "before_20160927.tif"),
                             scene_after=str(HONGKONG / "after_20180323.tif"), detector="reference-label")
     patches = vectorize_mask(work / "mask.tif", work / "prob.tif", attrs)
     path = work / "change_patches.gpkg"
@@ -79,7 +79,8 @@ def _record_run_as_job(db_url: str, scene_id: int, layers: dict[str, str], out_d
                              params={**layers, "checkpoint": "reference-label"})
             claimed = claim_next_job(session)
             assert claimed is not None and claimed.id == job.id
-            finish_job(session, job.id, "succeeded", result={"out_dir": str(out_dir)}, message="seeded by test")
+            finish_job(session, job.id, "succeeded", result={"out_dir": str(out_dir)},
+                       message="seeded by test")
             return job.id
     finally:
         engine.dispose()
@@ -120,10 +121,12 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
                 after=HONGKONG / "after_20180323.tif", progress=False)
             assert run.n_warnings > 0
             _record_run_as_job(server.db_url, scene.json()["id"], layers, work)
-            top = c.get("/warnings", params={"county_code": COUNTY, "period": PERIOD, "limit": 3}).json()["items"]
+            listed = c.get("/warnings", params={"county_code": COUNTY, "period": PERIOD, "limit": 3})
+            top = listed.json()["items"]
             assert len(top) == 3, top
             for w in top:
-                a = c.post(f"/warnings/{w['id']}/assign", json={"team": TEAM, "expected_version": w["version"]})
+                a = c.post(f"/warnings/{w['id']}/assign",
+                           json={"team": TEAM, "expected_version": w["version"]})
                 assert a.status_code == 200, a.text
         yield Seeded(server, bureau, field, [w["id"] for w in top])
     finally:
@@ -135,7 +138,8 @@ def browser() -> Iterator[Any]:
     """Headless Chromium from the system (never downloaded)."""
     exe = chromium_path()
     if exe is None:
-        pytest.skip("no chromium binary found (apt-get install chromium, or set CSPON_CHROMIUM); see ci/browser.sh")
+        pytest.skip("no chromium binary found (apt-get install chromium, or set CSPON_CHROMIUM); "
+                    "see ci/browser.sh")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])

@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import TEAM, Seeded
+from PIL import Image
 from webtest_support import COUNTY, HONGKONG, PERIOD
 
 pytestmark = pytest.mark.browser
@@ -24,7 +23,8 @@ class Console:
 
     def __init__(self, page: Any) -> None:
         self.errors: list[str] = []
-        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}")
+                if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         page.on("requestfailed", lambda r: self.errors.append(f"requestfailed: {r.url} {r.failure}"))
         self.external: list[str] = []
@@ -94,7 +94,9 @@ def test_review_map_shows_the_stored_warnings(browser: Any, seeded: Seeded, shot
         context.close()
 
 
-def test_clicking_a_warning_zooms_and_shows_chips_reasons_history(browser: Any, seeded: Seeded, shots: Path) -> None:
+def test_clicking_a_warning_zooms_and_shows_chips_reasons_history(
+    browser: Any, seeded: Seeded, shots: Path,
+) -> None:
     context, page, console = _open_review(browser, seeded)
     try:
         zoom_before = page.evaluate("window.csponReview.map.getZoom()")
@@ -104,9 +106,11 @@ def test_clicking_a_warning_zooms_and_shows_chips_reasons_history(browser: Any, 
         page.wait_for_selector(f"#detail-id:text('{warning_id}')")
         # client-side chips (crop of the overlays with outlines) are drawn and not blank
         page.wait_for_selector("#detail canvas.chip-canvas[data-which='after']")
-        spread = page.evaluate("""() => Array.from(document.querySelectorAll('#detail canvas.chip-canvas')).map(c => {
+        spread = page.evaluate("""() => Array.from(
+            document.querySelectorAll('#detail canvas.chip-canvas')).map(c => {
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let lo = 255, hi = 0; for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
+            let lo = 255, hi = 0;
+            for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
             return hi - lo; })""")
         assert len(spread) == 2 and min(spread) > 30, spread
         # the service's chips (PNG, fetched with the token) load
@@ -164,8 +168,8 @@ def _jpeg(path: Path) -> Path:
 
 def test_field_view_posts_a_verification_with_a_photo(browser: Any, seeded: Seeded, shots: Path,
                                                       tmp_path: Path) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True, locale="zh-CN")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True, locale="zh-CN")
     page = context.new_page()
     console = Console(page)
     try:
@@ -202,7 +206,8 @@ def test_field_view_posts_a_verification_with_a_photo(browser: Any, seeded: Seed
                                          (warning_id,)).fetchone()
             notes, by = con.execute("SELECT notes, by FROM verifications WHERE warning_id=?",
                                     (warning_id,)).fetchone()
-            n_photos = con.execute("SELECT count(*) FROM api_photos WHERE warning_id=?", (warning_id,)).fetchone()[0]
+            n_photos = con.execute("SELECT count(*) FROM api_photos WHERE warning_id=?",
+                                   (warning_id,)).fetchone()[0]
         assert (status, result) == ("verified", "illegal")
         assert notes == "现场已建成两层厂房 two-storey shed built" and by == "field-web"
         assert n_photos == 1

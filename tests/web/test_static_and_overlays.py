@@ -1,0 +1,114 @@
+"""Offline assets of the pages and the imagery overlays of the map router (no browser needed)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import from_origin
+
+from cspon_rs.api.routers.map import cached_overlay, overlay_grid, render_overlay_png
+from cspon_rs.api.web import STATIC_DIR
+from cspon_rs.errors import BandMismatchError
+
+PAGES = ("index.html", "field.html")
+#: The only absolute URLs allowed in our own files: links a person may click (never loaded by the page).
+ALLOWED_LINKS = ("https://uri.amap.com/marker",)
+
+
+def test_pages_reference_only_shipped_files() -> None:
+    for page in PAGES:
+        html = (STATIC_DIR / page).read_text(encoding="utf-8")
+        refs = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+        assert refs, page
+        for ref in refs:
+            assert (STATIC_DIR / ref.removeprefix("/static/")).is_file(), f"{page} references missing {ref}"
+        assert not re.search(r'(?:src|href)="(?:https?:)?//', html), f"{page} loads something from outside"
+
+
+def test_no_external_urls_in_our_scripts_and_styles() -> None:
+    own = [p for p in STATIC_DIR.rglob("*")
+           if p.suffix in {".js", ".css", ".html"} and "vendor" not in p.parts]
+    assert len(own) >= 5
+    for path in own:
+        for url in re.findall(r"https?://[^\s\"')]+", path.read_text(encoding="utf-8")):
+            assert url.startswith(ALLOWED_LINKS), f"{path.name}: external URL {url}"
+
+
+def test_vendored_leaflet_is_the_recorded_version_with_licence() -> None:
+    vendor = STATIC_DIR / "vendor"
+    readme = (vendor / "README.md").read_text(encoding="utf-8")
+    header = (vendor / "leaflet" / "leaflet.js").read_text(encoding="utf-8")[:200]
+    version = re.search(r"Leaflet (\d+\.\d+\.\d+)", header)
+    assert version is not None and f"| Leaflet | {version.group(1)} |" in readme
+    assert "BSD 2-Clause" in (vendor / "leaflet" / "LICENSE").read_text(encoding="utf-8")
+    css = (vendor / "leaflet" / "leaflet.css").read_text(encoding="utf-8")
+    for image in re.findall(r"url\((images/[^)]+)\)", css):
+        assert (vendor / "leaflet" / image).is_file(), image
+
+
+def _utm_scene(path: Path, *, seed: int, nodata_corner: bool = True) -> Path:
+    """A 4-band uint16 GeoTIFF in UTM 50N (EPSG:32650, 10 m) with a nodata corner."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(500, 3000, size=(4, 80, 100), dtype=np.uint16)
+    if nodata_corner:
+        data[:, :20, :20] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=80, count=4, dtype="uint16",
+                       crs="EPSG:32650", transform=from_origin(400_000, 3_500_000, 10, 10), nodata=0) as dst:
+        dst.write(data)
+    return path
+
+
+def test_overlay_is_warped_to_web_mercator_with_matching_latlon_bounds(tmp_path: Path) -> None:
+    from rasterio.warp import transform_bounds
+
+    scene = _utm_scene(tmp_path / "a.tif", seed=1)
+    grid = overlay_grid(scene, max_size=64)
+    assert max(grid.width, grid.height) <= 64
+    (south, west), (north, east) = grid.bounds_latlon
+    w, s, e, n = transform_bounds("EPSG:32650", "EPSG:4326", 400_000, 3_499_200, 401_000, 3_500_000)
+    # the Mercator rectangle encloses the (slightly rotated) UTM footprint, and not by much
+    assert west <= w and east >= e and south <= s and north >= n
+    assert (east - west) < 1.1 * (e - w) and (north - south) < 1.1 * (n - s)
+    png = render_overlay_png(scene, tmp_path / "a.png", grid)
+    rgba = np.asarray(Image.open(png))
+    assert rgba.shape == (grid.height, grid.width, 4)
+    assert rgba[2, 2, 3] == 0, "nodata corner must be transparent"
+    inside = rgba[grid.height // 2, grid.width // 2]
+    assert inside[3] == 255
+    opaque = rgba[..., 3] == 255
+    assert rgba[..., 0][opaque].min() == 0 and rgba[..., 0][opaque].max() == 255  # 2-98 % stretch
+    with pytest.raises(BandMismatchError, match="bands"):
+        render_overlay_png(scene, tmp_path / "bad.png", grid, bands=(1, 2, 5))
+
+
+def test_both_dates_share_one_grid_and_the_cache_follows_the_files(tmp_path: Path) -> None:
+    before = _utm_scene(tmp_path / "before.tif", seed=1)
+    after = tmp_path / "after.tif"
+    # the after date on a different grid (shifted origin, 12 m pixels)
+    rng = np.random.default_rng(2)
+    with rasterio.open(after, "w", driver="GTiff", width=90, height=70, count=4, dtype="uint16",
+                       crs="EPSG:32650", transform=from_origin(399_950, 3_500_050, 12, 12), nodata=0) as dst:
+        dst.write(rng.integers(500, 3000, size=(4, 70, 90), dtype=np.uint16))
+    cache = tmp_path / "cache"
+    png_b, grid_b = cached_overlay(before, after, "before", cache, max_size=128)
+    png_a, grid_a = cached_overlay(before, after, "after", cache, max_size=128)
+    assert grid_a.bounds_latlon == grid_b.bounds_latlon
+    assert Image.open(png_a).size == Image.open(png_b).size == (grid_b.width, grid_b.height)
+    first = png_a.read_bytes()
+    # served from the cache: same file, not rewritten
+    mtime = png_a.stat().st_mtime_ns
+    again, _ = cached_overlay(before, after, "after", cache, max_size=128)
+    assert again == png_a and again.stat().st_mtime_ns == mtime
+    # a replaced after image is rendered again under a new key
+    time.sleep(0.01)
+    with rasterio.open(after, "r+") as dst:
+        dst.write(np.full((4, 70, 90), 1000, dtype=np.uint16) + np.arange(90, dtype=np.uint16)[None, None, :])
+    renewed, _ = cached_overlay(before, after, "after", cache, max_size=128)
+    assert renewed != png_a and renewed.read_bytes() != first
+    assert not list(cache.glob(".tmp-*")), "temporary files left behind"
