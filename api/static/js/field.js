@@ -48,7 +48,7 @@
       h("a", { href: "geo:" + lat + "," + lon + "?q=" + lat + "," + lon + "(" + label + ")", class: "geo-link" },
         "导航 open in maps"),
       h("a", { href: "https://uri.amap.com/marker?position=" + lon + "," + lat + "&name=" + label +
-        "&coordinate=wgs84&callnative=1", class: "amap-link", rel: "noopener", target: "_blank" }, "高德 Amap"));
+        "&coordinate=wgs84&callnative=1&src=cspon-rs", class: "amap-link", rel: "noopener", target: "_blank" }, "高德 Amap"));
   }
 
   function verifyForm(t, card) {
