@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import geopandas as gpd
 import pandas as pd
@@ -202,9 +202,10 @@ def save_warnings(
             gpd.GeoSeries([shapely_wkt.loads(w.geometry_wkt) for w in earlier], crs=4326).to_crs(work)
             if earlier and work is not None else None
         )
-        rows_work = w84.to_crs(work) if work is not None else w84
-        for k in range(len(w84)):
-            row = w84.iloc[k]
+        geoms_work = list(w84.to_crs(work).geometry) if work is not None else []
+        geoms_84 = list(w84.geometry)
+        rows = cast(list[dict[str, Any]], pd.DataFrame(w84.drop(columns=w84.geometry.name)).to_dict("records"))
+        for k, row in enumerate(rows):
             key = str(row["source_key"])
             if key in existing:
                 result.ids[key] = existing[key].id
@@ -214,7 +215,7 @@ def save_warnings(
                 result.ids[key] = merged_before[key]
                 result.merged[key] = merged_before[key]
                 continue
-            geom_w = rows_work.geometry.iloc[k]
+            geom_w = geoms_work[k]
             linked: list[str] = []
             target: WarningRecord | None = None
             if earlier_geoms is not None and bool(row["is_warning"]):
@@ -235,7 +236,7 @@ def save_warnings(
                     result.merged[key] = target.id
                     continue
             seq += 1
-            record = _new_record(row, period, county_code, seq, sorted(set(linked)))
+            record = _new_record(row, geoms_84[k], period, county_code, seq, sorted(set(linked)))
             session.add(record)
             record.history.append(WarningHistory(
                 event="created", by=by, to_status="new", why=f"detected in {period}",
@@ -269,7 +270,7 @@ def _earlier_warnings(
     ))
 
 
-def _merge_into(target: WarningRecord, row: pd.Series, period: str, key: str, share: float, by: str) -> None:
+def _merge_into(target: WarningRecord, row: dict[str, Any], period: str, key: str, share: float, by: str) -> None:
     target.seen_periods = sorted({*(target.seen_periods or []), period})
     target.history.append(WarningHistory(
         event="seen_again", by=by, from_status=target.status, to_status=target.status,
@@ -281,8 +282,9 @@ def _merge_into(target: WarningRecord, row: pd.Series, period: str, key: str, sh
     ))
 
 
-def _new_record(row: pd.Series, period: str, county_code: str, seq: int, linked: list[str]) -> WarningRecord:
-    geom = row.geometry
+def _new_record(
+    row: dict[str, Any], geom: Any, period: str, county_code: str, seq: int, linked: list[str]
+) -> WarningRecord:
     minx, miny, maxx, maxy = geom.bounds
     point = geom.representative_point()
     rank = row.get("rank")
@@ -331,8 +333,8 @@ def _store_patches(
     ))
     p84 = patches.to_crs(4326)
     added = 0
-    for k in range(len(p84)):
-        row = p84.iloc[k]
+    geoms = list(p84.geometry)
+    for k, row in enumerate(pd.DataFrame(p84.drop(columns=p84.geometry.name)).to_dict("records")):
         pid = str(row["patch_id"])
         if pid in stored:
             continue
@@ -343,7 +345,7 @@ def _store_patches(
             scene_before=_text_or_none(row.get("scene_before")),
             scene_after=_text_or_none(row.get("scene_after")),
             detector=_text_or_none(row.get("detector")),
-            geometry_wkt=row.geometry.wkt,
+            geometry_wkt=geoms[k].wkt,
         ))
         stored.add(pid)
         added += 1
