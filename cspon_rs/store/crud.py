@@ -145,12 +145,16 @@ def save_warnings(
     county_code: str,
     patches: gpd.GeoDataFrame | None = None,
     link_merge_share: float = 0.5,
+    same_period_iou: float = 0.5,
     by: str = "cspon-rs",
 ) -> SaveResult:
     """Store the warnings of one run (one period, one county), idempotently, in one transaction.
 
-    * A row whose ``source_key`` is already stored for this period and county is left untouched
-      (re-running a period changes nothing: same ids, no duplicates).
+    * A row already stored for this period and county is left untouched (re-running a period changes
+      nothing: same ids, no duplicates, status and history kept). 批而不建 rows are recognised by their
+      permit number; patch rows by geometry (IoU with the stored warning ≥ ``same_period_iou``), because
+      patch ids are positional and can name another place after a re-run. A new patch whose id is already
+      taken is stored under ``<id>#2``.
     * A warning row (``is_warning``) whose geometry overlaps a warning of an EARLIER period of the same
       county by at least ``link_merge_share`` of the smaller of the two is merged into it: the earlier
       warning gets a ``seen_again`` history event and the period in ``seen_periods``; no new row.
@@ -164,6 +168,7 @@ def save_warnings(
         county_code: County code, e.g. ``510000``.
         patches: The raw ``change_patches`` layer of the run, stored in ``patches`` (optional).
         link_merge_share: Overlap share (0..1) at which a patch merges into an earlier warning.
+        same_period_iou: Intersection-over-union at which a patch is the same as a stored one of this period.
         by: Who is saving (recorded in history).
 
     Returns:
@@ -175,52 +180,49 @@ def save_warnings(
         raise SchemaError("warnings frame has no CRS")
     w84 = warnings.to_crs(4326) if len(warnings) else warnings
     with _transaction(session, f"saving {county_code} {period}"):
-        existing = {
-            w.source_key: w
-            for w in session.scalars(
-                select(WarningRecord).where(WarningRecord.period == period, WarningRecord.county_code == county_code)
-            )
-        }
-        merged_before: dict[str, str] = {}
-        for hist, wid in session.execute(
-            select(WarningHistory, WarningRecord.id)
-            .join(WarningRecord, WarningHistory.warning_id == WarningRecord.id)
-            .where(WarningRecord.county_code == county_code, WarningHistory.event == "seen_again")
-        ):
-            details = hist.details or {}
-            if details.get("period") == period and details.get("source_key"):
-                merged_before[str(details["source_key"])] = wid
-        max_seq = session.scalar(
-            select(func.max(WarningRecord.seq)).where(
-                WarningRecord.period == period, WarningRecord.county_code == county_code
-            )
-        )
-        seq = int(max_seq or 0)
-        earlier = _earlier_warnings(session, w84, period, county_code)
+        existing = list(session.scalars(
+            select(WarningRecord).where(WarningRecord.period == period, WarningRecord.county_code == county_code)
+        ))
+        by_key = {w.source_key: w for w in existing}
+        max_seq = max((w.seq for w in existing), default=0)
+        seq = int(max_seq)
         work = area_crs_for(w84) if len(w84) else None
-        earlier_geoms = (
-            gpd.GeoSeries([shapely_wkt.loads(w.geometry_wkt) for w in earlier], crs=4326).to_crs(work)
-            if earlier and work is not None else None
-        )
+        same = [w for w in existing if not w.source_key.startswith("permit:")]
+        same_geoms = _work_geoms(same, work)
+        earlier = _earlier_warnings(session, w84, period, county_code)
+        earlier_geoms = _work_geoms(earlier, work)
         geoms_work = list(w84.to_crs(work).geometry) if work is not None else []
         geoms_84 = list(w84.geometry)
         rows = cast(list[dict[str, Any]], pd.DataFrame(w84.drop(columns=w84.geometry.name)).to_dict("records"))
         for k, row in enumerate(rows):
             key = str(row["source_key"])
-            if key in existing:
-                result.ids[key] = existing[key].id
-                result.unchanged.append(existing[key].id)
-                continue
-            if key in merged_before:
-                result.ids[key] = merged_before[key]
-                result.merged[key] = merged_before[key]
-                continue
+            permit_row = key.startswith("permit:")
             geom_w = geoms_work[k]
+            # 1. Already stored for this period (a re-run): by permit number, or for patches by geometry
+            #    (patch ids are positional and may shift between runs).
+            match: WarningRecord | None = by_key.get(key) if permit_row else None
+            if not permit_row and same_geoms is not None:
+                best_iou = 0.0
+                for j in same_geoms.sindex.query(geom_w, predicate="intersects"):
+                    other = same_geoms.iloc[int(j)]
+                    inter = shapely.intersection(geom_w, other).area
+                    union = geom_w.area + other.area - inter
+                    iou = inter / union if union > 0 else 0.0
+                    if iou >= same_period_iou and iou > best_iou:
+                        match, best_iou = same[int(j)], iou
+            if match is not None:
+                result.ids[key] = match.id
+                result.unchanged.append(match.id)
+                continue
+            # 2. Seen in an earlier period: merge into that warning (history), or link to it.
             linked: list[str] = []
             target: WarningRecord | None = None
             if earlier_geoms is not None and bool(row["is_warning"]):
                 best_share = 0.0
                 for j in earlier_geoms.sindex.query(geom_w, predicate="intersects"):
+                    candidate = earlier[int(j)]
+                    if candidate.source_key.startswith("permit:") != permit_row:
+                        continue
                     other = earlier_geoms.iloc[int(j)]
                     overlap = shapely.intersection(geom_w, other).area
                     if overlap <= 0:
@@ -228,21 +230,27 @@ def save_warnings(
                     smaller = min(geom_w.area, other.area)
                     share = overlap / smaller if smaller > 0 else 0.0
                     if share >= link_merge_share and share > best_share:
-                        target, best_share = earlier[int(j)], share
-                    linked.append(earlier[int(j)].id)
+                        target, best_share = candidate, share
+                    linked.append(candidate.id)
                 if target is not None:
-                    _merge_into(target, row, period, key, best_share, by)
+                    if period not in (target.seen_periods or []):
+                        _merge_into(target, row, period, key, best_share, by)
                     result.ids[key] = target.id
                     result.merged[key] = target.id
                     continue
+            # 3. New warning.
             seq += 1
+            store_key, n = key, 2
+            while store_key in by_key:  # a shifted patch id that now names another place
+                store_key, n = f"{key}#{n}", n + 1
             record = _new_record(row, geoms_84[k], period, county_code, seq, sorted(set(linked)))
+            record.source_key = store_key
             session.add(record)
             record.history.append(WarningHistory(
                 event="created", by=by, to_status="new", why=f"detected in {period}",
-                details={"period": period, "source_key": key, "category": record.category},
+                details={"period": period, "source_key": store_key, "category": record.category},
             ))
-            existing[key] = record
+            by_key[store_key] = record
             result.ids[key] = record.id
             result.created.append(record.id)
             if linked:
@@ -251,6 +259,13 @@ def save_warnings(
         if patches is not None and len(patches):
             result.patches_added = _store_patches(session, patches, period, county_code, result.ids)
     return result
+
+
+def _work_geoms(records: list[WarningRecord], work: Any) -> gpd.GeoSeries | None:
+    """Stored geometries (EPSG:4326 WKT) as a GeoSeries in the projected CRS ``work``."""
+    if not records or work is None:
+        return None
+    return gpd.GeoSeries([shapely_wkt.loads(w.geometry_wkt) for w in records], crs=4326).to_crs(work)
 
 
 def _earlier_warnings(

@@ -78,6 +78,25 @@ def test_save_is_idempotent_with_stable_ids(sessions: sessionmaker[Session]) -> 
         assert patch.warning_id == "510000-2025Q3-0001" and patch.scene_before == "before.tif"
 
 
+def test_rerun_with_shifted_patch_ids_matches_by_geometry(sessions: sessionmaker[Session]) -> None:
+    rects = [(0, 0, 100, 100), (1000, 0, 300, 300), (3000, 0, 50, 50)]
+    first_run, _ = _run(rects)
+    # a re-run: the same places under shifted positional ids, slightly different outlines, plus a new
+    # patch that now carries the id "p0001"
+    second_run, _ = _run([(3001, 0, 50, 50), (0, 0, 100, 98), (1000, 0, 300, 300), (7000, 0, 80, 80)],
+                         ids=["p0002", "p0003", "p0004", "p0001"])
+    with sessions() as session:
+        first = save_warnings(session, first_run, period="2025Q3", county_code="510000")
+        second = save_warnings(session, second_run, period="2025Q3", county_code="510000")
+        assert second.ids["p0003"] == first.ids["p0001"] and second.ids["p0002"] == first.ids["p0003"]
+        assert second.ids["p0004"] == first.ids["p0002"]
+        assert len(second.created) == 1 and second.ids["p0001"] == second.created[0] == "510000-2025Q3-0004"
+        assert get_warning(session, second.created[0]).source_key == "p0001#2"
+        assert count_warnings(session, period="2025Q3") == 4
+        third = save_warnings(session, second_run, period="2025Q3", county_code="510000")
+        assert third.created == [] and third.ids == second.ids
+
+
 def test_cross_period_merge_and_link(sessions: sessionmaker[Session]) -> None:
     q1, _ = _run([(0, 0, 100, 100), (1000, 0, 100, 100)])
     # Q2: a patch covering 80 % of the first Q1 warning (merge), one touching 20 % of the second (link)
