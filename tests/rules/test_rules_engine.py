@@ -323,3 +323,17 @@ def test_empty_inputs(grid) -> None:  # type: ignore[no-untyped-def]
     empty = gpd.GeoDataFrame({"permit_no": []}, geometry=[], crs=grid.crs)
     result = classify(patches, empty, None, t1=T1, t2=T2)
     assert len(result) == 0 and list(result.columns) == [*WARNING_COLUMNS, "geometry"]
+
+
+def test_gk_zone_without_prefix_same_result(grid) -> None:  # type: ignore[no-untyped-def]
+    """EPSG:4547 (GK CM 114°E, no zone prefix) gives the same areas as EPSG:4526 (zone 38)."""
+    from cspon_rs.rules.synthetic import patches_frame
+
+    patch = patches_frame([grid.rect(0, 0, 100, 100)], grid.crs, t1=T1, t2=T2, to_crs="EPSG:4547")
+    permit = gpd.GeoDataFrame(
+        {"permit_no": ["P"], "permit_type": ["land_supply"], "project": [None], "applicant": [None],
+         "approved_on": [__import__("datetime").date(2024, 1, 1)], "expires_on": [None], "status": ["approved"]},
+        geometry=[grid.rect(-10, -10, 110 - 5.05, 120)], crs=grid.crs,
+    )
+    row = classify(patch, permit, None, t1=T1, t2=T2).iloc[0]
+    assert row["category"] == "exceeding_approval" and row["excess_m2"] == pytest.approx(505, abs=0.5)
