@@ -326,13 +326,15 @@ def _visible(user: ApiUser, county_code: str) -> None:
 
 @router.get("/periods", response_model=list[MapPeriod], summary="Counties and periods that have warnings")
 def periods(user: CurrentUser, session: SessionDep) -> list[MapPeriod]:
-    """Newest period first; county-bound users see their county only."""
+    """Newest period first; county-bound users see their county only, field users their team's warnings."""
     from cspon_rs.store.models import WarningRecord as W
 
     query = select(W.county_code, W.period, func.count()).where(W.is_warning.is_(True)).group_by(
         W.county_code, W.period)
     if user.county_code is not None:
         query = query.where(W.county_code == user.county_code)
+    if user.role == "field":  # field teams see only what is assigned to them (as in GET /warnings)
+        query = query.where(W.assigned_team == user.team) if user.team else query.where(W.id.is_(None))
     rows = session.execute(query).all()
     out = [MapPeriod(county_code=c, period=p, warnings=int(n)) for c, p, n in rows]
     out.sort(key=lambda r: (r.period, r.county_code), reverse=True)

@@ -6,7 +6,7 @@ import io
 
 import pytest
 from PIL import Image
-from webtest_support import COUNTY, HONGKONG, PERIOD, Seeded
+from webtest_support import COUNTY, HONGKONG, PERIOD, TEAM, Seeded
 
 
 def test_map_endpoints_need_a_token_and_respect_the_county(seeded: Seeded) -> None:
@@ -37,3 +37,17 @@ def test_map_endpoints_need_a_token_and_respect_the_county(seeded: Seeded) -> No
         page = anon.get(seeded.server.base + "/")
         assert page.status_code == 200 and "leaflet.js" in page.text
         assert anon.get(seeded.server.base + "/static/vendor/leaflet/LICENSE").status_code == 200
+
+
+def test_periods_follow_the_users_scope(seeded: Seeded) -> None:
+    with seeded.server.client(seeded.bureau_token) as c:
+        periods = c.get("/map/periods").json()
+    assert periods == [{"county_code": COUNTY, "period": PERIOD, "warnings": seeded.warning_count()}]
+    with seeded.server.client(seeded.field_token) as c:
+        periods = c.get("/map/periods").json()
+    with seeded.db() as con:
+        n_team = con.execute("SELECT count(*) FROM warnings WHERE is_warning = 1 AND assigned_team = ?",
+                             (TEAM,)).fetchone()[0]
+    assert n_team == len(seeded.assigned)
+    assert periods == [{"county_code": COUNTY, "period": PERIOD, "warnings": n_team}]
+

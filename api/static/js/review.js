@@ -116,10 +116,12 @@
       document.getElementById("show-after").textContent = "后时相 after " + (im.after_date || "");
       showImagery("after");
       syncToggle(after);
-      return Promise.all([loadImage(urls[0]), loadImage(urls[1])]).then(function (imgs) {
-        state.imagery.images.before = imgs[0];
-        state.imagery.images.after = imgs[1];
+      var im2 = state.imagery;
+      im2.ready = Promise.all([loadImage(urls[0]), loadImage(urls[1])]).then(function (imgs) {
+        im2.images.before = imgs[0];
+        im2.images.after = imgs[1];
       });
+      return im2.ready;
     });
   }
 
@@ -501,7 +503,9 @@
     map.invalidateSize({ pan: false });
     var body = C.clear(document.getElementById("detail-body"));
     body.appendChild(h("p", { class: "muted" }, "加载中 loading " + id + " …"));
-    C.api("warnings/" + encodeURIComponent(id)).then(function (detail) {
+    var imagesReady = state.imagery && state.imagery.ready ? state.imagery.ready.catch(function () {}) : null;
+    Promise.all([C.api("warnings/" + encodeURIComponent(id)), imagesReady]).then(function (res) {
+      var detail = res[0];
       if (state.selected !== id) return;
       renderDetail(detail, feature || { geometry: detail.geometry, properties: detail });
     }).catch(function (err) {
@@ -520,7 +524,14 @@
     return C.api("map/" + key.county_code + "/" + key.period + "/context").then(function (ctx) {
       if (token !== state.loadToken) return;
       if (ctx.notes && ctx.notes.length) { notes.textContent = ctx.notes.join(" · "); notes.hidden = false; }
-      return Promise.all([setImagery(ctx, token), loadLayers(ctx, token), loadWarnings(key)]).then(function (res) {
+      function soft(promise, what) {  // imagery and layers are optional: the warnings still show
+        return promise.catch(function (err) {
+          notes.textContent = (notes.hidden ? "" : notes.textContent + " · ") + what + ": " + err.message;
+          notes.hidden = false;
+        });
+      }
+      return Promise.all([soft(setImagery(ctx, token), "影像 imagery"), soft(loadLayers(ctx, token), "图层 layers"),
+        loadWarnings(key)]).then(function (res) {
         if (token !== state.loadToken) return;
         state.features = res[2];
         buildFilters();
