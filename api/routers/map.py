@@ -392,6 +392,11 @@ def imagery(
     if src.before is None or src.after is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
             "period", f"no scene known for county {county_code}, period {period}", "path"))
+    for path, field in ((src.before, "before"), (src.after, "after")):
+        if not path.is_file():
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
+                "period", f"the {field} scene of county {county_code}, period {period} is no longer on the "
+                f"server: {path}", "path"))
     rgb = tuple(int(b) for b in bands.split(","))
     png, grid = cached_overlay(src.before, src.after, which, settings.data_dir / "cache" / "map",
                                max_size=max_size, bands=(rgb[0], rgb[1], rgb[2]))
