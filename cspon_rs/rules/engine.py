@@ -162,11 +162,21 @@ def _permit_entry(permit: pd.Series, role: str, overlap: float, share: float, **
 
 
 def _to_crs(gdf: gpd.GeoDataFrame, crs: CRS, what: str) -> gpd.GeoDataFrame:
+    """Reproject to the working CRS and make geometries valid (reprojection can break thin rings)."""
     if gdf.crs is None:
         if len(gdf) == 0:
             return gdf.set_crs(crs)
         raise CRSError(f"{what}: layer has no CRS; set one (e.g. EPSG:4490)")
-    return gdf.to_crs(crs) if CRS.from_user_input(gdf.crs) != crs else gdf
+    out = gdf.to_crs(crs) if CRS.from_user_input(gdf.crs) != crs else gdf
+    if len(out) and not out.geometry.is_valid.all():
+        out = out.copy()
+        fixed = shapely.make_valid(out.geometry.values)
+        out[out.geometry.name] = [
+            g if g.geom_type in ("Polygon", "MultiPolygon")
+            else shapely.union_all([p for p in getattr(g, "geoms", []) if p.geom_type in ("Polygon", "MultiPolygon")])
+            for g in fixed
+        ]
+    return out
 
 
 def _current_control(control_lines: gpd.GeoDataFrame | None, t2: dt.date) -> dict[str, BaseGeometry | None]:

@@ -337,3 +337,12 @@ def test_gk_zone_without_prefix_same_result(grid) -> None:  # type: ignore[no-un
     )
     row = classify(patch, permit, None, t1=T1, t2=T2).iloc[0]
     assert row["category"] == "exceeding_approval" and row["excess_m2"] == pytest.approx(505, abs=0.5)
+
+
+def test_invalid_geometry_given_directly_is_repaired(grid) -> None:  # type: ignore[no-untyped-def]
+    from cspon_rs.rules.synthetic import patches_frame
+
+    bowtie = grid.polygon([(0, 0), (100, 100), (100, 0), (0, 100), (0, 0)])
+    empty = gpd.GeoDataFrame({"permit_no": []}, geometry=[], crs=grid.crs)
+    row = classify(patches_frame([bowtie], grid.crs), empty, None, t1=T1, t2=T2).iloc[0]
+    assert row["category"] == "built_before_approval" and row["area_m2"] == pytest.approx(5000, abs=0.5)
