@@ -33,9 +33,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 from rasterio import features
-from shapely import affinity
 from shapely.geometry import box, shape
-from shapely.ops import unary_union
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "hongkong"
@@ -100,20 +98,58 @@ def _labelled_changes() -> gpd.GeoDataFrame:
     return gdf.sort_values("area", ascending=False, ignore_index=True)
 
 
-def _quiet_spot(changes: gpd.GeoDataFrame, near: object, distance: float, size: float) -> object:
-    """A square of edge ``size`` m about ``distance`` m from ``near`` with no labelled change within 60 m."""
-    all_change = unary_union(changes.geometry.buffer(60.0))
+def _scene_gk() -> object:
+    """The before scene's footprint in the GK zone."""
     with rasterio.open(OUT / "label.tif") as src:
-        scene = gpd.GeoSeries([box(*src.bounds)], crs=src.crs).to_crs(GK).iloc[0]
-    centre = near.centroid  # type: ignore[attr-defined]
-    for angle in range(0, 360, 15):
-        candidate = affinity.rotate(
-            affinity.translate(box(-size / 2, -size / 2, size / 2, size / 2), centre.x + distance, centre.y),
-            angle, origin=centre,
-        )
-        if scene.buffer(-50.0).contains(candidate) and not candidate.intersects(all_change):
-            return candidate
-    raise RuntimeError("no change-free spot found for a permit")
+        return gpd.GeoSeries([box(*src.bounds)], crs=src.crs).to_crs(GK).iloc[0]
+
+
+def _square(x: float, y: float, size: float) -> object:
+    return box(x - size / 2, y - size / 2, x + size / 2, y + size / 2)
+
+
+def _spot_near(changes: gpd.GeoDataFrame, target: int, size: float) -> object:
+    """A change-free square whose nearest labelled change is ``changes[target]``, 100-400 m away.
+
+    Among the candidates the one with the largest margin between the distance to the next-nearest change and
+    the distance to the target is taken, so the 批东建西 rule pairs this permit with the intended patch.
+    """
+    scene = _scene_gk().buffer(-50.0)  # type: ignore[attr-defined]
+    geoms = changes.geometry
+    centre = geoms.iloc[target].centroid
+    best, best_margin = None, -np.inf
+    for radius in range(150, 700, 25):
+        for angle in np.arange(0.0, 360.0, 10.0):
+            x = centre.x + radius * np.cos(np.radians(angle))
+            y = centre.y + radius * np.sin(np.radians(angle))
+            candidate = _square(x, y, size)
+            if not scene.contains(candidate):
+                continue
+            distances = geoms.distance(candidate)
+            if distances.min() < 60.0 or not 100.0 <= distances.iloc[target] <= 400.0:
+                continue
+            margin = distances.drop(index=target).min() - distances.iloc[target]
+            if margin > best_margin:
+                best, best_margin = candidate, margin
+    if best is None or best_margin < 100.0:
+        raise RuntimeError(f"no spot near change {target} that is clearly nearer to it than to other changes")
+    return best
+
+
+def _spot_far(changes: gpd.GeoDataFrame, size: float) -> object:
+    """The change-free square of edge ``size`` m farthest from every labelled change."""
+    scene = _scene_gk().buffer(-80.0)  # type: ignore[attr-defined]
+    minx, miny, maxx, maxy = scene.bounds
+    best, best_distance = None, -1.0
+    for x in np.arange(minx + size, maxx - size, 50.0):
+        for y in np.arange(miny + size, maxy - size, 50.0):
+            candidate = _square(float(x), float(y), size)
+            if scene.contains(candidate):
+                distance = float(changes.geometry.distance(candidate).min())
+                if distance > best_distance:
+                    best, best_distance = candidate, distance
+    assert best is not None
+    return best
 
 
 def build_layers() -> None:
@@ -121,12 +157,12 @@ def build_layers() -> None:
     changes = _labelled_changes()
     g = changes.geometry
     # Targets: the labelled changes by size rank, each given one scenario.
-    legal, exceed, pending, late, elsewhere, farmland, redline, outside = (g.iloc[i] for i in range(8))
+    legal, exceed, pending, late, _elsewhere, farmland, redline, outside = (g.iloc[i] for i in range(8))
     # 少批多建: the permit covers the western ~45 % of the change's bounding box only.
     minx, miny, maxx, maxy = exceed.bounds
     exceed_permit = box(minx - 15, miny - 15, minx + 0.45 * (maxx - minx), maxy + 15)
-    moved = _quiet_spot(changes, elsewhere, 450.0, 120.0)
-    idle = _quiet_spot(changes, legal, 700.0, 150.0)
+    moved = _spot_near(changes, 4, 120.0)
+    idle = _spot_far(changes, 150.0)
 
     rows = [
         # PZWH, LX, XMMC, YDDW, PZRQ, YXQZ, PZMJ(computed), ZT, geometry
@@ -162,8 +198,7 @@ def build_layers() -> None:
     permits["XZQDM"] = COUNTY
     permits = permits.to_crs(4490)
 
-    with rasterio.open(OUT / "label.tif") as src:
-        scene = gpd.GeoSeries([box(*src.bounds)], crs=src.crs).to_crs(GK).iloc[0]
+    scene = _scene_gk()
     # 永久基本农田 overlapping ~half of one change; 生态保护红线 overlapping part of another;
     # 城镇开发边界 covering the scene except a hole around a third change.
     fx0, fy0, fx1, fy1 = farmland.bounds
@@ -180,7 +215,7 @@ def build_layers() -> None:
     path.unlink(missing_ok=True)
     for code, geom in control.items():
         layer = gpd.GeoDataFrame(
-            {"KZXLX": [code], "XZQDM": [COUNTY], "VERSION": ["2023版"], "VALID_FROM": ["2023-01-01"]},
+            {"KZXLX": [code], "XZQDM": [COUNTY], "VERSION": ["2017版"], "VALID_FROM": ["2017-01-01"]},
             geometry=[geom], crs=GK,
         )
         layer.to_file(path, layer=code, driver="GPKG", engine="pyogrio")
@@ -206,7 +241,7 @@ def build_layers() -> None:
             "label_rank": list(range(8)),
             "area_m2": changes["area"].iloc[:8].round(0).to_list(),
             "scenario": ["legal (fully permitted)", "少批多建 exceeding approval", "边批边建 pending permit",
-                         "未批先建 confirmed late (permit after t2)", "批东建西 (permit of same applicant 450 m away)",
+                         "未批先建 confirmed late (permit after t2)", "批东建西 (permit 100-400 m away)",
                          "未批先建 + 永久基本农田 YJJBNT", "未批先建 + 生态保护红线 STBHHX",
                          "未批先建 + outside 城镇开发边界 CZKFBJ"],
         }
