@@ -15,7 +15,7 @@ import typer
 
 from cspon_rs.errors import MissingFileError
 
-__all__ = ["DemoInputs", "find_sample", "register", "run_demo"]
+__all__ = ["DemoInputs", "category_summary", "find_sample", "register", "run_demo"]
 
 #: Demo county (GB/T 2260 code of the Hong Kong SAR) and quarter of the date-2 image.
 DEMO_COUNTY = "810000"
@@ -78,6 +78,18 @@ def find_sample(folder: str | Path | None = None) -> DemoInputs:
     return inputs
 
 
+def category_summary(warnings: Any) -> list[dict[str, Any]]:
+    """Count, area (m²) and control-line-flagged count per category of a classified warnings frame."""
+    if warnings is None or len(warnings) == 0:
+        return []
+    rows = []
+    for category, group in warnings.groupby("category", sort=True):
+        flagged = sum(1 for flags in group["flags"] if flags)
+        rows.append({"category": f"{category} {group['category_zh'].iloc[0]}", "count": len(group),
+                     "area_m2": float(group["area_m2"].sum()), "flagged": flagged})
+    return rows
+
+
 def run_demo(
     out_dir: str | Path,
     *,
@@ -99,17 +111,17 @@ def run_demo(
 
     inputs = find_sample(data)  # fail fast, before the heavy imports
 
-    from cspon_rs.inference import detect_pair
+    from cspon_rs.inference.detect import detect_pair
     from cspon_rs.models.checkpoint import default_checkpoint
     from cspon_rs.quicklook import render_quicklook
-    from cspon_rs.rules import run_warning_pipeline
+    from cspon_rs.rules.pipeline import run_warning_pipeline
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint: str | Path
     if detector == "auto":
         shipped = default_checkpoint()
-        checkpoint = shipped if shipped.with_suffix(".safetensors").is_file() else "spectral"
+        checkpoint = shipped if shipped.is_file() else "spectral"
     else:
         checkpoint = detector
     started = time.perf_counter()
@@ -138,7 +150,7 @@ def run_demo(
         after=inputs.after,
     )
     warned_at = time.perf_counter()
-    warnings_gdf = gpd.read_file(result.gpkg_path, layer="warnings")
+    warnings_gdf = result.warnings if result.warnings is not None else gpd.GeoDataFrame()
     quicklook = render_quicklook(
         inputs.before,
         inputs.after,
@@ -186,8 +198,10 @@ def register(app: typer.Typer) -> None:
         table.add_column("warnings", justify="right")
         table.add_column("area m²", justify="right")
         table.add_column("area mu", justify="right")
-        for category, (count, area) in sorted(result.by_category.items()):
-            table.add_row(category, str(count), f"{area:,.0f}", f"{to_mu(area):,.1f}")
+        table.add_column("control-line flags", justify="right")
+        for row in category_summary(result.warnings):
+            table.add_row(row["category"], str(row["count"]), f"{row['area_m2']:,.0f}", f"{to_mu(row['area_m2']):,.1f}",
+                          str(row["flagged"]))
         table.add_row("[bold]total[/bold]", str(result.n_warnings), f"{result.total_area_m2:,.0f}",
                       f"{to_mu(result.total_area_m2):,.1f}")
         console.print(f"change patches found: {detection.n_patches}")
@@ -197,9 +211,10 @@ def register(app: typer.Typer) -> None:
             ("change probability (COG)", detection.prob_path),
             ("change mask (COG)", detection.mask_path),
             ("change patches (GeoPackage)", detection.patches_path),
-            ("warnings (GeoPackage)", result.gpkg_path),
-            ("warnings (CSV)", result.csv_path),
-            ("warnings (XLSX)", result.xlsx_path),
+            ("warnings (GeoPackage)", result.gpkg),
+            ("warnings (CSV)", result.csv),
+            ("warnings (XLSX)", result.xlsx),
+            (f"image chips ({len(result.chips)} PNG)", result.xlsx.parent / "chips"),
             ("warning database (SQLite)", summary["database"]),
             ("quicklook (PNG)", summary["quicklook"]),
         ):
