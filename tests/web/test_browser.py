@@ -141,6 +141,35 @@ def test_clicking_a_warning_zooms_and_shows_chips_reasons_history(
         context.close()
 
 
+def test_bureau_assigns_a_warning_from_the_detail_panel(browser: Any, seeded: Seeded) -> None:
+    context, page, console = _open_review(browser, seeded)
+    try:
+        page.select_option("#filter-status", "new")
+        row = page.locator("#warning-list li.warning-row").first
+        warning_id = row.get_attribute("data-id")
+        row.click()
+        page.wait_for_selector("#detail-actions input[name=team]")
+        page.fill("#detail-actions input[name=team]", "二队")
+        page.fill("#detail-actions input[name=due_date]", "2026-12-31")
+        page.click("#detail-actions button.primary")
+        page.wait_for_selector("#detail-status:has-text('assigned')")
+        with seeded.db() as con:
+            status, team, due = con.execute("SELECT status, assigned_team, due_date FROM warnings WHERE id=?",
+                                            (warning_id,)).fetchone()
+            by = con.execute("SELECT by FROM warning_history WHERE warning_id=? AND event='assigned'",
+                             (warning_id,)).fetchone()
+        assert (status, team, str(due)) == ("assigned", "二队", "2026-12-31")
+        assert by == ("bureau-web",)
+        # the list follows: the row left the "new" filter, and shows up under "assigned"
+        assert page.locator(f"#warning-list li[data-id='{warning_id}']").count() == 0
+        page.select_option("#filter-status", "assigned")
+        moved = page.locator(f"#warning-list li[data-id='{warning_id}']")
+        assert moved.get_attribute("data-status") == "assigned"
+        assert not console.errors, console.errors
+    finally:
+        context.close()
+
+
 def test_page_asks_for_a_token_and_rejects_a_bad_one(browser: Any, seeded: Seeded) -> None:
     context = browser.new_context()
     context.set_default_timeout(TIMEOUT_MS)

@@ -493,8 +493,67 @@
         h("tbody", {}, permits)) : h("p", { class: "muted" }, "无 none")),
       section("核查 verifications", verifications.length ? h("ul", { class: "history", id: "detail-verifications" }, verifications) :
         h("p", { class: "muted" }, "尚未核查 not checked yet"), photos),
+      actions(detail),
       section("历史 history", history.length ? h("ul", { class: "history", id: "detail-history" }, history) : h("p", { class: "muted" }, "–"))
     ]);
+  }
+
+  /** Bureau actions on the lifecycle new → assigned → verified → closed (the API enforces the rules). */
+  function actions(detail) {
+    var role = state.user && state.user.role;
+    if (role !== "bureau" && role !== "admin") return null;
+    var message = h("p", { class: "error", role: "alert" });
+    var box = h("form", { class: "actions", id: "detail-actions", autocomplete: "off" });
+    function post(path, body, done) {
+      message.textContent = "";
+      Array.prototype.forEach.call(box.querySelectorAll("button"), function (b) { b.disabled = true; });
+      body.expected_version = detail.version;
+      C.api("warnings/" + encodeURIComponent(detail.id) + "/" + path, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
+      }).then(function (updated) {
+        applyUpdate(updated);
+        C.toast(done + " " + detail.id, "ok");
+        showDetail(detail.id);
+      }).catch(function (err) {
+        Array.prototype.forEach.call(box.querySelectorAll("button"), function (b) { b.disabled = false; });
+        message.textContent = (err.status === 409 ? "已被他人修改，请刷新 changed by someone else. " : "") + err.message;
+      });
+    }
+    var team = h("input", { type: "text", name: "team", placeholder: "外业队 team", maxlength: "64",
+      value: detail.assigned_team || "", required: true });
+    var due = h("input", { type: "date", name: "due_date", value: detail.due_date || "" });
+    var why = h("input", { type: "text", name: "why", placeholder: "说明 reason (可选 optional)", maxlength: "2000" });
+    function button(label, cls, onclick) {
+      return h("button", { type: "button", class: cls, onclick: onclick }, label);
+    }
+    var assign = button(detail.status === "assigned" ? "改派 re-assign" : "派发 assign", "primary", function () {
+      if (!team.value.trim()) { message.textContent = "请填写外业队 enter a team"; team.focus(); return; }
+      post("assign", { team: team.value.trim(), due_date: due.value || null }, "已派发 assigned");
+    });
+    function status(to, label) {
+      return button(label, "", function () {
+        post("status", { to_status: to, why: why.value.trim() || null }, label);
+      });
+    }
+    var rows = [];
+    if (detail.status === "new" || detail.status === "assigned") {
+      rows.push(h("div", { class: "arow" }, team, due, assign));
+    }
+    if (detail.status === "assigned") rows.push(h("div", { class: "arow" }, why, status("new", "撤回 un-assign")));
+    if (detail.status === "verified") {
+      rows.push(h("div", { class: "arow" }, why, status("closed", "办结 close"), status("assigned", "复核 re-check")));
+    }
+    if (!rows.length) return section("处置 actions", h("p", { class: "muted" }, "已办结 closed"));
+    C.append(box, [rows, message]);
+    return section("处置 actions", box);
+  }
+
+  /** Put a WarningOut returned by the API into the loaded features and redraw list and map. */
+  function applyUpdate(updated) {
+    var f = featureById(String(updated.id));
+    if (f) Object.keys(updated).forEach(function (k) { f.properties[k] = updated[k]; });
+    buildFilters();
+    refresh();
   }
 
   function showDetail(id) {
