@@ -120,23 +120,24 @@ def predict_block(job: BlockJob) -> BlockResult:
         v = valid[rr : rr + ts, cc : cc + ts]
         if v.any():
             placed.append((r, c, v.shape[0], v.shape[1]))
-    batch_a = np.zeros((len(placed), n_bands, ts, ts), dtype=np.float32)
-    batch_b = np.zeros_like(batch_a)
-    batch_v = np.zeros((len(placed), ts, ts), dtype=bool)
-    for i, (r, c, h, w) in enumerate(placed):
-        rr, cc = r - region.row_off, c - region.col_off
-        batch_a[i, :, :h, :w] = a[:, rr : rr + h, cc : cc + w]
-        batch_b[i, :, :h, :w] = b[:, rr : rr + h, cc : cc + w]
-        batch_v[i, :h, :w] = valid[rr : rr + h, cc : cc + w]
-    del a, b
-
+    # Windows go through the detector in batches, so memory holds the block + halo and one batch.
+    step = max(1, job.detector.batch_size)
     model_s = 0.0
-    if placed:
-        predictor = get_predictor(job.detector)
+    predictor = get_predictor(job.detector) if placed else None
+    for start in range(0, len(placed), step):
+        chunk = placed[start : start + step]
+        batch_a = np.zeros((len(chunk), n_bands, ts, ts), dtype=np.float32)
+        batch_b = np.zeros_like(batch_a)
+        batch_v = np.zeros((len(chunk), ts, ts), dtype=bool)
+        for i, (r, c, h, w) in enumerate(chunk):
+            rr, cc = r - region.row_off, c - region.col_off
+            batch_a[i, :, :h, :w] = a[:, rr : rr + h, cc : cc + w]
+            batch_b[i, :, :h, :w] = b[:, rr : rr + h, cc : cc + w]
+            batch_v[i, :h, :w] = valid[rr : rr + h, cc : cc + w]
         t1 = time.perf_counter()
-        probs = predictor(batch_a, batch_b, batch_v)
-        model_s = time.perf_counter() - t1
-        for (r, c, h, w), p in zip(placed, probs, strict=True):
+        probs = predictor(batch_a, batch_b, batch_v)  # type: ignore[misc]
+        model_s += time.perf_counter() - t1
+        for (r, c, h, w), p in zip(chunk, probs, strict=True):
             # Intersection of this window with the core, in core and window coordinates.
             r0, r1 = max(r, core.row_off), min(r + h, core.row_end)
             c0, c1 = max(c, core.col_off), min(c + w, core.col_end)

@@ -21,7 +21,7 @@ class DetectConfig(StrictModel):
     tile_size: int | None = Field(None, gt=0, description="Model window edge, px (multiple of 32).")
     overlap: int | None = Field(None, ge=0, description="Window overlap, px (default tile_size // 4).")
     batch_size: int = Field(8, gt=0, description="Windows per forward pass.")
-    block_size: int = Field(1024, ge=64, description="Core block edge per task, px.")
+    block_size: int = Field(2048, ge=64, description="Core block edge per task, px.")
     blend: Literal["cosine", "gaussian", "uniform"] = "cosine"
     workers: int = Field(1, ge=1, description="Dask worker processes (1 = no Dask).")
     scheduler: str | None = Field(None, description="tcp://host:port of a Dask scheduler, or 'local'.")

@@ -42,7 +42,7 @@ from cspon_rs.inference.predictors import (
     spectral_parameters,
 )
 from cspon_rs.inference.vectorize import PATCH_LAYER, PatchAttributes, vectorize_mask
-from cspon_rs.inference.windows import BlendKind, PixelWindow, plan_blocks, tiles_for_block, validate_tiling
+from cspon_rs.inference.windows import BlendKind, PixelWindow, plan_blocks, tile_origins, tiles_for_block, validate_tiling
 from cspon_rs.models.checkpoint import checkpoint_paths, default_checkpoint, load_card
 
 __all__ = ["MASK_NAME", "PATCHES_NAME", "PROB_NAME", "DetectionResult", "InferenceWarning", "detect_pair"]
@@ -70,7 +70,9 @@ class DetectionResult:
         height: Scene rows.
         warped: Date 2 was warped onto date 1's grid.
         n_blocks: Blocks processed.
-        n_windows: Model windows planned.
+        n_windows: Model windows run, counting windows re-run by neighbouring blocks (halo).
+        unique_windows: Distinct windows of the scene grid (``n_windows / unique_windows`` is the
+            halo overhead of the block size).
         valid_pixels: Pixels valid in both dates and inside the AOI.
         changed_pixels: Pixels flagged as change.
         n_patches: Patches written (after the area filter).
@@ -90,6 +92,7 @@ class DetectionResult:
     warped: bool
     n_blocks: int = 0
     n_windows: int = 0
+    unique_windows: int = 0
     valid_pixels: int = 0
     changed_pixels: int = 0
     n_patches: int = 0
@@ -109,7 +112,7 @@ class DetectionResult:
             f"detector       {self.detector} (threshold {self.threshold:.2f})",
             f"scene          {self.width} x {self.height} px, date 2 {'warped onto' if self.warped else 'already on'}"
             " date 1 grid",
-            f"windows        {self.n_windows} in {self.n_blocks} blocks",
+            f"windows        {self.n_windows} in {self.n_blocks} blocks ({self.unique_windows} distinct)",
             f"changed        {self.changed_pixels} of {self.valid_pixels} valid px; {self.n_patches} patches, "
             f"{self.changed_area_m2:,.0f} m² ({self.changed_area_m2 / (10000.0 / 15.0):,.1f} mu)",
             f"time           {self.timings.get('total', 0.0):.1f} s total, {self.megapixels_per_s:.2f} Mpx/s predict",
@@ -186,7 +189,7 @@ def detect_pair(
     t2: date | None = None,
     device: str = "auto",
     blend: BlendKind = "cosine",
-    block_size: int = 1024,
+    block_size: int = 2048,
     progress: bool = True,
 ) -> DetectionResult:
     """Detect change between two scenes of any size and write probability, mask and patches.
@@ -268,7 +271,7 @@ def detect_pair(
     result = DetectionResult(
         prob_path=finals["prob"], mask_path=finals["mask"], patches_path=finals["patches"], detector=detector_id,
         threshold=thr, width=grid.width, height=grid.height, warped=info.warped, n_blocks=len(jobs),
-        n_windows=sum(planned.values()),
+        n_windows=sum(planned.values()), unique_windows=len(tile_origins(grid.height, grid.width, tile, ovl)),
     )
     try:
         t0 = time.perf_counter()

@@ -54,7 +54,8 @@ def make_pair_arrays(seed: int = 0, height: int = HEIGHT, width: int = WIDTH) ->
     before = np.stack([base * f + rng.normal(0, 40, base.shape) for f in (1.0, 1.1, 1.2, 2.2)])
     after = np.stack([base * f + rng.normal(0, 40, base.shape) for f in (1.0, 1.1, 1.2, 2.2)])
     for r0, r1, c0, c1 in CHANGES:
-        after[:, r0:r1, c0:c1] = np.array([2600, 2500, 2400, 2700])[:, None, None] + rng.normal(0, 30, (4, r1 - r0, c1 - c0))
+        roof = np.array([2600, 2500, 2400, 2700], dtype=np.float64)[:, None, None]
+        after[:, r0:r1, c0:c1] = roof + rng.normal(0, 30, (4, r1 - r0, c1 - c0))
     return np.clip(before, 1, 10000).astype(np.uint16), np.clip(after, 1, 10000).astype(np.uint16)
 
 

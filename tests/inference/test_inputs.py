@@ -116,7 +116,7 @@ def test_aoi_in_another_crs_limits_the_change(scene_pair, tmp_path: Path) -> Non
 
 
 def test_nodata_in_either_date_is_never_change(scene_pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    before, after = make_pair_arrays()
+    _before, after = make_pair_arrays()
     after[:, 95:140, :] = 0  # covers the change rectangle at rows 100-130
     holed = write_scene(tmp_path / "holed.tif", after, nodata=0, descriptions=BANDS)
     res = _run(scene_pair.before, holed, tmp_path / "out", min_area_m2=0.0)

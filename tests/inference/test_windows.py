@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import rasterio
@@ -18,7 +20,9 @@ from cspon_rs.inference.windows import (
 )
 
 
-@pytest.mark.parametrize(("length", "tile", "overlap"), [(300, 128, 32), (260, 128, 0), (100, 128, 32), (1000, 256, 64)])
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(300, 128, 32), (260, 128, 0), (100, 128, 32), (1000, 256, 64)]
+)
 def test_window_starts_cover_the_axis_without_leaving_it(length: int, tile: int, overlap: int) -> None:
     starts = window_starts(length, tile, overlap)
     assert starts[0] == 0
@@ -27,7 +31,7 @@ def test_window_starts_cover_the_axis_without_leaving_it(length: int, tile: int,
         covered[s : s + tile] += 1
         assert s + tile <= max(length, tile)
     assert (covered >= 1).all()
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))
 
 
 def test_bad_tiling_is_a_config_error() -> None:
