@@ -42,7 +42,14 @@ from cspon_rs.inference.predictors import (
     spectral_parameters,
 )
 from cspon_rs.inference.vectorize import PATCH_LAYER, PatchAttributes, vectorize_mask
-from cspon_rs.inference.windows import BlendKind, PixelWindow, plan_blocks, tile_origins, tiles_for_block, validate_tiling
+from cspon_rs.inference.windows import (
+    BlendKind,
+    PixelWindow,
+    plan_blocks,
+    tile_origins,
+    tiles_for_block,
+    validate_tiling,
+)
 from cspon_rs.models.checkpoint import checkpoint_paths, default_checkpoint, load_card
 
 __all__ = ["MASK_NAME", "PATCHES_NAME", "PROB_NAME", "DetectionResult", "InferenceWarning", "detect_pair"]
