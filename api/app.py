@@ -59,19 +59,40 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     install_error_handlers(app)
 
     # Refuse oversized bodies before they are spooled (the per-file checks still apply below the limit).
-    body_limit = max(settings.max_upload_bytes * 2, settings.max_photo_bytes * (settings.max_photos + 1)) + 1_000_000
+    body_limit = (
+        max(settings.max_upload_bytes * 2, settings.max_photo_bytes * (settings.max_photos + 1)) + 1_000_000
+    )
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
-                return JSONResponse(status_code=400, content={"detail": [
-                    {"loc": ["header", "content-length"], "msg": "not a number", "type": "value_error"}]})
+                return JSONResponse(
+                    status_code=400,
+                    content={
+                        "detail": [
+                            {
+                                "loc": ["header", "content-length"],
+                                "msg": "not a number",
+                                "type": "value_error",
+                            }
+                        ]
+                    },
+                )
             if int(length) > body_limit:
-                return JSONResponse(status_code=413, content={"detail": [
-                    {"loc": ["header", "content-length"], "msg": f"request body larger than {body_limit} bytes",
-                     "type": "value_error"}]})
+                return JSONResponse(
+                    status_code=413,
+                    content={
+                        "detail": [
+                            {
+                                "loc": ["header", "content-length"],
+                                "msg": f"request body larger than {body_limit} bytes",
+                                "type": "value_error",
+                            }
+                        ]
+                    },
+                )
         return await call_next(request)
 
     from cspon_rs.api.routers import health, jobs, scenes, users

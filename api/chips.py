@@ -1,4 +1,4 @@
-"""Before/after image chip of a warning, rendered on demand by the exports module and cached."""
+"""Image chip of a warning: the one its job wrote, or rendered on demand and cached."""
 
 from __future__ import annotations
 
@@ -8,30 +8,62 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cspon_rs.errors import NotFoundError
+from cspon_rs.store.api_models import Job, Scene
 from cspon_rs.store.models import Patch, WarningRecord
 
 __all__ = ["chip_for_warning", "scenes_for_warning"]
 
 
+def _jobs_for(session: Session, record: WarningRecord) -> list[Job]:
+    """Succeeded service jobs of the warning's county and period, newest first."""
+    return list(
+        session.scalars(
+            select(Job)
+            .where(
+                Job.county_code == record.county_code, Job.period == record.period, Job.state == "succeeded"
+            )
+            .order_by(Job.id.desc())
+        )
+    )
+
+
 def scenes_for_warning(session: Session, record: WarningRecord) -> tuple[str, str]:
-    """Before/after raster paths of the run that produced ``record`` (from its stored patch)."""
+    """Before/after raster paths of the run that produced ``record``.
+
+    The stored patch names the scenes (often by file name only); full paths come from the patch when they
+    exist on this server, else from the scene of the service job that ran that county and period.
+
+    Raises:
+        NotFoundError: No scene pair can be found for the warning.
+    """
     patch = session.scalars(select(Patch).where(Patch.warning_id == record.id).order_by(Patch.id)).first()
-    if patch is None or not patch.scene_before or not patch.scene_after:
-        raise NotFoundError(f"warning {record.id}: no scene pair is stored for it, so there is no image chip")
-    return patch.scene_before, patch.scene_after
+    names = (patch.scene_before, patch.scene_after) if patch is not None else (None, None)
+    if names[0] and names[1] and Path(names[0]).is_absolute() and Path(names[0]).is_file():
+        return names[0], names[1]
+    for job in _jobs_for(session, record):
+        scene = session.get(Scene, job.scene_id) if job.scene_id is not None else None
+        if scene is None:
+            continue
+        if names[0] is None or Path(scene.before_path).name == Path(names[0]).name:
+            return scene.before_path, scene.after_path
+    raise NotFoundError(f"warning {record.id}: no scene pair is known for it, so there is no image chip")
 
 
 def chip_for_warning(session: Session, record: WarningRecord, cache_dir: Path) -> Path:
-    """PNG with the before and after panels of the warning (outline in red), cached per warning version.
+    """PNG with the before and after panels of the warning (outline in red).
+
+    Uses the chip the warning pipeline wrote for the job (``<job>/warn/chips/<id>.png``) when there is one;
+    otherwise renders it with :func:`cspon_rs.exports.chips.write_chips` into ``cache_dir`` (per version).
 
     Raises:
-        NotFoundError: No scenes are stored for the warning, the files are gone, or it lies outside them.
+        NotFoundError: No scenes are known for the warning, the files are gone, or it lies outside them.
     """
-    import geopandas as gpd
-    from shapely import wkt as shapely_wkt
-
-    from cspon_rs.exports.chips import write_chips
-
+    for job in _jobs_for(session, record):
+        out_dir = (job.result or {}).get("out_dir")
+        if out_dir:
+            written = Path(out_dir) / "warn" / "chips" / f"{record.id}.png"
+            if written.is_file():
+                return written
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in record.id)
     folder = cache_dir / f"{safe}_v{record.version}"
     cached = sorted(folder.glob("*.png")) if folder.is_dir() else []
@@ -41,9 +73,16 @@ def chip_for_warning(session: Session, record: WarningRecord, cache_dir: Path) -
     for path in (before, after):
         if not Path(path).is_file():
             raise NotFoundError(f"warning {record.id}: scene {path} is no longer on the server")
-    frame = gpd.GeoDataFrame({"warning_id": [record.id]}, geometry=[shapely_wkt.loads(record.geometry_wkt)],
-                             crs=4326)
-    written = write_chips(frame, before, after, folder, progress=False)
-    if record.id not in written:
+
+    import geopandas as gpd
+    from shapely import wkt as shapely_wkt
+
+    from cspon_rs.exports.chips import write_chips
+
+    frame = gpd.GeoDataFrame(
+        {"warning_id": [record.id]}, geometry=[shapely_wkt.loads(record.geometry_wkt)], crs=4326
+    )
+    written_chips = write_chips(frame, before, after, folder, progress=False)
+    if record.id not in written_chips:
         raise NotFoundError(f"warning {record.id}: it lies outside its scenes, no chip")
-    return Path(written[record.id])
+    return Path(written_chips[record.id])

@@ -49,7 +49,9 @@ def serve(
         typer.echo(f"marked {len(failed)} interrupted job(s) failed: {', '.join(map(str, failed))}", err=True)
     proc = start_worker_process(settings) if settings.worker else None
     try:
-        uvicorn.run(create_app(settings, migrate=False), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(
+            create_app(settings, migrate=False), host=settings.host, port=settings.port, log_level="info"
+        )
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -97,8 +99,11 @@ def users_add(
                 user, token = create_user(session, name, role, county_code=county, team=team)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
-            typer.echo(f"user {user.name} (id {user.id}, role {user.role}, county {user.county_code or 'all'}, "
-                       f"team {user.team or '-'}) created; token (shown once):", err=True)
+            typer.echo(
+                f"user {user.name} (id {user.id}, role {user.role}, county {user.county_code or 'all'}, "
+                f"team {user.team or '-'}) created; token (shown once):",
+                err=True,
+            )
             typer.echo(token)
     finally:
         engine.dispose()

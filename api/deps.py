@@ -61,12 +61,14 @@ def current_user(
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail=error_detail("Authorization", "missing bearer token (send 'Authorization: Bearer <token>')",
-                                "header"),
+            detail=error_detail(
+                "Authorization", "missing bearer token (send 'Authorization: Bearer <token>')", "header"
+            ),
             headers={"WWW-Authenticate": "Bearer"},
         )
     user = user_for_token(session, credentials.credentials)
-    session.commit()  # end the read transaction now (SQLite BEGIN IMMEDIATE would hold the lock during uploads)
+    # End the read transaction now: SQLite BEGIN IMMEDIATE would otherwise hold the lock during uploads.
+    session.commit()
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -80,15 +82,18 @@ CurrentUser = Annotated[ApiUser, Depends(current_user)]
 
 
 def require_roles(*roles: str) -> Callable[[ApiUser], ApiUser]:
-    """Dependency factory: the current user, or 403 unless their role is one of ``roles`` (admin always passes)."""
+    """Dependency factory: the current user; 403 unless their role is in ``roles`` (admin always passes)."""
     allowed = set(roles) | {"admin"}
 
     def _check(user: CurrentUser) -> ApiUser:
         if user.role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                detail=error_detail("role", f"role {user.role!r} may not do this (needs one of "
-                                    f"{', '.join(sorted(allowed))})", "header"),
+                detail=error_detail(
+                    "role",
+                    f"role {user.role!r} may not do this (needs one of {', '.join(sorted(allowed))})",
+                    "header",
+                ),
             )
         return user
 
@@ -103,6 +108,9 @@ def ensure_county(user: ApiUser, county_code: str | None, field: str = "county_c
     if user.county_code is not None and county_code is not None and county_code != user.county_code:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            detail=error_detail(field, f"user {user.name!r} is limited to county {user.county_code}, "
-                                f"not {county_code}", "query"),
+            detail=error_detail(
+                field,
+                f"user {user.name!r} is limited to county {user.county_code}, not {county_code}",
+                "query",
+            ),
         )

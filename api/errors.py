@@ -23,7 +23,10 @@ _log = logging.getLogger("cspon_rs.api")
 def _body(exc: BaseException, status_code: int) -> JSONResponse:
     return JSONResponse(
         status_code=status_code,
-        content={"detail": [{"loc": [], "msg": str(exc), "type": type(exc).__name__}], "error": type(exc).__name__},
+        content={
+            "detail": [{"loc": [], "msg": str(exc), "type": type(exc).__name__}],
+            "error": type(exc).__name__,
+        },
     )
 
 
@@ -55,7 +58,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": "internal server error", "error": "InternalError"})
+        return JSONResponse(
+            status_code=500, content={"detail": "internal server error", "error": "InternalError"}
+        )
 
     app.add_exception_handler(CsponError, _cspon)
     app.add_exception_handler(ValueError, _value)

@@ -15,6 +15,7 @@ from typing import Any
 
 from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
 from cspon_rs.api.settings import ServeSettings, settings_from_env
+from cspon_rs.errors import MissingFileError
 from cspon_rs.store.api_crud import finish_job, get_job, get_scene, set_job_progress
 
 __all__ = ["JobCancelled", "run_job"]
@@ -37,8 +38,11 @@ def _summary(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_summary(v) for v in value][:50]
     if hasattr(value, "__dataclass_fields__"):
-        return {k: _summary(getattr(value, k)) for k in value.__dataclass_fields__
-                if not hasattr(getattr(value, k), "to_json")}  # leave out (Geo)DataFrames
+        return {
+            k: _summary(getattr(value, k))
+            for k in value.__dataclass_fields__
+            if not hasattr(getattr(value, k), "to_json")
+        }  # leave out (Geo)DataFrames
     if hasattr(value, "model_dump"):
         return _summary(value.model_dump())
     return repr(value)[:500]
@@ -66,6 +70,15 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             period, county = job.period, job.county_code
         if scene is None:
             raise ValueError(f"job {job_id} has no scene")
+        # Fail fast, before the heavy imports, when an input vanished since submission.
+        inputs = {
+            "before": scene.before_path,
+            "after": scene.after_path,
+            **{k: v for k, v in params.items() if k.endswith("_path") and v},
+        }
+        for what, path in inputs.items():
+            if not Path(str(path)).is_file():
+                raise MissingFileError(f"{what}: {path} no longer exists on the server; register it again")
         out_dir = (settings.data_dir / "jobs" / str(job_id)).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = params.get("checkpoint") or settings.checkpoint
@@ -86,8 +99,11 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             progress=False,
         )
         changes_path = Path(detection.patches_path)
-        progress(0.6, f"detection done: {detection.n_patches} patches, {detection.changed_area_m2:.0f} m² "
-                 f"({changes_path})")
+        progress(
+            0.6,
+            f"detection done: {detection.n_patches} patches, {detection.changed_area_m2:.0f} m² "
+            f"({changes_path})",
+        )
 
         from cspon_rs.rules.pipeline import run_warning_pipeline
 
@@ -104,8 +120,11 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             before=scene.before_path,
             after=scene.after_path,
         )
-        progress(0.95, f"stored {warned.n_warnings} warnings ({warned.total_area_mu:.1f} mu): "
-                 f"{len(warned.created)} new, {len(warned.merged)} merged into earlier periods")
+        progress(
+            0.95,
+            f"stored {warned.n_warnings} warnings ({warned.total_area_mu:.1f} mu): "
+            f"{len(warned.created)} new, {len(warned.merged)} merged into earlier periods",
+        )
         result = {"out_dir": str(out_dir), "detection": _summary(detection), "warnings": _summary(warned)}
         with session_scope(factory) as session:
             finish_job(session, job_id, "succeeded", result=result, message="succeeded")

@@ -124,7 +124,9 @@ class JobCreate(_In):
     control_lines_path: str = Field(min_length=1, max_length=4096, description="control lines layer (GPKG)")
     townships_path: str | None = Field(default=None, min_length=1, max_length=4096)
     checkpoint: str | None = Field(
-        default=None, min_length=1, max_length=4096,
+        default=None,
+        min_length=1,
+        max_length=4096,
         description="'spectral' (CVA + Otsu baseline), 'default' (the shipped checkpoint) or a .safetensors "
         "checkpoint path inside the data directories; omitted = the service default",
     )
@@ -260,8 +262,9 @@ class AssignIn(_In):
 
     team: str = Field(min_length=1, max_length=64)
     due_date: dt.date | None = None
-    expected_version: int | None = Field(default=None, ge=1, le=MAX_ID,
-                                        description="version you saw (optimistic lock)")
+    expected_version: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="version you saw (optimistic lock)"
+    )
 
 
 class StatusIn(_In):

@@ -56,7 +56,7 @@ def settings_to_env(settings: ServeSettings) -> dict[str, str]:
 
 
 def settings_from_env() -> ServeSettings:
-    """Settings from ``CSPON_SERVE_SETTINGS`` (JSON) or, failing that, ``CSPON_DB_URL`` / ``CSPON_DATA_DIR``."""
+    """Settings from ``CSPON_SERVE_SETTINGS`` (JSON), else ``CSPON_DB_URL`` / ``CSPON_DATA_DIR``."""
     raw = os.environ.get(_ENV)
     if raw:
         return ServeSettings.model_validate(json.loads(raw))

@@ -73,7 +73,9 @@ def resolve_inside(raw: str, roots: list[Path], field: str) -> Path:
     Relative paths are taken relative to the first root (the data directory).
     """
     if not raw or "\x00" in raw:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, "empty or invalid path"))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, "empty or invalid path")
+        )
     candidate = Path(raw)
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
@@ -81,12 +83,16 @@ def resolve_inside(raw: str, roots: list[Path], field: str) -> Path:
     if not any(_inside(resolved, root) for root in roots):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=error_detail(field, f"path {raw!r} is outside the service's data directories "
-                                f"({', '.join(str(r) for r in roots)})"),
+            detail=error_detail(
+                field,
+                f"path {raw!r} is outside the service's data directories "
+                f"({', '.join(str(r) for r in roots)})",
+            ),
         )
     if not resolved.is_file():
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=error_detail(field, f"file {raw!r} does not exist"))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, f"file {raw!r} does not exist")
+        )
     return resolved
 
 
@@ -117,14 +123,18 @@ async def save_upload(
     root = data_dir.resolve()
     dest_dir = dest_dir.resolve()
     if not _inside(dest_dir, root):  # defensive: dest_dir is always built by the server
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, "bad destination"))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, "bad destination")
+        )
     head = await upload.read(16)
     kind = sniff_type(head, allowed)
     if kind is None:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            detail=error_detail(field, f"file {upload.filename!r} is not one of {', '.join(allowed)} "
-                                "(checked by its first bytes)"),
+            detail=error_detail(
+                field,
+                f"file {upload.filename!r} is not one of {', '.join(allowed)} (checked by its first bytes)",
+            ),
         )
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / f"{stem or uuid.uuid4().hex}{_SUFFIX[kind]}"
@@ -139,8 +149,9 @@ async def save_upload(
                 if size > max_bytes:
                     raise HTTPException(
                         status.HTTP_413_CONTENT_TOO_LARGE,
-                        detail=error_detail(field, f"file {upload.filename!r} is larger than the limit of "
-                                            f"{max_bytes} bytes"),
+                        detail=error_detail(
+                            field, f"file {upload.filename!r} is larger than the limit of {max_bytes} bytes"
+                        ),
                     )
                 digest.update(chunk)
                 out.write(chunk)

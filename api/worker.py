@@ -25,9 +25,21 @@ from types import FrameType
 
 from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
 from cspon_rs.api.settings import ServeSettings, settings_from_env, settings_to_env
-from cspon_rs.store.api_crud import append_job_log, claim_next_job, finish_job, get_job, recover_interrupted_jobs
+from cspon_rs.store.api_crud import (
+    append_job_log,
+    claim_next_job,
+    finish_job,
+    get_job,
+    recover_interrupted_jobs,
+)
 
-__all__ = ["INTERRUPTED_REASON", "recover_jobs", "run_worker", "set_parent_death_signal", "start_worker_process"]
+__all__ = [
+    "INTERRUPTED_REASON",
+    "recover_jobs",
+    "run_worker",
+    "set_parent_death_signal",
+    "start_worker_process",
+]
 
 _log = logging.getLogger("cspon_rs.api.worker")
 
@@ -94,7 +106,9 @@ def _tail(path: Path, chars: int = 2000) -> str:
         return ""
 
 
-def run_worker(settings: ServeSettings, *, parent_pid: int | None = None, max_jobs: int | None = None) -> None:
+def run_worker(
+    settings: ServeSettings, *, parent_pid: int | None = None, max_jobs: int | None = None
+) -> None:
     """Poll for queued jobs and run them until stopped (SIGTERM/SIGINT) or the parent process dies.
 
     Args:
@@ -149,10 +163,15 @@ def run_worker(settings: ServeSettings, *, parent_pid: int | None = None, max_jo
         with session_scope(factory) as session:
             if outcome is None and get_job(session, job.id).state == "running":
                 detail = _tail(runner_log)
-                outcome = ("failed", f"job process exited with code {proc.returncode} without finishing"
-                           + (f": {detail}" if detail else ""))
+                outcome = (
+                    "failed",
+                    f"job process exited with code {proc.returncode} without finishing"
+                    + (f": {detail}" if detail else ""),
+                )
             if outcome is not None:
-                finish_job(session, job.id, outcome[0], error=outcome[1], message=f"{outcome[0]}: {outcome[1]}")
+                finish_job(
+                    session, job.id, outcome[0], error=outcome[1], message=f"{outcome[0]}: {outcome[1]}"
+                )
     engine.dispose()
 
 

@@ -50,13 +50,20 @@ def _scratch(settings: SettingsDep) -> Path:
 
 
 def _file(path: Path, fmt: str, folder: Path) -> FileResponse:
-    return FileResponse(path, media_type=_MEDIA[fmt], filename=path.name,
-                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+    return FileResponse(
+        path,
+        media_type=_MEDIA[fmt],
+        filename=path.name,
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )
 
 
-@patrol_router.get("/{team}", summary="A team's assigned, unverified warnings ordered into a route",
-                   response_model=PatrolOut,
-                   responses={200: {"content": {_MEDIA["kml"]: {}, _MEDIA["gpx"]: {}, _MEDIA["geojson"]: {}}}})
+@patrol_router.get(
+    "/{team}",
+    summary="A team's assigned, unverified warnings ordered into a route",
+    response_model=PatrolOut,
+    responses={200: {"content": {_MEDIA["kml"]: {}, _MEDIA["gpx"]: {}, _MEDIA["geojson"]: {}}}},
+)
 def patrol(
     team: str,
     user: PatrolUser,
@@ -64,7 +71,7 @@ def patrol(
     settings: SettingsDep,
     start_lon: Annotated[float, Query(ge=-180, le=180, description="start longitude, EPSG:4326")],
     start_lat: Annotated[float, Query(ge=-90, le=90, description="start latitude, EPSG:4326")],
-    format: Annotated[Literal["json", "kml", "gpx", "geojson"], Query()] = "json",  # noqa: A002
+    format: Annotated[Literal["json", "kml", "gpx", "geojson"], Query()] = "json",
     period: Annotated[str | None, Query(max_length=16)] = None,
     county_code: Annotated[str | None, Query(max_length=12)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -75,30 +82,49 @@ def patrol(
     from cspon_rs.store.crud import list_warnings, warnings_frame
 
     if user.role == "field" and team != user.team:
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            detail=error_detail("team", f"user {user.name!r} belongs to team {user.team!r}", "path"))
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=error_detail("team", f"user {user.name!r} belongs to team {user.team!r}", "path"),
+        )
     county = scoped_county(user, county_code)
-    records = [w for w in list_warnings(session, period=period, county_code=county, status="assigned",
-                                        only_warnings=False, limit=None) if w.assigned_team == team][:limit]
+    records = [
+        w
+        for w in list_warnings(
+            session, period=period, county_code=county, status="assigned", only_warnings=False, limit=None
+        )
+        if w.assigned_team == team
+    ][:limit]
     session.commit()
     if not records:
-        raise NotFoundError(f"team {team!r} has no assigned, unverified warnings"
-                            + (f" in county {county}" if county else ""))
+        raise NotFoundError(
+            f"team {team!r} has no assigned, unverified warnings" + (f" in county {county}" if county else "")
+        )
     folder = _scratch(settings)
     suffix = "geojson" if format == "json" else format
-    result = write_patrol(warnings_frame(records), folder / f"patrol_{_safe(team)}.{suffix}",
-                          start_lonlat=(start_lon, start_lat), fmt=suffix)  # type: ignore[arg-type]
+    result = write_patrol(
+        warnings_frame(records),
+        folder / f"patrol_{_safe(team)}.{suffix}",
+        start_lonlat=(start_lon, start_lat),
+        fmt=suffix,
+    )  # type: ignore[arg-type]
     if format != "json":
         return _file(result.path, format, folder)
     shutil.rmtree(folder, ignore_errors=True)
     by_id = {r.id: r for r in records}
-    return PatrolOut(team=team, start=(start_lon, start_lat), length_m=result.length_m,
-                     stops=[warning_out(by_id[i]) for i in result.order if i in by_id])
+    return PatrolOut(
+        team=team,
+        start=(start_lon, start_lat),
+        length_m=result.length_m,
+        stops=[warning_out(by_id[i]) for i in result.order if i in by_id],
+    )
 
 
-@export_router.get("/warnings.{fmt}", summary="The warning list of a period as XLSX, CSV or GeoPackage",
-                   response_class=FileResponse,
-                   responses={200: {"content": {_MEDIA["xlsx"]: {}, _MEDIA["csv"]: {}, _MEDIA["gpkg"]: {}}}})
+@export_router.get(
+    "/warnings.{fmt}",
+    summary="The warning list of a period as XLSX, CSV or GeoPackage",
+    response_class=FileResponse,
+    responses={200: {"content": {_MEDIA["xlsx"]: {}, _MEDIA["csv"]: {}, _MEDIA["gpkg"]: {}}}},
+)
 def export_list(
     fmt: Literal["xlsx", "csv", "gpkg"],
     user: ExportUser,
@@ -116,12 +142,16 @@ def export_list(
     records = list_warnings(session, period=period, county_code=county, only_warnings=False, limit=None)
     session.commit()
     if not records:
-        raise NotFoundError(f"no warnings stored for period {period}" + (f", county {county}" if county else ""))
+        raise NotFoundError(
+            f"no warnings stored for period {period}" + (f", county {county}" if county else "")
+        )
     frame = warnings_frame(records)
     folder = _scratch(settings)
     path = folder / f"warnings_{_safe(county or 'all')}_{_safe(period)}.{fmt}"
     if fmt == "xlsx":
-        write_warning_xlsx(frame, path, title=f"{county or 'all'} {period} 疑似违法用地预警清单 suspected-violation list")
+        write_warning_xlsx(
+            frame, path, title=f"{county or 'all'} {period} 疑似违法用地预警清单 suspected-violation list"
+        )
     elif fmt == "csv":
         write_warning_csv(frame, path)
     else:

@@ -38,7 +38,9 @@ def _vector(raw: str, roots: list[Path], field: str) -> str:
     except Exception as exc:  # any GDAL/pyogrio failure means "not a readable layer"
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=error_detail(field, f"{raw!r} is not a readable vector layer (GeoPackage expected): {exc}"),
+            detail=error_detail(
+                field, f"{raw!r} is not a readable vector layer (GeoPackage expected): {exc}"
+            ),
         ) from exc
     return str(path)
 
@@ -49,8 +51,9 @@ def _out(job: Job, with_log: bool = False) -> JobOut:
     return out
 
 
-@router.post("", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
-             summary="Queue a detection + warning job")
+@router.post(
+    "", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, summary="Queue a detection + warning job"
+)
 def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: SettingsDep) -> JobOut:
     """The worker process picks it up; poll ``GET /jobs/{id}`` for state, progress and log."""
     ensure_county(user, body.county_code)
@@ -61,14 +64,23 @@ def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: Se
     params: dict[str, str | None] = {
         "permits_path": _vector(body.permits_path, roots, "permits_path"),
         "control_lines_path": _vector(body.control_lines_path, roots, "control_lines_path"),
-        "townships_path": _vector(body.townships_path, roots, "townships_path") if body.townships_path else None,
+        "townships_path": _vector(body.townships_path, roots, "townships_path")
+        if body.townships_path
+        else None,
     }
     checkpoint = body.checkpoint or settings.checkpoint
     if checkpoint not in ("spectral", "default"):
         checkpoint = str(resolve_inside(checkpoint, roots, "checkpoint"))
     params["checkpoint"] = checkpoint
-    job = create_job(session, kind="detect_warn", scene_id=scene.id, period=body.period.upper(),
-                     county_code=body.county_code, params=params, created_by=user.id)
+    job = create_job(
+        session,
+        kind="detect_warn",
+        scene_id=scene.id,
+        period=body.period.upper(),
+        county_code=body.county_code,
+        params=params,
+        created_by=user.id,
+    )
     return _out(job)
 
 
@@ -81,8 +93,10 @@ def jobs(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[JobOut]:
     """County-bound users see their county's jobs only."""
-    return [_out(j) for j in list_jobs(session, county_code=user.county_code, state=state, limit=limit,
-                                       offset=offset)]
+    return [
+        _out(j)
+        for j in list_jobs(session, county_code=user.county_code, state=state, limit=limit, offset=offset)
+    ]
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="One job with its log")

@@ -29,7 +29,9 @@ def _grid(path: Path, field: str) -> dict[str, Any]:
     try:
         info = grid_info(path)
     except CsponError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, str(exc))) from exc
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, str(exc))
+        ) from exc
     return {
         "crs": info.crs.to_string(),
         "width": info.width,
@@ -57,12 +59,17 @@ def _register(
     if before_info["count"] != after_info["count"]:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=error_detail("after_path", f"after image has {after_info['count']} bands, before image "
-                                f"{before_info['count']}; both dates need the same bands"),
+            detail=error_detail(
+                "after_path",
+                f"after image has {after_info['count']} bands, before image "
+                f"{before_info['count']}; both dates need the same bands",
+            ),
         )
     if before_date and after_date and after_date <= before_date:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=error_detail("after_date", "after_date must be later than before_date"))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("after_date", "after_date must be later than before_date"),
+        )
     return create_scene(
         session,
         name=name,
@@ -76,18 +83,28 @@ def _register(
     )
 
 
-@router.post("", response_model=SceneOut, status_code=status.HTTP_201_CREATED,
-             summary="Register a pair of GeoTIFFs already on the server")
+@router.post(
+    "",
+    response_model=SceneOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a pair of GeoTIFFs already on the server",
+)
 def register_scene(body: SceneCreate, user: SceneUser, session: SessionDep, settings: SettingsDep) -> Scene:
     """Paths must lie inside the data directory or a configured ``scene_roots`` folder."""
     roots = settings.allowed_roots()
     before = resolve_inside(body.before_path, roots, "before_path")
     after = resolve_inside(body.after_path, roots, "after_path")
-    return _register(session, user, body.name, before, after, body.before_date, body.after_date, body.county_code)
+    return _register(
+        session, user, body.name, before, after, body.before_date, body.after_date, body.county_code
+    )
 
 
-@router.post("/upload", response_model=SceneOut, status_code=status.HTTP_201_CREATED,
-             summary="Upload a pair of GeoTIFFs (multipart)")
+@router.post(
+    "/upload",
+    response_model=SceneOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a pair of GeoTIFFs (multipart)",
+)
 async def upload_scene(
     user: SceneUser,
     session: SessionDep,
@@ -102,12 +119,27 @@ async def upload_scene(
     """Files are stored under ``<data_dir>/scenes/<random>/`` (never under the client's filename)."""
     ensure_county(user, county_code)
     folder = settings.data_dir / "scenes" / uuid.uuid4().hex
-    saved_b = await save_upload(before, folder, settings.data_dir, allowed=("tiff",),
-                                max_bytes=settings.max_upload_bytes, field="before", stem="before")
-    saved_a = await save_upload(after, folder, settings.data_dir, allowed=("tiff",),
-                                max_bytes=settings.max_upload_bytes, field="after", stem="after")
-    return await run_in_threadpool(_register, session, user, name, saved_b.path, saved_a.path, before_date,
-                                   after_date, county_code)
+    saved_b = await save_upload(
+        before,
+        folder,
+        settings.data_dir,
+        allowed=("tiff",),
+        max_bytes=settings.max_upload_bytes,
+        field="before",
+        stem="before",
+    )
+    saved_a = await save_upload(
+        after,
+        folder,
+        settings.data_dir,
+        allowed=("tiff",),
+        max_bytes=settings.max_upload_bytes,
+        field="after",
+        stem="after",
+    )
+    return await run_in_threadpool(
+        _register, session, user, name, saved_b.path, saved_a.path, before_date, after_date, county_code
+    )
 
 
 @router.get("", response_model=list[SceneOut], summary="Registered scenes")
@@ -122,9 +154,13 @@ def scenes(
 
 
 @router.get("/{scene_id}", response_model=SceneOut, summary="One scene")
-def scene(scene_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], user: SceneUser, session: SessionDep) -> Scene:
+def scene(
+    scene_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], user: SceneUser, session: SessionDep
+) -> Scene:
     """404 if it does not exist or lies outside the user's county."""
     found = get_scene(session, scene_id)
     if user.county_code is not None and found.county_code not in (None, user.county_code):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("scene_id", "no such scene", "path"))
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=error_detail("scene_id", "no such scene", "path")
+        )
     return found

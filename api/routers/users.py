@@ -25,7 +25,9 @@ def list_users(_admin: AdminUser, session: SessionDep) -> list[ApiUser]:
     return list(session.scalars(select(ApiUser).order_by(ApiUser.id)))
 
 
-@router.post("", response_model=UserCreated, status_code=status.HTTP_201_CREATED, summary="Create a user (admin)")
+@router.post(
+    "", response_model=UserCreated, status_code=status.HTTP_201_CREATED, summary="Create a user (admin)"
+)
 def add_user(body: UserCreate, _admin: AdminUser, session: SessionDep) -> UserCreated:
     """Create a user; the response carries its token, which is not stored and cannot be shown again."""
     user, token = create_user(session, body.name, body.role, county_code=body.county_code, team=body.team)

@@ -56,8 +56,11 @@ def scoped_county(user: ApiUser, requested: str | None) -> str | None:
     if requested is not None and requested != user.county_code:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            detail=error_detail("county_code", f"user {user.name!r} is limited to county {user.county_code}, "
-                                f"not {requested}", "query"),
+            detail=error_detail(
+                "county_code",
+                f"user {user.name!r} is limited to county {user.county_code}, not {requested}",
+                "query",
+            ),
         )
     return user.county_code
 
@@ -71,8 +74,10 @@ def visible_warning(session: SessionDep, user: ApiUser, warning_id: str) -> Warn
         user.role == "field" and (user.team is None or record.assigned_team != user.team)
     )
     if hidden:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            detail=error_detail("warning_id", f"warning {warning_id!r} not found", "path"))
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=error_detail("warning_id", f"warning {warning_id!r} not found", "path"),
+        )
     return record
 
 
@@ -86,8 +91,9 @@ def _bbox(raw: str | None) -> tuple[float, float, float, float] | None:
     if len(parts) != 4 or not all(abs(v) <= 180 for v in parts) or parts[0] > parts[2] or parts[1] > parts[3]:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=error_detail("bbox", f"expected 'min_lon,min_lat,max_lon,max_lat' in EPSG:4326, got {raw!r}",
-                                "query"),
+            detail=error_detail(
+                "bbox", f"expected 'min_lon,min_lat,max_lon,max_lat' in EPSG:4326, got {raw!r}", "query"
+            ),
         )
     return parts  # type: ignore[return-value]
 
@@ -100,8 +106,14 @@ def warning_out(record: WarningRecord) -> WarningOut:
 
 def _photo_out(request: Request, photo: Photo) -> PhotoOut:
     url = str(request.url_for("get_photo", warning_id=photo.warning_id, photo_id=photo.id).path)
-    return PhotoOut(id=photo.id, content_type=photo.content_type, size=photo.size, sha256=photo.sha256, url=url,
-                    verification_id=photo.verification_id)
+    return PhotoOut(
+        id=photo.id,
+        content_type=photo.content_type,
+        size=photo.size,
+        sha256=photo.sha256,
+        url=url,
+        verification_id=photo.verification_id,
+    )
 
 
 class _Filters:
@@ -113,8 +125,9 @@ class _Filters:
         county_code: Annotated[str | None, Query(max_length=12)] = None,
         township_code: Annotated[str | None, Query(max_length=12)] = None,
         category: Annotated[list[str] | None, Query(description="repeatable, e.g. 未批先建")] = None,
-        status_: Annotated[list[Literal["new", "assigned", "verified", "closed"]] | None,
-                           Query(alias="status")] = None,
+        status_: Annotated[
+            list[Literal["new", "assigned", "verified", "closed"]] | None, Query(alias="status")
+        ] = None,
         min_priority: Annotated[float | None, Query(ge=0, le=1e9)] = None,
         bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (EPSG:4326)")] = None,
         only_warnings: Annotated[bool, Query(description="leave out legal rows")] = True,
@@ -151,9 +164,12 @@ def query_warnings(session: SessionDep, user: ApiUser, f: _Filters) -> tuple[lis
         "only_warnings": f.only_warnings,
     }
     if user.role == "field":
-        rows = [w for w in list_warnings(session, limit=None, **filters)
-                if user.team is not None and w.assigned_team == user.team]
-        return rows[f.offset:f.offset + f.limit], len(rows)
+        rows = [
+            w
+            for w in list_warnings(session, limit=None, **filters)
+            if user.team is not None and w.assigned_team == user.team
+        ]
+        return rows[f.offset : f.offset + f.limit], len(rows)
     page = list_warnings(session, limit=f.limit, offset=f.offset, **filters)
     if f.offset == 0 and len(page) < f.limit:
         return page, len(page)
@@ -186,8 +202,12 @@ def list_view(user: CurrentUser, session: SessionDep, f: Filters) -> WarningPage
     return WarningPage(items=[warning_out(r) for r in rows], total=total, limit=f.limit, offset=f.offset)
 
 
-@stats_router.get("/warnings.geojson", tags=["warnings"], summary="List warnings as a GeoJSON FeatureCollection (EPSG:4326)",
-            responses={200: {"content": {GEOJSON: {}}}})
+@stats_router.get(
+    "/warnings.geojson",
+    tags=["warnings"],
+    summary="List warnings as a GeoJSON FeatureCollection (EPSG:4326)",
+    responses={200: {"content": {GEOJSON: {}}}},
+)
 def list_geojson(user: CurrentUser, session: SessionDep, f: Filters) -> Response:
     """Same filters as ``GET /warnings``; ``numberMatched`` is the total, ``features`` one page."""
     rows, total = query_warnings(session, user, f)
@@ -195,7 +215,9 @@ def list_geojson(user: CurrentUser, session: SessionDep, f: Filters) -> Response
     return Response(json.dumps(body, ensure_ascii=False), media_type=GEOJSON)
 
 
-@router.get("/{warning_id}", response_model=WarningDetail, summary="One warning with history, reasons, permits")
+@router.get(
+    "/{warning_id}", response_model=WarningDetail, summary="One warning with history, reasons, permits"
+)
 def detail(warning_id: str, user: CurrentUser, session: SessionDep, request: Request) -> WarningDetail:
     """Everything about one warning: geometry, reasons, permits, history, verifications, photos, chip URLs."""
     from cspon_rs.store.api_crud import list_photos
@@ -225,23 +247,42 @@ def detail(warning_id: str, user: CurrentUser, session: SessionDep, request: Req
     )
 
 
-@router.get("/{warning_id}/photos/{photo_id}", name="get_photo", summary="Download a field photo",
-            response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-def get_photo(warning_id: str, photo_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], user: CurrentUser, session: SessionDep,
-              settings: SettingsDep) -> FileResponse:
+@router.get(
+    "/{warning_id}/photos/{photo_id}",
+    name="get_photo",
+    summary="Download a field photo",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+)
+def get_photo(
+    warning_id: str,
+    photo_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> FileResponse:
     """The stored photo file."""
     record = visible_warning(session, user, warning_id)
     photo = session.get(Photo, photo_id)
     if photo is None or photo.warning_id != record.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("photo_id", "no such photo", "path"))
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=error_detail("photo_id", "no such photo", "path")
+        )
     path = (settings.data_dir / photo.path).resolve()
     if not path.is_relative_to(settings.data_dir.resolve()) or not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("photo_id", "photo file missing", "path"))
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=error_detail("photo_id", "photo file missing", "path")
+        )
     return FileResponse(path, media_type=photo.content_type)
 
 
-@router.get("/{warning_id}/chip.png", name="get_chip", summary="Before/after image chip (PNG)",
-            response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/{warning_id}/chip.png",
+    name="get_chip",
+    summary="Before/after image chip (PNG)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}},
+)
 def get_chip(warning_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """Before and after panels around the warning with its outline (rendered once, then cached).
     404 when the warning has no stored scenes."""
@@ -261,8 +302,14 @@ def assign(warning_id: str, body: AssignIn, user: BureauUser, session: SessionDe
     from cspon_rs.store.crud import assign_warning
 
     visible_warning(session, user, warning_id)
-    record = assign_warning(session, warning_id, team=body.team, due_date=body.due_date, by=user.name,
-                            expected_version=body.expected_version)
+    record = assign_warning(
+        session,
+        warning_id,
+        team=body.team,
+        due_date=body.due_date,
+        by=user.name,
+        expected_version=body.expected_version,
+    )
     return warning_out(record)
 
 
@@ -272,13 +319,23 @@ def set_status(warning_id: str, body: StatusIn, user: BureauUser, session: Sessi
     from cspon_rs.store.crud import change_status
 
     visible_warning(session, user, warning_id)
-    record = change_status(session, warning_id, body.to_status, by=user.name, why=body.why,
-                           expected_version=body.expected_version)
+    record = change_status(
+        session,
+        warning_id,
+        body.to_status,
+        by=user.name,
+        why=body.why,
+        expected_version=body.expected_version,
+    )
     return warning_out(record)
 
 
-@router.post("/{warning_id}/verifications", response_model=VerificationCreated,
-             status_code=status.HTTP_201_CREATED, summary="Post a field verification with photos (field team)")
+@router.post(
+    "/{warning_id}/verifications",
+    response_model=VerificationCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Post a field verification with photos (field team)",
+)
 async def verify(
     warning_id: str,
     request: Request,
@@ -308,25 +365,44 @@ async def verify(
     record = await run_in_threadpool(_check)
     uploads = [p for p in (photos or []) if p.filename or p.size]
     if len(uploads) > settings.max_photos:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=error_detail("photos", f"at most {settings.max_photos} photos per verification"))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("photos", f"at most {settings.max_photos} photos per verification"),
+        )
     if (lon is None) != (lat is None):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=error_detail("lat" if lat is None else "lon", "give both lon and lat or neither"))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("lat" if lat is None else "lon", "give both lon and lat or neither"),
+        )
     folder = settings.data_dir / "photos" / _safe_segment(record.id)
     saved: list[SavedFile] = []
 
     def _write() -> VerificationCreated:
         rows = [
-            Photo(warning_id=record.id, path=str(s.path.resolve().relative_to(settings.data_dir.resolve())),
-                  content_type=s.content_type, size=s.size, sha256=s.sha256,
-                  original_name=(s.original_name or "")[:255] or None, uploaded_by=user.id)
+            Photo(
+                warning_id=record.id,
+                path=str(s.path.resolve().relative_to(settings.data_dir.resolve())),
+                content_type=s.content_type,
+                size=s.size,
+                sha256=s.sha256,
+                original_name=(s.original_name or "")[:255] or None,
+                uploaded_by=user.id,
+            )
             for s in saved
         ]
         session.add_all(rows)  # committed together with the verification, or not at all
         verification = record_verification(
-            session, warning_id, result=result, expected_version=expected_version, reason=reason,
-            actual_use=actual_use, notes=notes, lon=lon, lat=lat, observed_at=observed_at, by=user.name,
+            session,
+            warning_id,
+            result=result,
+            expected_version=expected_version,
+            reason=reason,
+            actual_use=actual_use,
+            notes=notes,
+            lon=lon,
+            lat=lat,
+            observed_at=observed_at,
+            by=user.name,
         )
         for row in rows:
             row.verification_id = verification.id
@@ -341,8 +417,16 @@ async def verify(
 
     try:
         for upload in uploads:
-            saved.append(await save_upload(upload, folder, settings.data_dir, allowed=("jpeg", "png"),
-                                           max_bytes=settings.max_photo_bytes, field="photos"))
+            saved.append(
+                await save_upload(
+                    upload,
+                    folder,
+                    settings.data_dir,
+                    allowed=("jpeg", "png"),
+                    max_bytes=settings.max_photo_bytes,
+                    field="photos",
+                )
+            )
         return await run_in_threadpool(_write)
     except BaseException:
         for s in saved:
@@ -359,12 +443,16 @@ def _safe_segment(text: str) -> str:
 # ------------------------------------------------------------------------------------- statistics etc.
 
 
-@stats_router.get("/statistics", response_model=list[StatRow], summary="Counts and areas by period/category/township")
+@stats_router.get(
+    "/statistics", response_model=list[StatRow], summary="Counts and areas by period/category/township"
+)
 def stats(
     user: AnalystUser,
     session: SessionDep,
-    by: Annotated[list[Literal["period", "county_code", "township_code", "township_name", "category", "status"]],
-                  Query(description="grouping columns (repeatable)")] = ["period", "category"],  # noqa: B006
+    by: Annotated[
+        list[Literal["period", "county_code", "township_code", "township_name", "category", "status"]],
+        Query(description="grouping columns (repeatable)"),
+    ] = ["period", "category"],  # noqa: B006
     period: Annotated[str | None, Query(max_length=16)] = None,
     county_code: Annotated[str | None, Query(max_length=12)] = None,
     only_warnings: Annotated[bool, Query()] = True,
@@ -372,12 +460,20 @@ def stats(
     """One row per group with ``count``, ``area_m2`` and ``area_mu``."""
     from cspon_rs.store.crud import statistics
 
-    return statistics(session, by=by, period=period, county_code=scoped_county(user, county_code),
-                      only_warnings=only_warnings)
+    return statistics(
+        session,
+        by=by,
+        period=period,
+        county_code=scoped_county(user, county_code),
+        only_warnings=only_warnings,
+    )
 
 
-@stats_router.get("/negatives.geojson", summary="False-change verifications as training negatives (GeoJSON)",
-                  responses={200: {"content": {GEOJSON: {}}}})
+@stats_router.get(
+    "/negatives.geojson",
+    summary="False-change verifications as training negatives (GeoJSON)",
+    responses={200: {"content": {GEOJSON: {}}}},
+)
 def negatives(
     user: AnalystUser,
     session: SessionDep,
@@ -388,7 +484,9 @@ def negatives(
     from cspon_rs.store.crud import false_change_negatives
 
     frame = false_change_negatives(session, county_code=scoped_county(user, county_code), period=period)
-    return Response(frame.to_json(drop_id=True, na="null", default=str, ensure_ascii=False), media_type=GEOJSON)
+    return Response(
+        frame.to_json(drop_id=True, na="null", default=str, ensure_ascii=False), media_type=GEOJSON
+    )
 
 
 routers = [stats_router, router]

@@ -112,7 +112,9 @@ def get_scene(session: Session, scene_id: int) -> Scene:
     return scene
 
 
-def list_scenes(session: Session, *, county_code: str | None = None, limit: int = 100, offset: int = 0) -> list[Scene]:
+def list_scenes(
+    session: Session, *, county_code: str | None = None, limit: int = 100, offset: int = 0
+) -> list[Scene]:
     """Scenes, newest first; ``county_code`` restricts to that county (plus scenes without one)."""
     stmt = select(Scene).order_by(Scene.id.desc()).limit(limit).offset(offset)
     if county_code is not None:

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +52,23 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "cspon_rs.cli", "serve", "--db", self.db_url, "--data-dir", str(self.data_dir),
-             "--port", str(self.port), *self.extra_args],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                PYTHON,
+                "-m",
+                "cspon_rs.cli",
+                "serve",
+                "--db",
+                self.db_url,
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self.extra_args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -115,15 +128,23 @@ def write_geotiff(path: Path, *, seed: int, size: int = 64, bands: int = 4, shif
         data[:, 20:40, 20:40] += 2500  # a bright "new building"
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
-        path, "w", driver="GTiff", width=size, height=size, count=bands, dtype="uint16", crs="EPSG:4326",
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=bands,
+        dtype="uint16",
+        crs="EPSG:4326",
         transform=from_origin(114.10, 22.40, 0.0001, 0.0001),
     ) as dst:
         dst.write(data)
     return path
 
 
-def seed_warnings(db_url: str, county: str, period: str, n: int, *, lon0: float = 114.10, lat0: float = 22.30,
-                  seed: int = 0) -> list[str]:
+def seed_warnings(
+    db_url: str, county: str, period: str, n: int, *, lon0: float = 114.10, lat0: float = 22.30, seed: int = 0
+) -> list[str]:
     """Store ``n`` warnings for one county/period through the store's real ``save_warnings``; returns ids."""
     import geopandas as gpd
     from shapely.geometry import box
@@ -137,14 +158,27 @@ def seed_warnings(db_url: str, county: str, period: str, n: int, *, lon0: float 
     for i in range(n):
         x, y = lon0 + 0.003 * i, lat0 + 0.002 * (i % 3)
         area = float(rng.uniform(300, 5000))
-        rows.append({
-            "source_key": f"p{i:04d}", "patch_id": f"p{i:04d}", "category": cats[i % len(cats)], "is_warning": True,
-            "flags": [], "area_m2": area, "priority": float(rng.uniform(0, 100)), "rank": i + 1,
-            "confidence": 0.8, "township_code": f"{county}{i % 2:03d}", "township_name": f"T{i % 2}",
-            "reasons": [{"code": "no_permit", "zh": "无批文", "en": "no permit"}], "permits": [],
-            "rule_set_version": "test", "t1": "2016-09-27", "t2": "2018-03-23",
-            "geometry": box(x, y, x + 0.0005, y + 0.0005),
-        })
+        rows.append(
+            {
+                "source_key": f"p{i:04d}",
+                "patch_id": f"p{i:04d}",
+                "category": cats[i % len(cats)],
+                "is_warning": True,
+                "flags": [],
+                "area_m2": area,
+                "priority": float(rng.uniform(0, 100)),
+                "rank": i + 1,
+                "confidence": 0.8,
+                "township_code": f"{county}{i % 2:03d}",
+                "township_name": f"T{i % 2}",
+                "reasons": [{"code": "no_permit", "zh": "无批文", "en": "no permit"}],
+                "permits": [],
+                "rule_set_version": "test",
+                "t1": "2016-09-27",
+                "t2": "2018-03-23",
+                "geometry": box(x, y, x + 0.0005, y + 0.0005),
+            }
+        )
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=4326)
     ensure_schema(db_url)
     engine = make_engine(db_url)

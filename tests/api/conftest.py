@@ -1,11 +1,10 @@
-"""Fixtures of the API tests (helpers live in ``apitest_support``; conftest module names clash across areas)."""
+"""Fixtures of the API tests (helpers live in ``apitest_support``: conftest names clash across areas)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-
 from apitest_support import Server, add_user
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from apitest_support import Server, add_user, write_geotiff
 
 
@@ -71,25 +70,47 @@ def test_register_scene_by_path_inside_and_outside(server: Server, tmp_path: Pat
     after = write_geotiff(server.data_dir / "incoming" / "a.tif", seed=2, shift=True)
     outside = write_geotiff(tmp_path / "outside.tif", seed=3)
     with server.client(token) as c:
-        ok = c.post("/scenes", json={"name": "s1", "before_path": str(before), "after_path": "incoming/a.tif",
-                                      "before_date": "2016-09-27", "after_date": "2018-03-23"})
+        ok = c.post(
+            "/scenes",
+            json={
+                "name": "s1",
+                "before_path": str(before),
+                "after_path": "incoming/a.tif",
+                "before_date": "2016-09-27",
+                "after_date": "2018-03-23",
+            },
+        )
         assert ok.status_code == 201, ok.text
         body = ok.json()
         assert body["county_code"] == "810000" and body["info"]["before"]["count"] == 4
         assert c.get(f"/scenes/{body['id']}").json()["name"] == "s1"
-        for bad_path in (str(outside), "../../../etc/passwd", "incoming/../../" + outside.name,
-                         str(server.data_dir / "incoming" / ".." / ".." / "cspon.db")):
+        for bad_path in (
+            str(outside),
+            "../../../etc/passwd",
+            "incoming/../../" + outside.name,
+            str(server.data_dir / "incoming" / ".." / ".." / "cspon.db"),
+        ):
             r = c.post("/scenes", json={"name": "s2", "before_path": bad_path, "after_path": str(after)})
             assert r.status_code == 422, (bad_path, r.text)
             assert r.json()["detail"][0]["loc"][-1] == "before_path"
-        missing = c.post("/scenes", json={"name": "s3", "before_path": "incoming/nope.tif", "after_path": "x"})
+        missing = c.post(
+            "/scenes", json={"name": "s3", "before_path": "incoming/nope.tif", "after_path": "x"}
+        )
         assert missing.status_code == 422
         (server.data_dir / "incoming" / "fake.tif").write_text("not a tiff")
-        corrupt = c.post("/scenes", json={"name": "s4", "before_path": "incoming/fake.tif",
-                                          "after_path": str(after)})
+        corrupt = c.post(
+            "/scenes", json={"name": "s4", "before_path": "incoming/fake.tif", "after_path": str(after)}
+        )
         assert corrupt.status_code == 422 and "before_path" in corrupt.text
-        other = c.post("/scenes", json={"name": "s5", "before_path": str(before), "after_path": str(after),
-                                        "county_code": "320115"})
+        other = c.post(
+            "/scenes",
+            json={
+                "name": "s5",
+                "before_path": str(before),
+                "after_path": str(after),
+                "county_code": "320115",
+            },
+        )
         assert other.status_code == 403
 
 
@@ -99,21 +120,36 @@ def test_scene_upload_type_size_and_traversal(server: Server, tmp_path: Path) ->
     after = write_geotiff(tmp_path / "a.tif", seed=5)
     evil_target = server.data_dir.parent / "evil.tif"
     with server.client(token) as c:
-        r = c.post("/scenes/upload", data={"name": "up"},
-                   files={"before": ("../../evil.tif", before.read_bytes(), "image/tiff"),
-                          "after": ("/etc/cron.d/evil.tif", after.read_bytes(), "image/tiff")})
+        r = c.post(
+            "/scenes/upload",
+            data={"name": "up"},
+            files={
+                "before": ("../../evil.tif", before.read_bytes(), "image/tiff"),
+                "after": ("/etc/cron.d/evil.tif", after.read_bytes(), "image/tiff"),
+            },
+        )
         assert r.status_code == 201, r.text
         stored = Path(r.json()["before_path"]).resolve()
         assert stored.is_relative_to(server.data_dir.resolve())
         assert not evil_target.exists()
         assert Path(r.json()["after_path"]).resolve().is_relative_to(server.data_dir.resolve())
-        png = c.post("/scenes/upload", data={"name": "png"},
-                     files={"before": ("b.tif", b"\x89PNG\r\n\x1a\n" + b"0" * 100, "image/tiff"),
-                            "after": ("a.tif", after.read_bytes(), "image/tiff")})
+        png = c.post(
+            "/scenes/upload",
+            data={"name": "png"},
+            files={
+                "before": ("b.tif", b"\x89PNG\r\n\x1a\n" + b"0" * 100, "image/tiff"),
+                "after": ("a.tif", after.read_bytes(), "image/tiff"),
+            },
+        )
         assert png.status_code == 415 and "before" in png.text
-        big = c.post("/scenes/upload", data={"name": "big"},
-                     files={"before": ("b.tif", b"II*\x00" + os.urandom(3_100_000), "image/tiff"),
-                            "after": ("a.tif", after.read_bytes(), "image/tiff")})
+        big = c.post(
+            "/scenes/upload",
+            data={"name": "big"},
+            files={
+                "before": ("b.tif", b"II*\x00" + os.urandom(3_100_000), "image/tiff"),
+                "after": ("a.tif", after.read_bytes(), "image/tiff"),
+            },
+        )
         assert big.status_code == 413
     leftovers = [p for p in server.data_dir.rglob("*.part")]
     assert leftovers == []
@@ -127,16 +163,49 @@ def test_field_users_cannot_use_scenes_or_jobs(server: Server) -> None:
         assert c.post("/jobs", json={}).status_code in (403, 422)
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"scene_id": 1, "period": "2018 Q5", "county_code": "810000", "permits_path": "p", "control_lines_path": "c"},
-     "period"),
-    ({"scene_id": 1, "period": "2018Q1", "county_code": "81", "permits_path": "p", "control_lines_path": "c"},
-     "county_code"),
-    ({"scene_id": 1, "period": "2018Q1", "county_code": "810000", "control_lines_path": "c"}, "permits_path"),
-    ({"scene_id": 1, "period": "2018Q1", "county_code": "810000", "permits_path": "p", "control_lines_path": "c",
-      "bogus": 1}, "bogus"),
-])
-def test_job_validation_names_the_field(server: Server, admin_token: str, body: dict[str, object], field: str) -> None:
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        (
+            {
+                "scene_id": 1,
+                "period": "2018 Q5",
+                "county_code": "810000",
+                "permits_path": "p",
+                "control_lines_path": "c",
+            },
+            "period",
+        ),
+        (
+            {
+                "scene_id": 1,
+                "period": "2018Q1",
+                "county_code": "81",
+                "permits_path": "p",
+                "control_lines_path": "c",
+            },
+            "county_code",
+        ),
+        (
+            {"scene_id": 1, "period": "2018Q1", "county_code": "810000", "control_lines_path": "c"},
+            "permits_path",
+        ),
+        (
+            {
+                "scene_id": 1,
+                "period": "2018Q1",
+                "county_code": "810000",
+                "permits_path": "p",
+                "control_lines_path": "c",
+                "bogus": 1,
+            },
+            "bogus",
+        ),
+    ],
+)
+def test_job_validation_names_the_field(
+    server: Server, admin_token: str, body: dict[str, object], field: str
+) -> None:
     with server.client(admin_token) as c:
         r = c.post("/jobs", json=body)
     assert r.status_code == 422

@@ -6,12 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from apitest_support import Server, add_user, jpeg_bytes, seed_warnings
 
 A, B = "110101", "120101"
-WARNING_PATH_PREFIXES = ("/api/v1/warnings", "/api/v1/statistics", "/api/v1/negatives", "/api/v1/patrols",
-                         "/api/v1/exports")
+WARNING_PATH_PREFIXES = (
+    "/api/v1/warnings",
+    "/api/v1/statistics",
+    "/api/v1/negatives",
+    "/api/v1/patrols",
+    "/api/v1/exports",
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +36,19 @@ def two_counties(server: Server, admin_token: str) -> dict[str, Any]:
         assert c.post(f"/warnings/{ids_b[0]}/assign", json={"team": "team-x"}).status_code == 200
     with server.client(tokens["field_a"]) as f:
         v = f.get(f"/warnings/{ids_a[1]}").json()["version"]
-        r = f.post(f"/warnings/{ids_a[1]}/verifications", data={"result": "false_change", "expected_version": str(v)},
-                   files=[("photos", ("a.jpg", jpeg_bytes(), "image/jpeg"))])
+        r = f.post(
+            f"/warnings/{ids_a[1]}/verifications",
+            data={"result": "false_change", "expected_version": str(v)},
+            files=[("photos", ("a.jpg", jpeg_bytes(), "image/jpeg"))],
+        )
         assert r.status_code == 201, r.text
         photo_url = r.json()["photos"][0]["url"].removeprefix("/api/v1")
     return {"a": ids_a, "b": ids_b, "photo_url": photo_url, **tokens}
 
 
-def test_every_warning_endpoint_is_scoped(server: Server, admin_token: str, two_counties: dict[str, Any]) -> None:
+def test_every_warning_endpoint_is_scoped(
+    server: Server, admin_token: str, two_counties: dict[str, Any]
+) -> None:
     t = two_counties
     wa, wa_verified, wb = t["a"][0], t["a"][1], t["b"][0]
     covered: set[tuple[str, str]] = set()
@@ -47,7 +56,11 @@ def test_every_warning_endpoint_is_scoped(server: Server, admin_token: str, two_
     def mark(method: str, template: str) -> None:
         covered.add((method, "/api/v1" + template))
 
-    with server.client(t["bureau_b"]) as b, server.client(t["field_b"]) as fb, server.client(t["res_b"]) as rb:
+    with (
+        server.client(t["bureau_b"]) as b,
+        server.client(t["field_b"]) as fb,
+        server.client(t["res_b"]) as rb,
+    ):
         # lists: only B, and asking for A is refused
         for client in (b, rb, fb):
             ids = {w["id"] for w in client.get("/warnings", params={"limit": 5000}).json()["items"]}
@@ -86,7 +99,10 @@ def test_every_warning_endpoint_is_scoped(server: Server, admin_token: str, two_
             assert client.get("/negatives.geojson", params={"county_code": A}).status_code == 403
             csv = client.get("/exports/warnings.csv", params={"period": "2018Q1"})
             assert csv.status_code == 200 and wb in csv.text and not any(w in csv.text for w in t["a"])
-            assert client.get("/exports/warnings.csv", params={"period": "2018Q1", "county_code": A}).status_code == 403
+            assert (
+                client.get("/exports/warnings.csv", params={"period": "2018Q1", "county_code": A}).status_code
+                == 403
+            )
         mark("get", "/statistics")
         mark("get", "/negatives.geojson")
         mark("get", "/exports/warnings.{fmt}")
@@ -94,8 +110,12 @@ def test_every_warning_endpoint_is_scoped(server: Server, admin_token: str, two_
         for client in (b, fb):
             route = client.get("/patrols/team-x", params={"start_lon": 117.2, "start_lat": 39.1}).json()
             assert [s["id"] for s in route["stops"]] == [wb]
-            assert client.get("/patrols/team-x", params={"start_lon": 117.2, "start_lat": 39.1,
-                                                         "county_code": A}).status_code == 403
+            assert (
+                client.get(
+                    "/patrols/team-x", params={"start_lon": 117.2, "start_lat": 39.1, "county_code": A}
+                ).status_code
+                == 403
+            )
         mark("get", "/patrols/{team}")
 
     with server.client(t["bureau_a"]) as a:
@@ -117,6 +137,10 @@ def test_field_team_scoping_within_county(server: Server, two_counties: dict[str
     with server.client(other_team) as f:
         assert f.get(f"/warnings/{wa}").status_code == 404
         assert f.get("/warnings").json()["total"] == 0
-        assert f.post(f"/warnings/{wa}/verifications", data={"result": "legal", "expected_version": "2"}
-                      ).status_code == 404
+        assert (
+            f.post(
+                f"/warnings/{wa}/verifications", data={"result": "legal", "expected_version": "2"}
+            ).status_code
+            == 404
+        )
         assert f.get("/patrols/team-x", params={"start_lon": 116.4, "start_lat": 39.9}).status_code == 403

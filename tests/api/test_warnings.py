@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from apitest_support import Server, add_user, jpeg_bytes, seed_warnings
 
 COUNTY = "440300"
@@ -67,7 +66,9 @@ def test_detail_assign_lifecycle(server: Server, seeded: dict[str, Any]) -> None
         assert c.get("/warnings/nope").status_code == 404
         bad = c.post(f"/warnings/{wid}/status", json={"to_status": "closed"})
         assert bad.status_code == 422 and "closed" in bad.text
-        stale = c.post(f"/warnings/{wid}/assign", json={"team": "team-w", "expected_version": d["version"] + 5})
+        stale = c.post(
+            f"/warnings/{wid}/assign", json={"team": "team-w", "expected_version": d["version"] + 5}
+        )
         assert stale.status_code == 409
         ok = c.post(f"/warnings/{wid}/assign", json={"team": "team-w", "expected_version": d["version"]})
         assert ok.status_code == 200 and ok.json()["status"] == "assigned"
@@ -78,7 +79,9 @@ def test_detail_assign_lifecycle(server: Server, seeded: dict[str, Any]) -> None
     with server.client(seeded["field"]) as f:
         assert f.post(f"/warnings/{wid}/assign", json={"team": "x"}).status_code == 403
         mine = f.get("/warnings").json()
-        assert wid in {w["id"] for w in mine["items"]} and all(w["assigned_team"] == "team-w" for w in mine["items"])
+        assert wid in {w["id"] for w in mine["items"]} and all(
+            w["assigned_team"] == "team-w" for w in mine["items"]
+        )
     with server.client(seeded["field2"]) as f2:
         assert f2.get(f"/warnings/{wid}").status_code == 404
         assert f2.get("/warnings").json()["total"] == 0
@@ -96,14 +99,27 @@ def test_verification_with_photo_and_checks(server: Server, seeded: dict[str, An
     version = _assign(server, seeded["bureau"], wid, "team-w")
     photo = jpeg_bytes()
     with server.client(seeded["field"]) as f:
-        form = {"result": "false_change", "expected_version": str(version), "actual_use": "耕地",
-                "notes": "cloud shadow", "lon": "114.1031", "lat": "22.3021", "observed_at": "2018-04-02T10:00:00Z"}
+        form = {
+            "result": "false_change",
+            "expected_version": str(version),
+            "actual_use": "耕地",
+            "notes": "cloud shadow",
+            "lon": "114.1031",
+            "lat": "22.3021",
+            "observed_at": "2018-04-02T10:00:00Z",
+        }
         # wrong type (PDF disguised as .jpg), too big, lon without lat, bad result: nothing is written
-        pdf = f.post(f"/warnings/{wid}/verifications", data=form,
-                     files=[("photos", ("x.jpg", b"%PDF-1.4 fake", "image/jpeg"))])
+        pdf = f.post(
+            f"/warnings/{wid}/verifications",
+            data=form,
+            files=[("photos", ("x.jpg", b"%PDF-1.4 fake", "image/jpeg"))],
+        )
         assert pdf.status_code == 415 and "photos" in pdf.text
-        big = f.post(f"/warnings/{wid}/verifications", data=form,
-                     files=[("photos", ("big.jpg", b"\xff\xd8\xff" + b"0" * 250_000, "image/jpeg"))])
+        big = f.post(
+            f"/warnings/{wid}/verifications",
+            data=form,
+            files=[("photos", ("big.jpg", b"\xff\xd8\xff" + b"0" * 250_000, "image/jpeg"))],
+        )
         assert big.status_code == 413
         half = f.post(f"/warnings/{wid}/verifications", data={**form, "lat": ""})
         assert half.status_code == 422
@@ -112,8 +128,11 @@ def test_verification_with_photo_and_checks(server: Server, seeded: dict[str, An
         badlon = f.post(f"/warnings/{wid}/verifications", data={**form, "lon": "500"})
         assert badlon.status_code == 422 and "lon" in badlon.text
         assert f.get(f"/warnings/{wid}").json()["status"] == "assigned"
-        ok = f.post(f"/warnings/{wid}/verifications", data=form,
-                    files=[("photos", ("../../../../etc/evil.jpg", photo, "image/jpeg"))])
+        ok = f.post(
+            f"/warnings/{wid}/verifications",
+            data=form,
+            files=[("photos", ("../../../../etc/evil.jpg", photo, "image/jpeg"))],
+        )
         assert ok.status_code == 201, ok.text
         body = ok.json()
         assert body["warning"]["status"] == "verified" and body["verification"]["result"] == "false_change"
@@ -144,9 +163,11 @@ def test_concurrent_verifications_one_wins(server: Server, seeded: dict[str, Any
     def post(result: str) -> None:
         with server.client(seeded["field"]) as f:
             barrier.wait()
-            r = f.post(f"/warnings/{wid}/verifications",
-                       data={"result": result, "expected_version": str(version)},
-                       files=[("photos", ("p.jpg", jpeg_bytes(seed=len(result)), "image/jpeg"))])
+            r = f.post(
+                f"/warnings/{wid}/verifications",
+                data={"result": result, "expected_version": str(version)},
+                files=[("photos", ("p.jpg", jpeg_bytes(seed=len(result)), "image/jpeg"))],
+            )
             codes.append(r.status_code)
 
     threads = [threading.Thread(target=post, args=(res,)) for res in ("illegal", "legal")]

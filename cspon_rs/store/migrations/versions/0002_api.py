@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0002_api"
 down_revision: str | None = "0001_warning_store"
 branch_labels: str | Sequence[str] | None = None
