@@ -221,3 +221,44 @@ def test_malformed_bodies_are_4xx(server: Server, admin_token: str) -> None:
         assert c.get("/jobs/abc").status_code == 422
         assert c.get("/jobs/99999").status_code == 404
         assert c.get("/jobs", params={"limit": -1}).status_code == 422
+
+
+def test_layer_upload_and_models(server: Server, tmp_path: Path) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    token = add_user(server.db_url, "res-layers", "researcher")
+    gpkg = tmp_path / "permits.gpkg"
+    gpd.GeoDataFrame({"permit_no": ["P1"]}, geometry=[box(114.1, 22.3, 114.2, 22.4)], crs=4490).to_file(
+        gpkg, layer="permits"
+    )
+    with server.client(token) as c:
+        r = c.post(
+            "/layers",
+            data={"kind": "permits"},
+            files={"file": ("../../escape.gpkg", gpkg.read_bytes(), "application/octet-stream")},
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["layers"] == ["permits"] and body["features"] == 1 and "4490" in (body["crs"] or "")
+        assert Path(body["path"]).resolve().is_relative_to(server.data_dir.resolve())
+        bad = c.post("/layers", data={"kind": "permits"}, files={"file": ("x.gpkg", b"not sqlite", "x/y")})
+        assert bad.status_code == 415
+        broken = c.post(
+            "/layers",
+            data={"kind": "permits"},
+            files={"file": ("x.gpkg", b"SQLite format 3\x00" + b"\x00" * 200, "x/y")},
+        )
+        assert broken.status_code == 422 and "file" in broken.text
+        assert (
+            c.post("/layers", data={"kind": "roads"}, files={"file": ("x.gpkg", b"", "x/y")}).status_code
+            == 422
+        )
+        models = c.get("/models").json()
+        assert models[0]["path"] == "spectral"
+    field = add_user(server.db_url, "field-layers", "field", "810000", "t")
+    with server.client(field) as f:
+        assert (
+            f.post("/layers", data={"kind": "permits"}, files={"file": ("x.gpkg", b"", "x/y")}).status_code
+            == 403
+        )

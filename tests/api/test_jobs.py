@@ -136,6 +136,10 @@ def test_job_state_survives_kill9(tmp_path: Path) -> None:
             assert after["state"] == "failed", after
             assert "interrupted" in (after["error"] or ""), after
             assert after["finished_at"] is not None
+            # killed before its store step: no warning of that run exists, not even part of one
+            assert (
+                c.get("/warnings", params={"period": "2018Q1", "only_warnings": "false"}).json()["total"] == 0
+            )
             # the restarted service still takes jobs
             again = _submit(c, hk)
             assert _wait(c, again["id"], {"running", "succeeded", "failed"})["state"] in {
