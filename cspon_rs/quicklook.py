@@ -63,7 +63,7 @@ def render_quicklook(
     Args:
         before: Date-1 raster (its grid is the reference).
         after: Date-2 raster (warped onto date 1 on the fly).
-        mask: Change mask raster on the date-1 grid (non-zero = change).
+        mask: Change mask raster on the date-1 grid (1 = change; 0 and nodata are not drawn).
         out_png: Where to write the PNG.
         warnings: Warning polygons with a ``category`` column (any CRS; drawn in the scene CRS).
         rgb: 0-based band indices to show as red, green, blue.
@@ -82,7 +82,8 @@ def render_quicklook(
         extent = plotting_extent(src_a)
         crs = src_a.crs
     with open_raster(mask) as src_m:
-        change = src_m.read(1, out_shape=shape[1:], resampling=Resampling.max) > 0
+        # 1 = change, 0 = no change, 255 (or the file's nodata) = not observed.
+        change = src_m.read(1, out_shape=shape[1:], resampling=Resampling.nearest) == 1
 
     fig, axes = plt.subplots(1, 4, figsize=(20, 6.2), constrained_layout=True)
     rgb_a, rgb_b = stretch_rgb(img_a, rgb), stretch_rgb(img_b, rgb)
@@ -90,7 +91,7 @@ def render_quicklook(
         (axes[0], "before (date 1)"),
         (axes[1], "after (date 2, warped to date-1 grid)"),
         (axes[2], f"detected change ({int(change.sum() * scale * scale):,} px)"),
-        (axes[3], "warnings by category (suspected, 疑似)"),
+        (axes[3], "warnings by category (all suspected until a field check)"),
     ]
     axes[0].imshow(rgb_a, extent=extent)
     axes[1].imshow(rgb_b, extent=extent)
