@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--out", help="Run folder (default: output.dir of the config)")
         ] = None,
         epochs: Annotated[int | None, typer.Option("--epochs", help="Override optim.epochs")] = None,
+        max_epochs: Annotated[
+            int | None,
+            typer.Option("--max-epochs", help="Stop after this many finished epochs (continue later with --resume)"),
+        ] = None,
     ) -> None:
         """Train a change-detection model; writes best.safetensors/.json, last.pt, history.json, curves.png."""
         from cspon_rs.training.config import load_train_config
@@ -32,7 +36,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_train_config(config)
         if epochs is not None:
             cfg.optim.epochs = epochs
-        result = train(cfg, out_dir=out, resume=resume, init_from=init_from)
+        result = train(cfg, out_dir=out, resume=resume, init_from=init_from, max_epochs=max_epochs)
         typer.echo(
             f"best epoch {result.best_epoch} (validation score {result.best_score:.4f}), "
             f"threshold {result.threshold:.2f}"
@@ -50,12 +54,15 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Option("--config", "-c", help="The run's training YAML")],
         run: Annotated[Path, typer.Option("--run", help="Run folder with best.safetensors/best.json")],
         to: Annotated[Path, typer.Option("--to", help="Destination stem, e.g. models/checkpoints/my_model")],
+        tile_size: Annotated[
+            int | None, typer.Option("--tile-size", help="Inference window (px) to record in the card")
+        ] = None,
     ) -> None:
         """Export a run's best checkpoint (float16) with test-split metrics added to its card."""
         from cspon_rs.training.config import load_train_config
         from cspon_rs.training.loop import export_best
 
-        card = export_best(load_train_config(config), run, to)
+        card = export_best(load_train_config(config), run, to, tile_size=tile_size)
         test = card.metrics.get("test")
         typer.echo(f"exported {to}.safetensors/.json" + (f" (test F1 {test['f1']:.3f})" if test else ""))
 

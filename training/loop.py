@@ -415,7 +415,9 @@ def train(
     )
 
 
-def export_best(config: TrainConfig, run_dir: str | Path, dest: str | Path, *, half: bool = True) -> ModelCard:
+def export_best(
+    config: TrainConfig, run_dir: str | Path, dest: str | Path, *, half: bool = True, tile_size: int | None = None
+) -> ModelCard:
     """Copy a run's best checkpoint to ``dest`` (stem), completing its card with test-split metrics.
 
     Works on finished and on stopped runs (the card then records how many epochs were completed); the test
@@ -426,6 +428,9 @@ def export_best(config: TrainConfig, run_dir: str | Path, dest: str | Path, *, h
         run_dir: Run folder holding ``best.safetensors``/``best.json`` and ``last.pt``.
         dest: Output stem, e.g. ``models/checkpoints/oscd_s2_rgbn_siamunet_lite``.
         half: Store float16 weights.
+        tile_size: Inference window edge to record in the card (px, multiple of 32); the networks are fully
+            convolutional, so windows larger than the training crops give them more context. The training
+            crop size stays in ``training_data.crop_size``.
 
     Returns:
         The exported card.
@@ -441,6 +446,10 @@ def export_best(config: TrainConfig, run_dir: str | Path, dest: str | Path, *, h
             "epochs_completed": len(state["history"]),
             "best_epoch": state["best_epoch"],
         }
+    if tile_size is not None:
+        if tile_size % 32:
+            raise ConfigError(f"tile_size must be a multiple of 32, got {tile_size}")
+        card.tile_size = tile_size
     test_pairs = load_split(config.data, "test")
     if test_pairs:
         probs = [model_proba(best.model, card, p.before, p.after) for p in test_pairs]
