@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CountyCode",
@@ -58,12 +58,18 @@ class VersionOut(BaseModel):
 
 
 class UserCreate(_In):
-    """A new API user (admin only)."""
+    """A new API user (admin only). Field users need a ``team``."""
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal["bureau", "field", "researcher", "admin"]
     county_code: str | None = Field(default=None, pattern=COUNTY_PATTERN)
     team: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _field_needs_team(self) -> UserCreate:
+        if self.role == "field" and not (self.team and self.team.strip()):
+            raise ValueError("team: a field user needs a team")
+        return self
 
 
 class UserOut(_Out):

@@ -74,6 +74,8 @@ def create_user(
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     if not name.strip():
         raise ValueError("user name must not be empty")
+    if role == "field" and not (team and team.strip()):
+        raise ValueError("a field user needs a team (--team), since field users see their team's assignments")
     if session.scalar(select(ApiUser.id).where(ApiUser.name == name)) is not None:
         raise ConflictError(f"user {name!r} already exists")
     token = secrets.token_urlsafe(32)

@@ -48,6 +48,8 @@ def test_users_admin_only_and_me(server: Server, admin_token: str) -> None:
         bad = admin.post("/users", json={"name": "x", "role": "king"})
         assert bad.status_code == 422 and "role" in bad.text
         assert admin.post("/users", json={"name": "bureau-x", "role": "bureau"}).status_code == 409
+        teamless = admin.post("/users", json={"name": "f", "role": "field", "county_code": "810000"})
+        assert teamless.status_code == 422 and "team" in teamless.text
     with server.client(token) as bureau:
         me = bureau.get("/users/me").json()
         assert me["role"] == "bureau" and me["county_code"] == "810000"
