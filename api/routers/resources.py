@@ -68,8 +68,11 @@ async def upload_layer(
         import pyogrio
 
         names = [str(row[0]) for row in pyogrio.list_layers(saved.path)]
-        info = pyogrio.read_info(saved.path, layer=names[0]) if names else {"features": 0, "crs": None}
-        return names, int(info["features"]), info.get("crs")
+        if not names:
+            return names, 0, None
+        info: dict[str, Any] = pyogrio.read_info(saved.path, layer=names[0])
+        crs = info.get("crs")
+        return names, int(info.get("features") or 0), str(crs) if crs else None
 
     try:
         names, features, crs = await run_in_threadpool(_inspect)
