@@ -210,7 +210,7 @@
       var layer = L.geoJSON(f, {
         style: Object.assign({ className: "warning-poly cat-" + props(f).category }, styleFor(f, false))
       });
-      layer.on("click", function () { select(id, false); });
+      layer.on("click", function () { select(id, true); });
       layer.bindTooltip(C.category(props(f).category).zh + " · " + id, { sticky: true });
       layer.addTo(warningLayer);
       state.layersById[id] = layer;
@@ -319,7 +319,7 @@
     highlight(id);
     showDetail(id);  // first: the panel narrows the map
     var layer = state.layersById[id];
-    if (layer && zoom !== false) map.fitBounds(layer.getBounds(), { padding: [60, 60], maxZoom: 16 });
+    if (layer && zoom !== false) map.fitBounds(layer.getBounds(), { padding: [60, 60], maxZoom: 16, animate: false });
   }
 
   // ------------------------------------------------------------------------------------------- detail
@@ -597,7 +597,7 @@
         refresh();
         var bounds = warningLayer.getLayers().length ? warningLayer.getBounds() : null;
         if (state.imagery) bounds = bounds ? bounds.extend(state.imagery.bounds) : state.imagery.bounds;
-        if (bounds) map.fitBounds(bounds, { padding: [10, 10] });
+        if (bounds) map.fitBounds(bounds, { padding: [10, 10], animate: false });
         document.body.dataset.loaded = key.county_code + "/" + key.period;
       });
     }).catch(function (err) {
