@@ -5,8 +5,10 @@ For a county and period the *sources* are found like this:
 
 1. the latest **succeeded job** of that county and period gives the scene pair (``api_scenes``) and the
    permit / control-line / township layers it ran with;
-2. failing that (warnings written by ``cspon-rs warn`` outside the service), the scene paths recorded on
-   the stored change patches give the imagery (no layers).
+2. failing that (warnings written by ``cspon-rs warn`` / ``cspon-rs demo`` outside the service), the scene
+   paths recorded on the stored change patches give the imagery, and layers with the conventional names
+   :data:`CONVENTIONAL_LAYERS` (``permits.gpkg``, ``control_lines.gpkg``, ``townships.gpkg``) lying next to
+   the before scene are used when present (the layout of ``data_samples/hongkong``).
 
 Imagery is rendered once per scene, date and size into ``<data_dir>/cache/map/`` as an RGBA PNG warped to
 Web Mercator (EPSG:3857, the CRS Leaflet draws in), so that ``L.imageOverlay`` with the returned lat/lon
@@ -39,6 +41,7 @@ from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_count
 from cspon_rs.store.api_models import ApiUser, Job, Scene
 
 __all__ = [
+    "CONVENTIONAL_LAYERS",
     "MAP_CRS",
     "LayerKind",
     "MapContext",
@@ -55,6 +58,10 @@ router = APIRouter(prefix="/map", tags=["map"])
 #: CRS the overlays are warped to (Leaflet's default map CRS).
 MAP_CRS = "EPSG:3857"
 LayerKind = Literal["permits", "control_lines", "townships"]
+#: File names looked for next to the before scene when no job names the layers.
+CONVENTIONAL_LAYERS: dict[str, str] = {
+    "permits": "permits.gpkg", "control_lines": "control_lines.gpkg", "townships": "townships.gpkg",
+}
 Which = Literal["before", "after"]
 
 _COUNTY = r"^[0-9]{6}$"
@@ -241,7 +248,7 @@ def resolve_sources(session: Session, county_code: str, period: str) -> MapSourc
     """Find the scene pair and layers behind the warnings of ``county_code`` / ``period``.
 
     The latest succeeded job of that county and period wins; otherwise the scene paths recorded on the
-    stored change patches are used (then no layers are known).
+    stored change patches are used, with the :data:`CONVENTIONAL_LAYERS` found next to the before scene.
     """
     found = MapSources(county_code=county_code, period=period)
     job = session.scalars(
@@ -277,6 +284,10 @@ def resolve_sources(session: Session, county_code: str, period: str) -> MapSourc
             found.before, found.after = Path(patch.scene_before), Path(patch.scene_after)
             found.before_date = patch.t1.isoformat() if patch.t1 else None
             found.after_date = patch.t2.isoformat() if patch.t2 else None
+            for kind, name in CONVENTIONAL_LAYERS.items():
+                candidate = found.before.parent / name
+                if candidate.is_file():
+                    setattr(found, kind, candidate)
     return found
 
 
@@ -368,7 +379,8 @@ def context(
     layers = {kind: f"{base}/layers/{kind}.geojson" for kind in ("permits", "control_lines", "townships")
               if getattr(src, kind) is not None}
     if not layers:
-        notes.append("no permit / control-line layers known (they come from the job that made the warnings)")
+        notes.append("no permit / control-line layers known (they come from the job that made the warnings, "
+                     "or permits.gpkg / control_lines.gpkg next to the before scene)")
     return MapContext(county_code=county_code, period=period, job_id=src.job_id, imagery=imagery,
                       layers=layers, notes=notes)
 

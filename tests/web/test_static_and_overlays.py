@@ -112,3 +112,57 @@ def test_both_dates_share_one_grid_and_the_cache_follows_the_files(tmp_path: Pat
     renewed, _ = cached_overlay(before, after, "after", cache, max_size=128)
     assert renewed != png_a and renewed.read_bytes() != first
     assert not list(cache.glob(".tmp-*")), "temporary files left behind"
+
+
+def test_sources_come_from_the_job_else_from_the_patches_and_conventional_layers(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from cspon_rs.api.db import ensure_schema, make_engine, make_sessionmaker, session_scope
+    from cspon_rs.api.routers.map import resolve_sources
+    from cspon_rs.store.api_crud import claim_next_job, create_job, create_scene, finish_job
+    from cspon_rs.store.models import Patch
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    ensure_schema(url)
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    before = _utm_scene(folder / "before.tif", seed=1)
+    after = _utm_scene(folder / "after.tif", seed=2)
+    gpd.GeoDataFrame({"PZWH": ["x"]}, geometry=[box(0, 0, 1, 1)], crs=4326).to_file(folder / "permits.gpkg")
+    engine = make_engine(url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            assert resolve_sources(session, "810000", "2018Q1").before is None
+            session.add(Patch(period="2018Q1", county_code="810000", patch_id="p1", area_m2=10.0,
+                              t1=dt.date(2016, 9, 27), t2=dt.date(2018, 3, 23), scene_before=str(before),
+                              scene_after=str(after), geometry_wkt="POLYGON ((0 0, 1 0, 1 1, 0 0))"))
+            session.commit()
+            src = resolve_sources(session, "810000", "2018Q1")
+            assert (src.job_id, src.before, src.after) == (None, before, after)
+            assert (src.before_date, src.after_date) == ("2016-09-27", "2018-03-23")
+            assert src.permits == folder / "permits.gpkg"
+            assert src.control_lines is None and src.townships is None
+            assert resolve_sources(session, "810000", "2018Q2").before is None
+
+            other = tmp_path / "other"
+            other.mkdir()
+            scene = create_scene(session, name="s", before_path=str(other / "b.tif"),
+                                 after_path=str(other / "a.tif"), before_date=None, after_date=None,
+                                 county_code="810000", info={})
+            job = create_job(session, scene_id=scene.id, period="2018Q1", county_code="810000",
+                             params={"permits_path": str(other / "p.gpkg"),
+                                     "control_lines_path": str(other / "c.gpkg")})
+            assert claim_next_job(session) is not None
+            src = resolve_sources(session, "810000", "2018Q1")
+            assert src.job_id is None, "a running job is not a source"
+            finish_job(session, job.id, "succeeded", result={})
+            src = resolve_sources(session, "810000", "2018Q1")
+            assert (src.job_id, src.scene_id) == (job.id, scene.id)
+            assert (src.before, src.permits, src.control_lines) == (other / "b.tif", other / "p.gpkg",
+                                                                   other / "c.gpkg")
+            assert src.townships is None
+    finally:
+        engine.dispose()
