@@ -240,3 +240,27 @@ def test_patrol_and_exports(server: Server, seeded: dict[str, Any]) -> None:
             break
         time.sleep(0.1)
     assert not list((server.data_dir / "tmp").glob("*/*"))
+
+
+def test_fast_count_matches_store_listing(server: Server, seeded: dict[str, Any]) -> None:
+    from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
+    from cspon_rs.store.api_crud import count_warnings_fast
+    from cspon_rs.store.crud import list_warnings
+
+    combos: list[dict[str, Any]] = [
+        {},
+        {"county_code": COUNTY},
+        {"county_code": COUNTY, "category": ["少批多建", "未批先建"]},
+        {"county_code": COUNTY, "status": "assigned", "only_warnings": True},
+        {"period": "2018Q1", "township_code": f"{COUNTY}001", "min_priority": 30.0},
+        {"county_code": COUNTY, "bbox": (114.099, 22.29, 114.1065, 22.31)},
+    ]
+    engine = make_engine(server.db_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            for combo in combos:
+                assert count_warnings_fast(session, **combo) == len(
+                    list_warnings(session, limit=None, **combo)
+                ), combo
+    finally:
+        engine.dispose()
