@@ -86,6 +86,19 @@ def test_patch_layer_has_the_contract_columns(scene_pair, single_run) -> None:  
     assert gdf["centroid_lon"].between(113.0, 115.0).all() and gdf["centroid_lat"].between(21.0, 23.5).all()
 
 
+def test_patches_cut_by_block_borders_are_merged(single_run) -> None:  # type: ignore[no-untyped-def]
+    from cspon_rs.inference.vectorize import PatchAttributes, vectorize_mask
+
+    attrs = PatchAttributes("2024-01-01", "2024-07-01", "b.tif", "a.tif", "x")
+    whole = vectorize_mask(single_run.mask_path, single_run.prob_path, attrs, block_size=4096)
+    tiled = vectorize_mask(single_run.mask_path, single_run.prob_path, attrs, block_size=37)
+    assert len(whole) == len(tiled) > 10
+    assert list(whole["patch_id"]) == list(tiled["patch_id"])
+    np.testing.assert_allclose(tiled["area_m2"], whole["area_m2"], rtol=1e-9)
+    np.testing.assert_allclose(tiled["prob_mean"], whole["prob_mean"], rtol=1e-6)
+    assert tiled.geometry.geom_equals(whole.geometry).all()
+
+
 def test_dask_local_cluster_gives_the_same_mask(scene_pair, tiny_checkpoint: Path, single_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("distributed")
     dask_run = detect_pair(
@@ -96,3 +109,17 @@ def test_dask_local_cluster_gives_the_same_mask(scene_pair, tiny_checkpoint: Pat
     np.testing.assert_allclose(_read(dask_run.prob_path), _read(single_run.prob_path), atol=1e-4)
     np.testing.assert_array_equal(_read(dask_run.mask_path), _read(single_run.mask_path))
     assert dask_run.n_patches == single_run.n_patches
+
+
+@pytest.mark.slow
+def test_running_dask_scheduler_address(scene_pair, tiny_checkpoint: Path, single_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``scheduler="tcp://..."``: a cluster started elsewhere is used and left running."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = detect_pair(
+            scene_pair.before, scene_pair.after, tmp_path, checkpoint=tiny_checkpoint, overlap=32, block_size=192,
+            min_area_m2=0.0, scheduler=cluster.scheduler_address, progress=False, device="cpu",
+        )
+        with distributed.Client(cluster.scheduler_address) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+    np.testing.assert_array_equal(_read(res.mask_path), _read(single_run.mask_path))
