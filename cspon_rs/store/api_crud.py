@@ -21,11 +21,11 @@ from cspon_rs.errors import ConflictError, NotFoundError
 from cspon_rs.store.api_models import ROLES, ApiUser, Job, Photo, Scene, utcnow
 
 __all__ = [
-    "append_job_log",
     "add_photo",
+    "append_job_log",
     "cancel_job",
-    "count_warnings_fast",
     "claim_next_job",
+    "count_warnings_fast",
     "create_job",
     "create_scene",
     "create_user",
