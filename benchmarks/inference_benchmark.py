@@ -31,6 +31,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,7 @@ def main() -> None:
     parser.add_argument("--model-block", type=int, default=512, help="block size (px) of the model runs")
     parser.add_argument("--large-size", type=int, default=8000, help="scene edge (px) for the spectral runs")
     parser.add_argument("--large-small", type=int, default=4000, help="second size for the worker-memory check")
+    parser.add_argument("--only-large", action="store_true", help="run only the large-scene (spectral) part")
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
@@ -309,6 +311,16 @@ def main() -> None:
         lines.append(text)
 
     # --- learned model -----------------------------------------------------------------------------
+    if not ns.only_large:
+        _model_part(ns, work, ckpt, say)
+    _large_part(ns, work, say)
+    load = os.getloadavg()
+    say(f"\nload average at the end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+        f"{os.cpu_count()} cores (shared machine: other jobs were running)")
+    say(f"\ntotal benchmark time {math.ceil(time.perf_counter() - t_all)} s")
+
+
+def _model_part(ns: argparse.Namespace, work: Path, ckpt: str, say: Callable[[str], None]) -> None:
     m = ns.model_size
     b, a = (str(p) for p in make_scene_pair(work, m))
     bs_small, as_small = (str(p) for p in make_scene_pair(work, ns.model_small))
@@ -340,7 +352,9 @@ def main() -> None:
         f"{seam['blended']['mean']:.5f}); naive non-overlapping tiles: {seam['naive']['max']:.4f} "
         f"(interior {seam['naive']['max_interior']:.4f}, mean {seam['naive']['mean']:.5f})")
 
-    # --- large scenes, spectral detector --------------------------------------------------------------
+
+
+def _large_part(ns: argparse.Namespace, work: Path, say: Callable[[str], None]) -> None:
     big, half = ns.large_size, ns.large_small
     say(f"\n## Large scenes, spectral CVA detector ({big} x {big} px = {big * big / 1e6:.0f} Mpx, 4 bands uint16)")
     rows = {}
@@ -357,10 +371,6 @@ def main() -> None:
                       "after": str(work / f"after_{big}.tif"), "out": str(work / "naive_spectral.tif"),
                       "checkpoint": "spectral"})
     say(f"naive spectral at {big} px: {naive_big['mpx_s']:.2f} Mpx/s, {_client_mem(naive_big)} (grows with the scene)")
-    load = os.getloadavg()
-    say(f"\nload average at the end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
-        f"{os.cpu_count()} cores (shared machine: other jobs were running)")
-    say(f"\ntotal benchmark time {math.ceil(time.perf_counter() - t_all)} s")
 
 
 if __name__ == "__main__":

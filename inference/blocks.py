@@ -16,6 +16,7 @@ from rasterio.errors import RasterioIOError
 
 from cspon_rs.errors import CorruptFileError
 from cspon_rs.geo.raster import aligned_pair
+from cspon_rs.inference.gdal_env import bounded_gdal_cache
 from cspon_rs.inference.predictors import DetectorSpec, get_predictor
 from cspon_rs.inference.windows import BlendKind, PixelWindow, tiles_for_block, window_weights
 
@@ -96,6 +97,7 @@ def read_pair_window(before: str, after: str, window: PixelWindow) -> tuple[np.n
     return a, b, valid
 
 
+@bounded_gdal_cache
 def predict_block(job: BlockJob) -> BlockResult:
     """Predict one block: read core + halo, run every window touching the core, blend, return the core.
 

@@ -34,6 +34,7 @@ from cspon_rs.geo.vector import write_vector_atomic
 from cspon_rs.inference.blocks import BlockJob, BlockResult
 from cspon_rs.inference.checks import check_pair, date_from_name, load_aoi
 from cspon_rs.inference.execute import dask_client, iter_block_results
+from cspon_rs.inference.gdal_env import bounded_gdal_cache
 from cspon_rs.inference.outputs import MASK_NODATA, PROB_NODATA, RasterSink, partial_name, to_cog
 from cspon_rs.inference.predictors import (
     SPECTRAL,
@@ -177,6 +178,7 @@ def _iso(value: date | None, path: Path) -> str | None:
     return found.isoformat() if found is not None else None
 
 
+@bounded_gdal_cache
 def detect_pair(
     before: str | Path,
     after: str | Path,

@@ -25,6 +25,7 @@ from rasterio.features import geometry_mask, shapes
 from rasterio.windows import Window
 
 from cspon_rs.geo.crs import SQM_PER_MU, area_crs_for
+from cspon_rs.inference.gdal_env import bounded_gdal_cache
 from cspon_rs.inference.outputs import MASK_NODATA, PROB_NODATA
 from cspon_rs.inference.windows import plan_blocks
 
@@ -119,6 +120,7 @@ def _zonal_stats(prob_src: rasterio.io.DatasetReader, pixel_poly: shapely.Polygo
     return float(values.mean()), float(values.max())
 
 
+@bounded_gdal_cache
 def vectorize_mask(
     mask_path: str | Path,
     prob_path: str | Path,
