@@ -73,10 +73,14 @@ def empty_patches(crs: object) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
 
 
-def mask_polygons(mask_path: str | Path, *, block_size: int = 1024) -> Iterator[shapely.Polygon]:
+def mask_polygons(
+    mask_path: str | Path, *, block_size: int = 1024, min_pixels: float = 0.0
+) -> Iterator[shapely.Polygon]:
     """Polygons of the change pixels (value 1) of a mask raster, in *pixel* coordinates (x=col, y=row).
 
     Reads the mask one block at a time; a patch cut by block borders comes out as one polygon.
+    Polygons covering fewer than ``min_pixels`` pixels are dropped as soon as they are complete (pieces
+    touching a block border only after merging), so speckle never accumulates in memory.
     """
     edge_pieces: list[shapely.Polygon] = []
     with rasterio.open(mask_path) as src:
@@ -98,13 +102,23 @@ def mask_polygons(mask_path: str | Path, *, block_size: int = 1024) -> Iterator[
                 minx, miny, maxx, maxy = poly.bounds
                 if minx == inner[0] or miny == inner[1] or maxx == inner[2] or maxy == inner[3]:
                     edge_pieces.append(poly)
-                else:
+                elif poly.area >= min_pixels:
                     yield poly
     if edge_pieces:
         merged = shapely.unary_union(edge_pieces)
         for part in shapely.get_parts(merged):
-            if isinstance(part, shapely.Polygon) and not part.is_empty:
+            if isinstance(part, shapely.Polygon) and not part.is_empty and part.area >= min_pixels:
                 yield part
+
+
+def _pixel_area_m2(crs: object, transform: rasterio.Affine, width: int, height: int) -> float:
+    """Ground area (m², in the area CRS) of the largest of the scene's centre and corner pixels."""
+    cols = (0, width // 2, max(width - 1, 0))
+    rows = (0, height // 2, max(height - 1, 0))
+    cells = [shapely.affinity.affine_transform(shapely.box(c, r, c + 1, r + 1), [transform.a, transform.b,
+             transform.d, transform.e, transform.xoff, transform.yoff]) for r in rows for c in cols]
+    frame = gpd.GeoDataFrame(geometry=cells, crs=crs)
+    return float(frame.to_crs(area_crs_for(frame)).area.max())
 
 
 def _zonal_stats(prob_src: rasterio.io.DatasetReader, pixel_poly: shapely.Polygon) -> tuple[float, float]:
@@ -146,10 +160,12 @@ def vectorize_mask(
         ``patch_id``. Empty (with the schema) when nothing changed.
     """
     with rasterio.open(mask_path) as src:
-        crs, transform = src.crs, src.transform
+        crs, transform, width, height = src.crs, src.transform, src.width, src.height
         if src.nodata is not None and src.nodata != MASK_NODATA:
             raise ValueError(f"{mask_path}: mask nodata is {src.nodata}, expected {MASK_NODATA}")
-    pixel_polys = list(mask_polygons(mask_path, block_size=block_size))
+    # Pre-filter in pixels with a safety margin (projection scale, simplification); exact filter below.
+    min_pixels = 0.8 * min_area_m2 / _pixel_area_m2(crs, transform, width, height) if min_area_m2 > 0 else 0.0
+    pixel_polys = list(mask_polygons(mask_path, block_size=block_size, min_pixels=min_pixels))
     if not pixel_polys:
         return empty_patches(crs)
 
