@@ -29,7 +29,7 @@ def bounded_gdal_cache(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):  # bytes: rasterio calls GDALSetCacheMax64
             return func(*args, **kwargs)
 
     return wrapper
