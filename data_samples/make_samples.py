@@ -17,6 +17,8 @@ Run from the repository root::
 
     python data_samples/make_samples.py            # both parts
     python data_samples/make_samples.py --layers   # only the planning layers
+    # the bundled layers were made with the shipped detector's patches kept away from the 批而不建 permit:
+    python data_samples/make_samples.py --layers --detections outputs/demo/detection/change_patches.gpkg
 
 Everything is deterministic: the same inputs give the same files.
 """
@@ -104,12 +106,38 @@ def _scene_gk() -> object:
         return gpd.GeoSeries([box(*src.bounds)], crs=src.crs).to_crs(GK).iloc[0]
 
 
+def _unstable_land() -> gpd.GeoSeries:
+    """Places a permit that must show *no* change should avoid, in the GK zone.
+
+    Water (NDWI > 0 on either date) and every pixel whose spectral change magnitude (CVA over the four bands,
+    see ``models/baselines.py``) exceeds 0.75 of its Otsu threshold: land that is stable by any detector's
+    standard, not only by the (urban-only) OSCD label.
+    """
+    from rasterio.warp import Resampling, reproject
+
+    from cspon_rs.models.baselines import change_magnitude, otsu_threshold
+
+    with rasterio.open(OUT / f"before_{DATE_1.replace('-', '')}.tif") as src_a:
+        a = src_a.read().astype("float32")
+        transform, crs = src_a.transform, src_a.crs
+        with rasterio.open(OUT / f"after_{DATE_2.replace('-', '')}.tif") as src_b:
+            b = np.zeros_like(a)
+            reproject(src_b.read().astype("float32"), b, src_transform=src_b.transform, src_crs=src_b.crs,
+                      dst_transform=transform, dst_crs=crs, resampling=Resampling.bilinear)
+    magnitude = change_magnitude(a, b)
+    unstable = magnitude > 0.75 * otsu_threshold(magnitude)
+    for img in (a, b):  # bands B04, B03, B02, B08: NDWI = (green - NIR) / (green + NIR)
+        unstable |= (img[1] - img[3]) / np.maximum(img[1] + img[3], 1.0) > 0.0
+    shapes = [shape(g) for g, _ in features.shapes(unstable.astype("uint8"), mask=unstable, transform=transform)]
+    return gpd.GeoSeries(shapes, crs=crs).to_crs(GK)
+
+
 def _square(x: float, y: float, size: float) -> object:
     return box(x - size / 2, y - size / 2, x + size / 2, y + size / 2)
 
 
-def _spot_near(changes: gpd.GeoDataFrame, target: int, size: float) -> object:
-    """A change-free square whose nearest labelled change is ``changes[target]``, 100-400 m away.
+def _spot_near(changes: gpd.GeoDataFrame, unstable: gpd.GeoSeries, target: int, size: float) -> object:
+    """A stable-land square whose nearest labelled change is ``changes[target]``, 100-400 m away.
 
     Among the candidates the one with the largest margin between the distance to the next-nearest change and
     the distance to the target is taken, so the 批东建西 rule pairs this permit with the intended patch.
@@ -128,23 +156,25 @@ def _spot_near(changes: gpd.GeoDataFrame, target: int, size: float) -> object:
             distances = geoms.distance(candidate)
             if distances.min() < 60.0 or not 100.0 <= distances.iloc[target] <= 400.0:
                 continue
+            if unstable.intersects(candidate.buffer(20.0)).any():
+                continue
             margin = distances.drop(index=target).min() - distances.iloc[target]
             if margin > best_margin:
                 best, best_margin = candidate, margin
-    if best is None or best_margin < 100.0:
+    if best is None or best_margin < 50.0:
         raise RuntimeError(f"no spot near change {target} that is clearly nearer to it than to other changes")
     return best
 
 
-def _spot_far(changes: gpd.GeoDataFrame, size: float) -> object:
-    """The change-free square of edge ``size`` m farthest from every labelled change."""
+def _spot_far(changes: gpd.GeoDataFrame, unstable: gpd.GeoSeries, size: float) -> object:
+    """The stable-land square of edge ``size`` m farthest from every labelled change."""
     scene = _scene_gk().buffer(-80.0)  # type: ignore[attr-defined]
     minx, miny, maxx, maxy = scene.bounds
     best, best_distance = None, -1.0
     for x in np.arange(minx + size, maxx - size, 50.0):
         for y in np.arange(miny + size, maxy - size, 50.0):
             candidate = _square(float(x), float(y), size)
-            if scene.contains(candidate):
+            if scene.contains(candidate) and not unstable.intersects(candidate.buffer(20.0)).any():
                 distance = float(changes.geometry.distance(candidate).min())
                 if distance > best_distance:
                     best, best_distance = candidate, distance
@@ -152,8 +182,13 @@ def _spot_far(changes: gpd.GeoDataFrame, size: float) -> object:
     return best
 
 
-def build_layers() -> None:
-    """Write permits.gpkg, control_lines.gpkg and townships.gpkg around the labelled changes."""
+def build_layers(detections: Path | None = None) -> None:
+    """Write permits.gpkg, control_lines.gpkg and townships.gpkg around the labelled changes.
+
+    Args:
+        detections: Optional ``change_patches.gpkg`` of a detector run; the 批而不建 permit is then also kept
+            as far as possible from those patches (a permit near any unpermitted change is read as 批东建西).
+    """
     changes = _labelled_changes()
     g = changes.geometry
     # Targets: the labelled changes by size rank, each given one scenario.
@@ -161,13 +196,19 @@ def build_layers() -> None:
     # 少批多建: the permit covers the western ~45 % of the change's bounding box only.
     minx, miny, maxx, maxy = exceed.bounds
     exceed_permit = box(minx - 15, miny - 15, minx + 0.45 * (maxx - minx), maxy + 15)
-    moved = _spot_near(changes, 4, 120.0)
-    idle = _spot_far(changes, 150.0)
+    unstable = _unstable_land()
+    unstable = unstable[unstable.area > 0]
+    moved = _spot_near(changes, unstable, 4, 90.0)
+    avoid = changes
+    if detections is not None:
+        detected = gpd.read_file(detections, layer="change_patches").to_crs(GK)
+        avoid = gpd.GeoDataFrame(geometry=pd.concat([changes.geometry, detected.geometry], ignore_index=True), crs=GK)
+    idle = _spot_far(avoid, unstable, 120.0)
 
     rows = [
         # PZWH, LX, XMMC, YDDW, PZRQ, YXQZ, PZMJ(computed), ZT, geometry
         ("港规许〔2015〕017号", "建设用地规划许可", "将军澳物流园一期", "港东建设有限公司", "2015-11-20", "2020-11-20",
-         "已批", legal.buffer(25.0)),
+         "已批", legal.buffer(60.0)),
         ("港农转〔2016〕041号", "农转用", "东涌配套住宅", "大屿山置业有限公司", "2016-05-10", "2021-05-10",
          "已批", exceed_permit),
         ("港供地〔2018〕003号", "供地", "观塘商业综合体", "九龙城建集团", "", "",
@@ -254,10 +295,12 @@ def build_layers() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", action="store_true", help="only regenerate the planning layers")
+    parser.add_argument("--detections", type=Path, default=None,
+                        help="change_patches.gpkg of a detector run to keep the 批而不建 permit away from")
     args = parser.parse_args()
     if not args.layers:
         build_imagery()
-    build_layers()
+    build_layers(args.detections)
 
 
 if __name__ == "__main__":
