@@ -30,7 +30,8 @@ class ServeSettings(StrictModel):
         max_upload_bytes: Largest accepted GeoTIFF / GeoPackage upload.
         worker: Start the job worker process next to the web server.
         worker_poll_s: How often the worker looks for queued jobs (seconds).
-        checkpoint: Default detector of jobs: ``spectral`` (CVA + Otsu baseline) or a checkpoint path.
+        checkpoint: Default detector of jobs: ``default`` (the shipped checkpoint), ``spectral`` (CVA + Otsu
+            baseline) or a checkpoint path.
     """
 
     db_url: str = "sqlite:///cspon.db"
@@ -43,7 +44,7 @@ class ServeSettings(StrictModel):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     worker: bool = True
     worker_poll_s: float = Field(default=1.0, gt=0)
-    checkpoint: str = "spectral"
+    checkpoint: str = "default"
 
     def allowed_roots(self) -> list[Path]:
         """Resolved folders from which server-side paths may be used."""

@@ -15,7 +15,6 @@ from apitest_support import HONGKONG, Server, add_user, jpeg_bytes
 COUNTY = "810000"
 
 
-@pytest.mark.slow
 def test_full_flow_hongkong(tmp_path: Path) -> None:
     if not (HONGKONG / "before_20160927.tif").exists():
         pytest.skip(f"bundled demo data not found: {HONGKONG}")
@@ -57,7 +56,7 @@ def test_full_flow_hongkong(tmp_path: Path) -> None:
                     "permits_path": "hk/permits.gpkg",
                     "control_lines_path": "hk/control_lines.gpkg",
                     "townships_path": "hk/townships.gpkg",
-                    "checkpoint": "spectral",
+                    "checkpoint": "default",
                 },
             ).json()
             deadline = time.monotonic() + 900

@@ -111,7 +111,6 @@ def test_dask_local_cluster_gives_the_same_mask(scene_pair, tiny_checkpoint: Pat
     assert dask_run.n_patches == single_run.n_patches
 
 
-@pytest.mark.slow
 def test_running_dask_scheduler_address(scene_pair, tiny_checkpoint: Path, single_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """``scheduler="tcp://..."``: a cluster started elsewhere is used and left running."""
     distributed = pytest.importorskip("distributed")

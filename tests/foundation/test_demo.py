@@ -1,0 +1,77 @@
+"""`cspon-rs demo` end to end on the bundled sample, as `make demo` runs it: a subprocess, real files out."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import openpyxl
+import pyogrio
+import rasterio
+
+CATEGORIES = {
+    "built_before_approval",
+    "building_while_pending",
+    "exceeding_approval",
+    "built_elsewhere",
+    "approved_not_built",
+}
+
+
+def test_demo_writes_every_output_and_every_category(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "cspon_rs.cli", "demo", "--data", str(sample_dir), "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    printed = " ".join(run.stdout.split())  # rich wraps long lines
+    assert "change patches found:" in printed and "total" in printed
+
+    # The shipped checkpoint is the detector, and the summary says so.
+    detection = out / "detection"
+    patches = gpd.read_file(detection / "change_patches.gpkg")
+    assert len(patches) > 0
+    (detector,) = set(patches["detector"])
+    assert not detector.startswith("spectral"), detector
+    assert detector in printed
+    assert f"change patches found: {len(patches)}" in printed
+
+    # Probability and mask are cloud-optimised GeoTIFFs on the before scene's grid.
+    with rasterio.open(sample_dir / "before_20160927.tif") as before:
+        grid = (before.crs, before.transform, before.shape)
+    for name in ("change_prob.tif", "change_mask.tif"):
+        with rasterio.open(detection / name) as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG", name
+            assert (ds.crs, ds.transform, ds.shape) == grid, name
+    assert {"area_m2", "area_mu", "prob_mean", "prob_max", "centroid_lon", "centroid_lat"} <= set(patches.columns)
+
+    # Warnings: every category of the design appears, with reasons; the three files agree.
+    warnings_dir = out / "warnings"
+    (gpkg,) = warnings_dir.glob("*.gpkg")
+    layers = {name for name, _ in pyogrio.list_layers(gpkg)}
+    warnings = gpd.read_file(gpkg, layer="warnings" if "warnings" in layers else None)
+    assert CATEGORIES <= set(warnings["category"]), warnings["category"].value_counts()
+    assert warnings["reasons"].str.len().min() > 0
+    flags = ",".join(warnings["flags"].fillna(""))
+    assert all(code in flags for code in ("YJJBNT", "STBHHX", "CZKFBJ")), flags
+
+    (csv_path,) = warnings_dir.glob("*.csv")
+    raw = csv_path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM, so Excel opens it
+    rows = list(csv.reader(raw.decode("utf-8-sig").splitlines()))
+    (xlsx_path,) = warnings_dir.glob("*.xlsx")
+    sheet = openpyxl.load_workbook(xlsx_path, read_only=True).worksheets[0]
+    n_xlsx = sum(1 for _ in sheet.iter_rows()) - 2  # Chinese + English header rows
+    # The lists carry the warnings; the GeoPackage also keeps legal (covered) patches for statistics.
+    assert len(rows) - 1 == n_xlsx == int(warnings["is_warning"].astype(bool).sum()) > 0
+    assert set(warnings.loc[~warnings["is_warning"].astype(bool), "category"]) <= {"none"}
+
+    chips = list((warnings_dir / "chips").glob("*.png"))
+    assert chips and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in chips[:5])
+    quicklook = out / "quicklook.png"
+    assert quicklook.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and quicklook.stat().st_size > 20_000
+    assert (out / "warnings.sqlite").stat().st_size > 0
