@@ -23,14 +23,15 @@ from matplotlib.patches import Patch
 
 __all__ = ["CATEGORY_COLOURS", "render_quicklook", "stretch_rgb"]
 
-#: Colour per warning category (the English category keys of the rules engine).
+#: Colour per warning category (the English category keys of the rules engine); the review map
+#: (``api/static/js/common.js``) uses the same colours.
 CATEGORY_COLOURS: dict[str, str] = {
-    "built_before_approval": "#e41a1c",  # 未批先建
-    "building_while_pending": "#ff7f00",  # 边批边建
-    "exceeding_approval": "#984ea3",  # 少批多建
-    "built_elsewhere": "#f781bf",  # 批东建西
-    "approved_not_built": "#377eb8",  # 批而不建
-    "none": "#4daf4a",  # covered by a valid permit
+    "built_before_approval": "#e0312b",  # 未批先建
+    "building_while_pending": "#ff8c1a",  # 边批边建
+    "exceeding_approval": "#b23cd6",  # 少批多建
+    "built_elsewhere": "#1f7bff",  # 批东建西
+    "approved_not_built": "#8a8f98",  # 批而不建
+    "none": "#2bb35b",  # covered by a valid permit
 }
 
 #: Largest edge, in pixels, read for the picture (the scene is decimated on read beyond that).
@@ -105,13 +106,20 @@ def render_quicklook(
         for category, group in shown.groupby("category"):
             colour = CATEGORY_COLOURS.get(str(category), "#ffff33")
             group.plot(ax=axes[3], facecolor=colour, edgecolor="white", linewidth=0.6, alpha=0.75)
-            handles.append(Patch(facecolor=colour, edgecolor="white", label=f"{category} ({len(group)})"))
+            name = "none (covered by permits)" if category == "none" else str(category)
+            handles.append(Patch(facecolor=colour, edgecolor="white", label=f"{name} ({len(group)})"))
         axes[3].legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
     for ax, label in panels:
         ax.set_title(label, fontsize=10)
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
         ax.tick_params(labelsize=7)
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    units = "degrees" if crs is not None and crs.is_geographic else "m"
+    axes[0].set_xlabel(f"x ({crs.to_string() if crs else 'no CRS'}, {units})", fontsize=8)
+    axes[0].set_ylabel(f"y ({units})", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=12)
     fig.savefig(out_png, dpi=90)

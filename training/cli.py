@@ -69,7 +69,10 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         checkpoint: Annotated[
-            str, typer.Option("--checkpoint", help="Checkpoint path, 'spectral' or 'random'")
+            str,
+            typer.Option(
+                "--checkpoint", help="Checkpoint path, 'default' (the shipped one), 'spectral' or 'random'"
+            ),
         ],
         data: Annotated[Path, typer.Option("--data", help="OSCD/LEVIR folder, pair folder or train_*.yaml")],
         out: Annotated[
@@ -92,6 +95,8 @@ def register(app: typer.Typer) -> None:
         from cspon_rs.training.datasets import load_pairs_from
         from cspon_rs.training.evaluate import evaluate
 
+        if checkpoint == "default":
+            checkpoint = str(default_checkpoint())
         ref = checkpoint if checkpoint not in ("spectral", "random") else (like or default_checkpoint())
         card = load_card(ref)
         pairs = load_pairs_from(data, bands=card.bands, ids=ids.split(",") if ids else None, split=split)
