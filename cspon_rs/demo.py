@@ -194,7 +194,7 @@ def register(app: typer.Typer) -> None:
         if summary["detector"].startswith("spectral"):
             console.print("  (non-learned spectral change index with an Otsu threshold: no checkpoint was found)")
         table = Table(title="cspon-rs demo summary (all warnings are suspected cases, 疑似, until a field check)")
-        table.add_column("category")
+        table.add_column("category", no_wrap=True)
         table.add_column("warnings", justify="right")
         table.add_column("area m²", justify="right")
         table.add_column("area mu", justify="right")
@@ -202,8 +202,8 @@ def register(app: typer.Typer) -> None:
         for row in category_summary(result.warnings):
             table.add_row(row["category"], str(row["count"]), f"{row['area_m2']:,.0f}", f"{to_mu(row['area_m2']):,.1f}",
                           str(row["flagged"]))
-        table.add_row("[bold]total[/bold]", str(result.n_warnings), f"{result.total_area_m2:,.0f}",
-                      f"{to_mu(result.total_area_m2):,.1f}")
+        table.add_row("[bold]total warnings[/bold] (without none)", str(result.n_warnings),
+                      f"{result.total_area_m2:,.0f}", f"{to_mu(result.total_area_m2):,.1f}")
         console.print(f"change patches found: {detection.n_patches}")
         console.print(table)
         console.print("[bold]outputs[/bold]")
@@ -218,6 +218,6 @@ def register(app: typer.Typer) -> None:
             ("warning database (SQLite)", summary["database"]),
             ("quicklook (PNG)", summary["quicklook"]),
         ):
-            console.print(f"  {label:<30} {path}")
+            console.print(f"  {label:<30} {path}", soft_wrap=True)
         secs = summary["seconds"]
         console.print(f"time: detect {secs['detect']:.1f} s, warnings {secs['warn']:.1f} s")

@@ -33,7 +33,7 @@ from cspon_rs.geo.raster import GridInfo, aligned_pair
 from cspon_rs.geo.vector import write_vector_atomic
 from cspon_rs.inference.blocks import BlockJob, BlockResult
 from cspon_rs.inference.checks import check_pair, date_from_name, load_aoi
-from cspon_rs.inference.execute import dask_client, iter_block_results
+from cspon_rs.inference.execute import LOCAL, dask_client, iter_block_results
 from cspon_rs.inference.gdal_env import bounded_gdal_cache
 from cspon_rs.inference.outputs import MASK_NODATA, PROB_NODATA, RasterSink, partial_name, to_cog
 from cspon_rs.inference.predictors import (
@@ -41,6 +41,7 @@ from cspon_rs.inference.predictors import (
     SPECTRAL_DETECTOR_ID,
     DetectorSpec,
     spectral_parameters,
+    torch_threads_per_worker,
 )
 from cspon_rs.inference.vectorize import PATCH_LAYER, PatchAttributes, vectorize_mask
 from cspon_rs.inference.windows import (
@@ -200,6 +201,7 @@ def detect_pair(
     blend: BlendKind = "cosine",
     block_size: int = 2048,
     progress: bool = True,
+    torch_threads: int | None = None,
 ) -> DetectionResult:
     """Detect change between two scenes of any size and write probability, mask and patches.
 
@@ -225,6 +227,9 @@ def detect_pair(
         blend: Window weighting: ``cosine`` (default), ``gaussian`` or ``uniform``.
         block_size: Core block edge in pixels per task (memory per task grows with its square).
         progress: Show a progress bar (windows done / total, Mpx/s).
+        torch_threads: CPU threads of PyTorch in each process that runs the model. ``None``: the cores
+            shared out among the workers of a local cluster (Dask starts workers single-threaded), the
+            process default otherwise; 0 always leaves the process default.
 
     Returns:
         The :class:`DetectionResult`.
@@ -259,7 +264,13 @@ def detect_pair(
         spec = _spectral_spec(before, after, grid, aoi_geom, batch_size)
         detector_id = SPECTRAL_DETECTOR_ID
     else:
-        spec = DetectorSpec(str(Path(checkpoint).resolve()), device=device, batch_size=batch_size)
+        if torch_threads is None:
+            # Local Dask worker processes start single-threaded: share the cores out among them.
+            local_cluster = (scheduler is None and workers > 1) or scheduler == LOCAL
+            torch_threads = torch_threads_per_worker(workers) if local_cluster else 0
+        spec = DetectorSpec(
+            str(Path(checkpoint).resolve()), device=device, batch_size=batch_size, torch_threads=torch_threads
+        )
         detector_id = card.detector_id  # type: ignore[union-attr]
     timings["check"] = time.perf_counter() - t_start
 

@@ -16,6 +16,7 @@ with each task.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +64,8 @@ class DetectorSpec:
         batch_size: Windows per forward pass.
         spectral_scale: Per-band divisor of the CVA (spectral detector only), raw pixel units.
         spectral_threshold: Otsu threshold on the CVA magnitude (spectral detector only).
+        torch_threads: CPU threads PyTorch may use in the process that runs the model; 0 leaves the
+            process default (Dask worker processes start with 1, see :func:`torch_threads_per_worker`).
     """
 
     checkpoint: str
@@ -70,6 +73,7 @@ class DetectorSpec:
     batch_size: int = 8
     spectral_scale: tuple[float, ...] = ()
     spectral_threshold: float = math.inf
+    torch_threads: int = 0
 
     @property
     def is_spectral(self) -> bool:
@@ -154,10 +158,24 @@ def _load_model_predictor(checkpoint: str, device: str, batch_size: int) -> Mode
     return ModelPredictor(load_checkpoint(checkpoint, device=device), device=device, batch_size=batch_size)
 
 
+def torch_threads_per_worker(workers: int) -> int:
+    """CPU threads for PyTorch in each of ``workers`` local worker processes: the cores shared out evenly.
+
+    Dask starts worker processes with ``OMP_NUM_THREADS=1``, so without this one local worker on an
+    8-core machine would run the model on a single core.
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def get_predictor(spec: DetectorSpec) -> Predictor:
     """The predictor for ``spec``; checkpoints are loaded once per process and cached (LRU of 4)."""
     if spec.is_spectral:
         return SpectralPredictor(spec.spectral_scale, spec.spectral_threshold)
+    if spec.torch_threads > 0:
+        import torch
+
+        if torch.get_num_threads() != spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
     return _load_model_predictor(str(Path(spec.checkpoint).resolve()), resolve_device(spec.device), spec.batch_size)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -152,7 +153,9 @@ def _crop(src_path: Path, window: Window, dst: Path) -> Path:
     return dst
 
 
-def test_pair_in_different_crs_is_aligned_on_the_before_grid(shared_data: Path, tmp_path: Path) -> None:
+def test_pair_in_different_crs_is_aligned_on_the_before_grid(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """xView2 Joplin: pre tile in EPSG:26915 (0.6 m), post tile in EPSG:4326 (6e-6 deg)."""
     pre = shared_data / "xView2-deploy-Joplin" / "raw" / "A" / "tile_337-10160.tif"
     post = shared_data / "xView2-deploy-Joplin" / "raw" / "B" / "tile_31500-6161.tif"
@@ -182,6 +185,18 @@ def test_pair_in_different_crs_is_aligned_on_the_before_grid(shared_data: Path, 
     patches = gpd.read_file(res.patches_path, layer=PATCH_LAYER)
     assert patches.crs.to_epsg() == 26915
     assert (patches["t1"] == "2011-05-20").all() and (patches["t2"] == "2011-05-24").all()
+    # GDAL opens every output cleanly (what gdalinfo / ogrinfo would say): COG layout, overviews readable,
+    # and not one GDAL warning or error logged while reading them.
+    with caplog.at_level(logging.WARNING):
+        for path in (res.prob_path, res.mask_path):
+            with rasterio.open(path) as ds:
+                assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG", path
+                ds.read(1)
+                for factor in ds.overviews(1):
+                    ds.read(1, out_shape=(ds.height // factor, ds.width // factor))
+        info = pyogrio.read_info(res.patches_path, layer=PATCH_LAYER)
+        assert info["crs"] and info["features"] == len(patches)
+    assert not [r for r in caplog.records if r.name.startswith(("rasterio", "pyogrio", "fiona"))], caplog.text
 
 
 def test_copied_inputs_are_not_modified(scene_pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
