@@ -165,12 +165,12 @@ def run_detect(before: str, after: str, out: str, checkpoint: str, workers: int,
                           "progress": False, "device": "auto"}
     worker_rss: list[float] = []
     if mode == "dask":
-        import logging
 
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        from cspon_rs.inference.execute import start_local_cluster
+
+        with start_local_cluster(workers) as cluster, Client(cluster) as client:
             worker_base = sorted(client.run(_import_baseline).values())
             t0 = time.perf_counter()
             threads = max(1, (os.cpu_count() or 1) // workers)  # what detect_pair does for its own local cluster

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,15 @@ def test_running_dask_scheduler_address(scene_pair, tiny_checkpoint: Path, singl
         with distributed.Client(cluster.scheduler_address) as client:
             assert len(client.scheduler_info()["workers"]) == 2
     np.testing.assert_array_equal(_read(res.mask_path), _read(single_run.mask_path))
+
+
+def test_local_cluster_workers_run_pytorch_at_full_speed() -> None:
+    """Workers of our local cluster start without Dask's MALLOC_TRIM_THRESHOLD_ (it halves PyTorch's speed)
+    and single-threaded (detect_pair hands PyTorch its share of the cores per task)."""
+    distributed = pytest.importorskip("distributed")
+    from cspon_rs.inference.execute import start_local_cluster
+
+    with start_local_cluster(1) as cluster, distributed.Client(cluster) as client:
+        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+    (worker_env,) = env.values()
+    assert worker_env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
