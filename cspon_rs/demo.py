@@ -6,6 +6,7 @@ detect (shipped checkpoint, or the spectral-index baseline when no checkpoint is
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import typer
 
 from cspon_rs.errors import MissingFileError
 
-__all__ = ["DemoInputs", "category_summary", "find_sample", "register", "run_demo"]
+__all__ = ["DemoInputs", "category_summary", "find_sample", "flag_counts", "register", "run_demo"]
 
 #: Demo county (GB/T 2260 code of the Hong Kong SAR) and quarter of the date-2 image.
 DEMO_COUNTY = "810000"
@@ -88,6 +89,19 @@ def category_summary(warnings: Any) -> list[dict[str, Any]]:
         rows.append({"category": f"{category} {group['category_zh'].iloc[0]}", "count": len(group),
                      "area_m2": float(group["area_m2"].sum()), "flagged": flagged})
     return rows
+
+
+def flag_counts(warnings: Any) -> dict[str, int]:
+    """How many warnings carry each control-line flag (YJJBNT, STBHHX, CZKFBJ), in that order."""
+    counts = dict.fromkeys(("YJJBNT", "STBHHX", "CZKFBJ"), 0)
+    if warnings is None or len(warnings) == 0:
+        return counts
+    for flags in warnings["flags"]:
+        if isinstance(flags, str):
+            flags = json.loads(flags) if flags.startswith("[") else [f for f in flags.split(",") if f]
+        for flag in flags or ():
+            counts[str(flag)] = counts.get(str(flag), 0) + 1
+    return counts
 
 
 def run_demo(
@@ -193,12 +207,12 @@ def register(app: typer.Typer) -> None:
         console.print(f"[bold]detector[/bold]: {summary['detector']}")
         if summary["detector"].startswith("spectral"):
             console.print("  (non-learned spectral change index with an Otsu threshold: no checkpoint was found)")
-        table = Table(title="cspon-rs demo summary (all warnings are suspected cases, 疑似, until a field check)")
+        table = Table(title="warnings by category (suspected cases, 疑似, until a field check)")
         table.add_column("category", no_wrap=True)
         table.add_column("warnings", justify="right")
         table.add_column("area m²", justify="right")
         table.add_column("area mu", justify="right")
-        table.add_column("control-line flags", justify="right")
+        table.add_column("flagged", justify="right")
         for row in category_summary(result.warnings):
             table.add_row(row["category"], str(row["count"]), f"{row['area_m2']:,.0f}", f"{to_mu(row['area_m2']):,.1f}",
                           str(row["flagged"]))
@@ -206,6 +220,8 @@ def register(app: typer.Typer) -> None:
                       f"{result.total_area_m2:,.0f}", f"{to_mu(result.total_area_m2):,.1f}")
         console.print(f"change patches found: {detection.n_patches}")
         console.print(table)
+        flags = flag_counts(result.warnings)
+        console.print("control-line flags: " + (", ".join(f"{k} {v}" for k, v in flags.items()) or "none"))
         console.print("[bold]outputs[/bold]")
         for label, path in (
             ("change probability (COG)", detection.prob_path),
