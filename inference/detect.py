@@ -28,7 +28,7 @@ from rasterio.features import geometry_mask
 from rasterio.windows import transform as window_transform
 from shapely.geometry import box
 
-from cspon_rs.errors import ConfigError, CorruptFileError, MissingFileError
+from cspon_rs.errors import ConfigError, CorruptFileError
 from cspon_rs.geo.raster import GridInfo, aligned_pair
 from cspon_rs.geo.vector import write_vector_atomic
 from cspon_rs.inference.blocks import BlockJob, BlockResult
@@ -52,7 +52,7 @@ from cspon_rs.inference.windows import (
     tiles_for_block,
     validate_tiling,
 )
-from cspon_rs.models.checkpoint import checkpoint_paths, default_checkpoint, load_card
+from cspon_rs.models.checkpoint import load_card, resolve_checkpoint
 
 __all__ = ["MASK_NAME", "PATCHES_NAME", "PROB_NAME", "DetectionResult", "InferenceWarning", "detect_pair"]
 
@@ -155,23 +155,6 @@ def _spectral_spec(before: Path, after: Path, grid: GridInfo, aoi: Any | None, b
         valid &= geometry_mask([aoi], out_shape=(h, w), transform=small, invert=True)
     scale, threshold = spectral_parameters(a, b, valid)
     return DetectorSpec(SPECTRAL, batch_size=batch_size, spectral_scale=scale, spectral_threshold=threshold)
-
-
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """Checkpoint path from a user value: ``"default"`` is the shipped checkpoint; weights must exist.
-
-    Raises:
-        MissingFileError: The ``.safetensors`` weights (or the ``.json`` card) are missing.
-    """
-    path = default_checkpoint() if str(checkpoint) == "default" else Path(checkpoint)
-    weights, card = checkpoint_paths(path)
-    for needed in (weights, card):
-        if not needed.is_file():
-            raise MissingFileError(
-                f"{needed}: checkpoint file not found; a checkpoint is <name>.safetensors + <name>.json "
-                "(use --checkpoint spectral for the non-learned detector)"
-            )
-    return weights.resolve()
 
 
 def _iso(value: date | None, path: Path) -> str | None:

@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "pad_to_multiple",
     "predict_proba",
+    "resolve_checkpoint",
     "save_checkpoint",
 ]
 
@@ -63,6 +64,23 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """Checkpoint path from a user value: ``"default"`` is the shipped checkpoint; weights must exist.
+
+    Raises:
+        MissingFileError: The ``.safetensors`` weights (or the ``.json`` card) are missing.
+    """
+    path = default_checkpoint() if str(checkpoint) == "default" else Path(checkpoint)
+    weights, card = checkpoint_paths(path)
+    for needed in (weights, card):
+        if not needed.is_file():
+            raise MissingFileError(
+                f"{needed}: checkpoint file not found; a checkpoint is <name>.safetensors + <name>.json "
+                "(use --checkpoint spectral for the non-learned detector)"
+            )
+    return weights.resolve()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -91,12 +91,12 @@ def register(app: typer.Typer) -> None:
         ] = 0.0,
     ) -> None:
         """Score a checkpoint or a baseline on labelled pairs (pooled pixel metrics + object recall)."""
-        from cspon_rs.models.checkpoint import default_checkpoint, load_card
+        from cspon_rs.models.checkpoint import default_checkpoint, load_card, resolve_checkpoint
         from cspon_rs.training.datasets import load_pairs_from
         from cspon_rs.training.evaluate import evaluate
 
-        if checkpoint == "default":
-            checkpoint = str(default_checkpoint())
+        if checkpoint not in ("spectral", "random"):
+            checkpoint = str(resolve_checkpoint(checkpoint))  # "default" = the shipped checkpoint
         ref = checkpoint if checkpoint not in ("spectral", "random") else (like or default_checkpoint())
         card = load_card(ref)
         pairs = load_pairs_from(data, bands=card.bands, ids=ids.split(",") if ids else None, split=split)

@@ -11,7 +11,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-from conftest import write_scene
+from inferencetest_support import write_scene
 
 from cspon_rs.inference.vectorize import PATCH_COLUMNS, PATCH_LAYER
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-from conftest import BANDS, SCENE_TRANSFORM, make_pair_arrays, write_scene
+from inferencetest_support import BANDS, SCENE_TRANSFORM, make_pair_arrays, write_scene
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds

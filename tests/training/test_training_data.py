@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_levir
+from trainingtest_support import write_levir
 
 from cspon_rs.errors import GridMismatchError, LabelError
 from cspon_rs.training.augment import augment_batch

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import typer
-from conftest import write_tiny_config
 from safetensors.torch import load_file
+from trainingtest_support import write_tiny_config
 from typer.testing import CliRunner
 
 from cspon_rs.errors import ConfigError, TrainingError
