@@ -97,6 +97,8 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             t1=dt.date.fromisoformat(scene.before_date) if scene.before_date else None,
             t2=dt.date.fromisoformat(scene.after_date) if scene.after_date else None,
             progress=False,
+            # 5 % -> 60 % over the model windows; a cancel request stops the run between blocks.
+            on_progress=lambda done, total: progress(0.05 + 0.55 * done / max(total, 1)),
         )
         changes_path = Path(detection.patches_path)
         progress(

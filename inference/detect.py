@@ -17,6 +17,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -185,6 +186,7 @@ def detect_pair(
     block_size: int = 2048,
     progress: bool = True,
     torch_threads: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> DetectionResult:
     """Detect change between two scenes of any size and write probability, mask and patches.
 
@@ -213,6 +215,8 @@ def detect_pair(
         torch_threads: CPU threads of PyTorch in each process that runs the model. ``None``: the cores
             shared out among the workers of a local cluster (Dask starts workers single-threaded), the
             process default otherwise; 0 always leaves the process default.
+        on_progress: Called after each block with ``(windows done, windows total)`` (e.g. to report a job's
+            progress); if it raises, the run stops and no output is written.
 
     Returns:
         The :class:`DetectionResult`.
@@ -286,7 +290,7 @@ def detect_pair(
                 _progress_bar(result.n_windows, progress) as bar:
             use_dask = scheduler is not None or workers > 1
             with (dask_client(workers, scheduler) if use_dask else _null()) as client:
-                done_px = 0
+                done_px = done_windows = 0
                 for res in iter_block_results(jobs, client=client):
                     valid = _valid_in_aoi(res, grid, aoi_geom)
                     change = valid & (res.prob >= thr)
@@ -297,9 +301,12 @@ def detect_pair(
                     read_s += res.read_s
                     model_s += res.model_s
                     done_px += res.block.size
+                    done_windows += planned[res.index]
                     if bar is not None:
                         bar.update(planned[res.index])
                         bar.set_postfix_str(f"{done_px / 1e6 / (time.perf_counter() - t0):.2f} Mpx/s")
+                    if on_progress is not None:
+                        on_progress(done_windows, result.n_windows)
         timings["predict"] = time.perf_counter() - t0
         timings["read"], timings["model"] = read_s, model_s
 

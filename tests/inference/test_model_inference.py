@@ -135,3 +135,28 @@ def test_local_cluster_workers_run_pytorch_at_full_speed() -> None:
         env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
     (worker_env,) = env.values()
     assert worker_env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
+
+
+def test_progress_callback_counts_windows_and_can_stop_the_run(  # type: ignore[no-untyped-def]
+    scene_pair, tiny_checkpoint: Path, single_run, tmp_path: Path
+) -> None:
+    calls: list[tuple[int, int]] = []
+    kw = {"checkpoint": tiny_checkpoint, "overlap": 32, "block_size": 192, "min_area_m2": 0.0, "progress": False,
+          "device": "cpu"}
+    res = detect_pair(
+        scene_pair.before, scene_pair.after, tmp_path / "ok", on_progress=lambda d, t: calls.append((d, t)), **kw
+    )
+    assert len(calls) == res.n_blocks == single_run.n_blocks > 2
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == res.n_windows and {t for _, t in calls} == {res.n_windows}
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_block(done: int, total: int) -> None:
+        raise Stop(f"{done}/{total}")
+
+    out = tmp_path / "stopped"
+    with pytest.raises(Stop):
+        detect_pair(scene_pair.before, scene_pair.after, out, on_progress=stop_after_first_block, **kw)
+    assert not [p for p in out.iterdir() if p.suffix in (".tif", ".gpkg")], list(out.iterdir())
