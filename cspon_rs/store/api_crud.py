@@ -233,12 +233,15 @@ def finish_job(
     values: dict[str, Any] = {"state": state, "finished_at": utcnow(), "error": error, "result": result}
     if state == "succeeded":
         values["progress"] = 1.0
+    if message:
+        # The final log line is written in the same commit as the final state, so nobody who sees the
+        # job finished reads a log without it.
+        job = get_job(session, job_id)
+        session.refresh(job)
+        values["log"] = ((job.log or "") + _line(message))[-MAX_LOG_CHARS:]
     outcome = session.execute(update(Job).where(Job.id == job_id, Job.state == "running").values(**values))
     session.commit()
-    changed = bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
-    if changed and message:
-        append_job_log(session, job_id, message)
-    return changed
+    return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def cancel_job(session: Session, job_id: int) -> Job:
@@ -250,21 +253,21 @@ def cancel_job(session: Session, job_id: int) -> Job:
     """
     job = get_job(session, job_id)
     if job.state == "queued":
+        why = "cancelled before it started"
         done = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == "queued")
-            .values(state="cancelled", finished_at=utcnow(), error="cancelled before it started")
+            .values(state="cancelled", finished_at=utcnow(), error=why,
+                    log=((job.log or "") + _line(why))[-MAX_LOG_CHARS:])
         )
         session.commit()
-        if done.rowcount == 1:  # type: ignore[attr-defined]
-            append_job_log(session, job_id, "cancelled before it started")
-            session.refresh(job)
-            return job
         session.refresh(job)
+        if done.rowcount == 1:  # type: ignore[attr-defined]
+            return job
     if job.state == "running":
         job.cancel_requested = True
+        job.log = ((job.log or "") + _line("cancellation requested"))[-MAX_LOG_CHARS:]
         session.commit()
-        append_job_log(session, job_id, "cancellation requested")
         session.refresh(job)
         return job
     raise ConflictError(f"job {job_id} is already {job.state}; only queued or running jobs can be cancelled")
@@ -281,15 +284,8 @@ def recover_interrupted_jobs(session: Session, reason: str) -> list[int]:
         Ids of the jobs marked failed.
     """
     ids = list(session.scalars(select(Job.id).where(Job.state == "running")))
-    for job_id in ids:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == "running")
-            .values(state="failed", finished_at=utcnow(), error=reason)
-        )
-        session.commit()
-        append_job_log(session, job_id, f"failed: {reason}")
-    return ids
+    message = f"failed: {reason}"
+    return [job_id for job_id in ids if finish_job(session, job_id, "failed", error=reason, message=message)]
 
 
 # ----------------------------------------------------------------------------------------------- photos
