@@ -151,7 +151,7 @@ Filters = Annotated[_Filters, Depends()]
 
 def query_warnings(session: SessionDep, user: ApiUser, f: _Filters) -> tuple[list[WarningRecord], int]:
     """Warnings matching ``f`` that ``user`` may see, one page, plus the total count."""
-    from cspon_rs.store.crud import list_warnings
+    from cspon_rs.store.crud import count_warnings, list_warnings
 
     filters: dict[str, Any] = {
         "period": f.period,
@@ -173,9 +173,7 @@ def query_warnings(session: SessionDep, user: ApiUser, f: _Filters) -> tuple[lis
     page = list_warnings(session, limit=f.limit, offset=f.offset, **filters)
     if f.offset == 0 and len(page) < f.limit:
         return page, len(page)
-    from cspon_rs.store.api_crud import count_warnings_fast
-
-    return page, count_warnings_fast(session, **filters)
+    return page, count_warnings(session, **filters)
 
 
 def feature_collection(records: list[WarningRecord], **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,7 +24,6 @@ __all__ = [
     "append_job_log",
     "cancel_job",
     "claim_next_job",
-    "count_warnings_fast",
     "create_job",
     "create_scene",
     "create_user",
@@ -303,58 +301,3 @@ def add_photo(session: Session, **fields: Any) -> Photo:
 def list_photos(session: Session, warning_id: str) -> list[Photo]:
     """Photos of one warning, oldest first."""
     return list(session.scalars(select(Photo).where(Photo.warning_id == warning_id).order_by(Photo.id)))
-
-
-# --------------------------------------------------------------------------------------------- warnings
-
-
-def count_warnings_fast(
-    session: Session,
-    *,
-    period: str | None = None,
-    county_code: str | None = None,
-    township_code: str | None = None,
-    category: str | Sequence[str] | None = None,
-    status: str | Sequence[str] | None = None,
-    min_priority: float | None = None,
-    bbox: tuple[float, float, float, float] | None = None,
-    only_warnings: bool = False,
-) -> int:
-    """Number of warnings matching the filters of :func:`cspon_rs.store.crud.list_warnings`, as one SQL
-    ``COUNT`` (the store's ``count_warnings`` loads every row). With ``bbox`` the exact geometry test of
-    ``list_warnings`` is needed, so that case is delegated to the store."""
-    from sqlalchemy import func
-
-    from cspon_rs.store.crud import count_warnings
-    from cspon_rs.store.models import WarningRecord
-
-    if bbox is not None:
-        return count_warnings(
-            session,
-            period=period,
-            county_code=county_code,
-            township_code=township_code,
-            category=category,
-            status=status,
-            min_priority=min_priority,
-            bbox=bbox,
-            only_warnings=only_warnings,
-        )
-    stmt = select(func.count(WarningRecord.id))
-    if period is not None:
-        stmt = stmt.where(WarningRecord.period == period)
-    if county_code is not None:
-        stmt = stmt.where(WarningRecord.county_code == county_code)
-    if township_code is not None:
-        stmt = stmt.where(WarningRecord.township_code == township_code)
-    if category is not None:
-        stmt = stmt.where(
-            WarningRecord.category.in_([category] if isinstance(category, str) else list(category))
-        )
-    if status is not None:
-        stmt = stmt.where(WarningRecord.status.in_([status] if isinstance(status, str) else list(status)))
-    if min_priority is not None:
-        stmt = stmt.where(WarningRecord.priority >= min_priority)
-    if only_warnings:
-        stmt = stmt.where(WarningRecord.is_warning.is_(True))
-    return int(session.scalar(stmt) or 0)

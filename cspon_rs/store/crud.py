@@ -462,11 +462,21 @@ def list_warnings(
     return rows[offset: None if limit is None else offset + limit]
 
 
+_FILTER_KEYS = ("period", "county_code", "township_code", "category", "status", "min_priority", "bbox")
+
+
 def count_warnings(session: Session, **filters: Any) -> int:
-    """Number of warnings matching the same filters as :func:`list_warnings` (without limit/offset)."""
+    """Number of warnings matching the same filters as :func:`list_warnings` (without limit/offset).
+
+    One SQL ``COUNT``; only a ``bbox`` without PostGIS (exact geometry test in Python) lists the rows.
+    """
     filters.pop("limit", None)
     filters.pop("offset", None)
-    return len(list_warnings(session, limit=None, **filters))
+    clauses, exact = _filters(session, **{key: filters.get(key) for key in _FILTER_KEYS},
+                              only_warnings=bool(filters.get("only_warnings", False)))
+    if exact:
+        return len(list_warnings(session, limit=None, **filters))
+    return int(session.scalar(select(func.count(WarningRecord.id)).where(and_(True, *clauses))) or 0)
 
 
 def _transition(record: WarningRecord, to_status: str) -> None:

@@ -242,10 +242,9 @@ def test_patrol_and_exports(server: Server, seeded: dict[str, Any]) -> None:
     assert not list((server.data_dir / "tmp").glob("*/*"))
 
 
-def test_fast_count_matches_store_listing(server: Server, seeded: dict[str, Any]) -> None:
+def test_sql_count_matches_store_listing(server: Server, seeded: dict[str, Any]) -> None:
     from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
-    from cspon_rs.store.api_crud import count_warnings_fast
-    from cspon_rs.store.crud import list_warnings
+    from cspon_rs.store.crud import count_warnings, list_warnings
 
     combos: list[dict[str, Any]] = [
         {},
@@ -259,7 +258,7 @@ def test_fast_count_matches_store_listing(server: Server, seeded: dict[str, Any]
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             for combo in combos:
-                assert count_warnings_fast(session, **combo) == len(
+                assert count_warnings(session, **combo) == len(
                     list_warnings(session, limit=None, **combo)
                 ), combo
     finally:

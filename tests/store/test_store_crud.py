@@ -212,6 +212,11 @@ def test_filters_statistics_and_negatives(sessions: sessionmaker[Session]) -> No
         assert list_warnings(session, bbox=tuple(inner)) == []
         arm = gpd.GeoSeries([GRID.rect(200, 10, 20, 20)], crs=GRID.crs).to_crs(4326).total_bounds
         assert [w.id for w in list_warnings(session, bbox=tuple(arm))] == [ids["p0001"]]
+        # the SQL COUNT agrees with the listing for every kind of filter (bbox: PostGIS or exact in Python)
+        for combo in ({"township_code": "510000002"}, {"category": "exceeding_approval"},
+                      {"min_priority": 0.1, "status": "new", "only_warnings": True},
+                      {"bbox": tuple(inner)}, {"bbox": tuple(arm)}):
+            assert count_warnings(session, **combo) == len(list_warnings(session, limit=None, **combo)), combo
         stats = statistics(session, by=("period", "township_name"))
         assert {(s["township_name"], s["count"]) for s in stats} == {("甲", 1), ("乙", 1)}
         total = sum(s["area_m2"] for s in statistics(session, by=("category",)))
