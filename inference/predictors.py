@@ -103,7 +103,8 @@ class ModelPredictor:
 
     Inputs are normalised with the card's per-band mean/std; invalid pixels are set to 0 after
     normalisation (the training mean). On CUDA the forward pass runs under float16 autocast; the
-    returned probabilities are always float32.
+    returned probabilities are always float32 and calibrated with the card's temperature,
+    ``sigmoid(logit / T)`` (the card's threshold is in that space).
     """
 
     def __init__(self, loaded: Any, device: str = "cpu", batch_size: int = 8) -> None:
@@ -113,6 +114,7 @@ class ModelPredictor:
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
+        self.temperature = float(self.card.temperature)
 
     def __call__(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Change probability for ``(N, C, H, W)`` raw windows (H, W multiples of 32)."""
@@ -131,7 +133,7 @@ class ModelPredictor:
             tb = torch.from_numpy(np.ascontiguousarray(b)).to(self.device, non_blocking=True)
             with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 logits = self.model(ta, tb)
-            out[sl] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            out[sl] = torch.sigmoid(logits.float() / self.temperature)[:, 0].cpu().numpy()
         return out
 
 

@@ -52,6 +52,12 @@ class ModelCard(StrictModel):
     tile_size: int = Field(256, gt=0, description="Tile edge in pixels the model was trained on.")
     pixel_size_m: float | None = Field(None, description="Ground sampling distance of the training data (m).")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Decision threshold on the change probability.")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Temperature T of the calibrated probability sigmoid(logit / T), fitted on validation "
+        "pixels (cspon-rs calibrate); 1.0 = uncalibrated.",
+    )
     training_data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""

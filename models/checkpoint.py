@@ -221,18 +221,33 @@ def pad_to_multiple(array: np.ndarray, multiple: int = PAD_MULTIPLE) -> tuple[np
     return padded, (h, w)
 
 
-def predict_proba(loaded: LoadedModel, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+def predict_proba(
+    loaded: LoadedModel,
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    temperature: float | None = None,
+    logits: bool = False,
+) -> np.ndarray:
     """Change probability for one co-registered pair of raw-unit ``(C, H, W)`` arrays.
 
     The arrays are normalised with the card's statistics, reflect-padded to a multiple of 32, run through
-    the model in one pass and passed through a sigmoid. For large scenes tile first (see ``inference``).
+    the model in one pass and turned into a calibrated probability ``sigmoid(logit / T)`` with the card's
+    temperature ``T`` (1.0 for an uncalibrated card). For large scenes tile first (see ``inference``).
+
+    Args:
+        loaded: The checkpoint.
+        before: Date-1 pixels, raw units.
+        after: Date-2 pixels on the same grid.
+        temperature: Override the card's temperature.
+        logits: Return the raw network output (before temperature and sigmoid), e.g. to fit a temperature.
 
     Returns:
-        ``(H, W)`` float32 probabilities in [0, 1].
+        ``(H, W)`` float32 probabilities in [0, 1] (or raw logits when ``logits``).
 
     Raises:
         BandMismatchError: The arrays' band count differs from the card's.
-        ValueError: ``before`` and ``after`` shapes differ.
+        ValueError: ``before`` and ``after`` shapes differ, or the temperature is not > 0.
     """
     if before.shape != after.shape:
         raise ValueError(f"before {before.shape} and after {after.shape} must have the same shape")
@@ -243,11 +258,15 @@ def predict_proba(loaded: LoadedModel, before: np.ndarray, after: np.ndarray) ->
             f"input has {before.shape[0]} bands but checkpoint {loaded.card.detector_id} expects "
             f"{loaded.card.in_channels} bands {loaded.card.bands}"
         )
+    t = float(loaded.card.temperature if temperature is None else temperature)
+    if not t > 0:
+        raise ValueError(f"temperature must be > 0, got {t}")
     a, (h, w) = pad_to_multiple(loaded.card.normalize(before))
     b, _ = pad_to_multiple(loaded.card.normalize(after))
     with torch.inference_mode():
         ta = torch.from_numpy(np.ascontiguousarray(a))[None].to(loaded.device)
         tb = torch.from_numpy(np.ascontiguousarray(b))[None].to(loaded.device)
-        prob = torch.sigmoid(loaded.model(ta, tb).float())[0, 0, :h, :w]
-    out: np.ndarray = prob.cpu().numpy().astype(np.float32)
+        raw = loaded.model(ta, tb).float()[0, 0, :h, :w]
+        result = raw if logits else torch.sigmoid(raw / t)
+    out: np.ndarray = result.cpu().numpy().astype(np.float32)
     return out

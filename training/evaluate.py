@@ -1,14 +1,26 @@
-"""Scoring detectors on labelled pairs: a checkpoint, the spectral baseline, or an untrained network.
+"""Scoring detectors on labelled pairs: a checkpoint, the spectral baseline, flag-every-pixel, or an
+untrained network.
 
 All detectors are scored by the same code on the same valid pixels: one confusion matrix summed over all
 pairs (:mod:`cspon_rs.training.metrics`). :func:`evaluate` writes ``report.json`` and one PNG panel per
-pair (before / after / truth / prediction) and prints a rich table.
+pair (before / after / truth / prediction) and prints rich tables.
+
+Next to the pixel scores it reports what a bureau sees: the *predicted patches* (8-connected components of
+the thresholded prediction, optionally dropping patches below a minimum mapping unit in m²), each with a
+confidence (mean probability inside it). Per pair and pooled: number of patches, warning precision (share of
+patches touching labelled change), top-k precision (patches ranked by confidence within each pair; pooled =
+mean over the pairs with at least k patches), recall of labelled objects (share of labelled 8-connected
+change components touched by a patch), patches per km², and the pixel-level expected calibration error.
+:func:`evaluate_unlabelled` gives the label-free figures (patches and flagged area per km²) of pairs
+without labels, e.g. two NAIP dates where almost nothing was built.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,24 +31,46 @@ import torch
 from torch import nn
 
 from cspon_rs.models.baselines import change_magnitude, magnitude_to_probability, otsu_threshold
+from cspon_rs.models.calibration import ReliabilityBins
 from cspon_rs.models.card import ModelCard
 from cspon_rs.models.checkpoint import LoadedModel, load_checkpoint, predict_proba
 from cspon_rs.training.datasets import ChangePair
-from cspon_rs.training.metrics import ChangeMetrics, ConfusionMatrix
+from cspon_rs.training.metrics import ChangeMetrics, ConfusionMatrix, object_hits
 
 __all__ = [
+    "ALL_CHANGE",
+    "BASELINES",
+    "TOP_K",
     "Detector",
     "EvalReport",
+    "PatchFigures",
+    "UnlabelledReport",
+    "atomic_write_text",
     "build_detector",
     "evaluate",
     "evaluate_pairs",
+    "evaluate_unlabelled",
+    "load_unlabelled_pair",
     "model_proba",
+    "patch_figures",
+    "pixel_area_m2",
+    "pool_patch_figures",
+    "print_patch_table",
+    "print_reports",
+    "print_unlabelled_table",
     "select_threshold",
     "spectral_proba",
+    "write_json",
 ]
 
 #: Largest image edge run through the network in one pass; larger pairs are tiled.
 MAX_TILE = 1024
+#: ``--checkpoint`` values of the trivial baseline that flags every valid pixel as change.
+ALL_CHANGE = ("all-change", "flag-every-pixel")
+#: ``--checkpoint`` values that are not checkpoint files.
+BASELINES = ("spectral", "random", *ALL_CHANGE)
+#: Top-k precision is reported for these k (patches ranked by confidence within each pair).
+TOP_K = (10, 20, 50)
 
 
 @dataclass
@@ -44,12 +78,19 @@ class Detector:
     """Something that turns a raw-unit pair into a change probability, with its decision threshold."""
 
     name: str
-    kind: Literal["checkpoint", "spectral", "random"]
+    kind: Literal["checkpoint", "spectral", "random", "all-change"]
     threshold: float
     loaded: LoadedModel | None = None
 
+    @property
+    def temperature(self) -> float:
+        """Temperature applied to the logits (1.0 for the baselines)."""
+        return float(self.loaded.card.temperature) if self.loaded is not None else 1.0
+
     def proba(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """``(H, W)`` change probability for a ``(C, H, W)`` pair in raw units."""
+        if self.kind == "all-change":
+            return np.ones(before.shape[1:], dtype=np.float32)
         if self.loaded is None:
             return spectral_proba(before, after, valid)
         return model_proba(self.loaded.model, self.loaded.card, before, after, self.loaded.device)
@@ -57,20 +98,73 @@ class Detector:
 
 @dataclass
 class EvalReport:
-    """Metrics of one detector on a set of pairs."""
+    """Metrics of one detector on a set of labelled pairs.
+
+    Attributes:
+        detector: Detector name.
+        threshold: Decision threshold (calibrated probability space).
+        metrics: Pooled pixel metrics and object recall of the thresholded prediction.
+        per_pair: Per pair: the pixel metrics, ``ece``, ``patches`` (see :meth:`PatchFigures.as_dict`),
+            ``pixel_area_m2`` and ``pixel_size_source``.
+        out_dir: Where report.json and the panels were written.
+        temperature: Temperature of the detector's probabilities (1.0 for the baselines).
+        min_area_m2: Minimum mapping unit applied to the patches.
+        patches: Pooled patch figures (:func:`pool_patch_figures`).
+        reliability: Pooled reliability diagram and ``ece`` of the valid pixels of all pairs.
+    """
 
     detector: str
     threshold: float
     metrics: ChangeMetrics
     per_pair: dict[str, dict[str, Any]] = field(default_factory=dict)
     out_dir: Path | None = None
+    temperature: float = 1.0
+    min_area_m2: float = 0.0
+    patches: dict[str, Any] = field(default_factory=dict)
+    reliability: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ece(self) -> float | None:
+        """Pooled pixel-level expected calibration error."""
+        value = self.reliability.get("ece")
+        return None if value is None else float(value)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {
             "detector": self.detector,
+            "labelled": True,
             "threshold": self.threshold,
+            "temperature": self.temperature,
+            "min_area_m2": self.min_area_m2,
             "metrics": self.metrics.as_dict(),
+            "ece": self.ece,
+            "reliability": self.reliability,
+            "patches": self.patches,
+            "per_pair": self.per_pair,
+        }
+
+
+@dataclass
+class UnlabelledReport:
+    """Label-free figures of one detector on pairs without labels (patches and flagged area per km²)."""
+
+    detector: str
+    threshold: float
+    temperature: float = 1.0
+    min_area_m2: float = 0.0
+    patches: dict[str, Any] = field(default_factory=dict)
+    per_pair: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "detector": self.detector,
+            "labelled": False,
+            "threshold": self.threshold,
+            "temperature": self.temperature,
+            "min_area_m2": self.min_area_m2,
+            "patches": self.patches,
             "per_pair": self.per_pair,
         }
 
@@ -83,20 +177,27 @@ def model_proba(
     device: torch.device | str = "cpu",
     *,
     max_tile: int = MAX_TILE,
+    temperature: float | None = None,
+    logits: bool = False,
 ) -> np.ndarray:
-    """Run a network on a whole raw-unit ``(C, H, W)`` pair (non-overlapping tiles above ``max_tile``)."""
+    """Run a network on a whole raw-unit ``(C, H, W)`` pair (non-overlapping tiles above ``max_tile``).
+
+    Returns the calibrated probability ``sigmoid(logit / T)`` with the card's temperature (or
+    ``temperature``), or the raw logits when ``logits`` (see :func:`~cspon_rs.models.checkpoint.predict_proba`).
+    """
     was_training = model.training
     model.eval()
     loaded = LoadedModel(model=model, card=card, path=Path("<memory>"), device=torch.device(device))
     h, w = before.shape[1:]
+    kw: dict[str, Any] = {"temperature": temperature, "logits": logits}
     try:
         if h <= max_tile and w <= max_tile:
-            return predict_proba(loaded, before, after)
+            return predict_proba(loaded, before, after, **kw)
         out = np.zeros((h, w), dtype=np.float32)
         for y in range(0, h, max_tile):
             for x in range(0, w, max_tile):
                 sl = (slice(None), slice(y, y + max_tile), slice(x, x + max_tile))
-                out[y : y + max_tile, x : x + max_tile] = predict_proba(loaded, before[sl], after[sl])
+                out[y : y + max_tile, x : x + max_tile] = predict_proba(loaded, before[sl], after[sl], **kw)
         return out
     finally:
         model.train(was_training)
@@ -145,13 +246,331 @@ def evaluate_pairs(
     return cm.compute()
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file in the same folder + rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _json_ready(value: Any) -> Any:
+    """Replace non-finite floats by None (strict JSON) and numpy scalars by Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write a report as strict JSON (NaN/inf become null), atomically."""
+    return atomic_write_text(path, json.dumps(_json_ready(data), indent=2, allow_nan=False) + "\n")
+
+
+def pixel_area_m2(
+    crs: str | None, transform: Sequence[float] | None, shape: tuple[int, int] | None = None
+) -> float | None:
+    """Ground area of one pixel in m², from a raster's CRS and affine transform ``(a, b, c, d, e, f)``.
+
+    Projected CRSs use the axis unit (metres, feet...); geographic CRSs (degrees, e.g. OSCD's EPSG:4326)
+    measure the pixel's edges on the CRS's ellipsoid at the centre of the image (``shape`` = (H, W)).
+    Returns None when the CRS or the transform is unknown.
+    """
+    if crs is None or transform is None or len(transform) < 6:
+        return None
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError as ProjCRSError
+
+    try:
+        cr = CRS.from_user_input(crs)
+    except ProjCRSError:
+        return None
+    a, b, c, d, e, f = (float(v) for v in transform[:6])
+    if cr.is_geographic:
+        h, w = shape if shape is not None else (0, 0)
+        x, y = c + a * w / 2 + b * h / 2, f + d * w / 2 + e * h / 2
+        geod = cr.get_geod()
+        if geod is None:
+            return None
+        _, _, dx = geod.inv(x, y, x + a, y + d)
+        _, _, dy = geod.inv(x, y, x + b, y + e)
+        return float(abs(dx * dy))
+    factor = cr.axis_info[0].unit_conversion_factor if cr.axis_info else 1.0
+    return float(abs(a * e - b * d) * factor * factor)
+
+
+@dataclass(frozen=True)
+class PatchFigures:
+    """The predicted patches of one pair and how they relate to the labels.
+
+    Attributes:
+        confidence: ``(n,)`` mean probability inside each kept patch.
+        area_px: ``(n,)`` pixels per kept patch.
+        touches: ``(n,)`` bool, the patch touches labelled change (None for an unlabelled pair).
+        objects: Labelled 8-connected change components (None when unlabelled).
+        objects_touched: Labelled components touched by a kept patch (None when unlabelled).
+        valid_px: Valid pixels of the pair.
+        pixel_area_m2: Ground area of a pixel (None when unknown).
+        dropped: Patches dropped below the minimum mapping unit.
+    """
+
+    confidence: np.ndarray
+    area_px: np.ndarray
+    touches: np.ndarray | None
+    objects: int | None
+    objects_touched: int | None
+    valid_px: int
+    pixel_area_m2: float | None
+    dropped: int = 0
+
+    @property
+    def n(self) -> int:
+        """Number of (kept) patches."""
+        return int(self.confidence.size)
+
+    @property
+    def touching(self) -> int | None:
+        """Patches touching labelled change."""
+        return None if self.touches is None else int(self.touches.sum())
+
+    @property
+    def warning_precision(self) -> float | None:
+        """Share of patches touching labelled change (None without labels or without patches)."""
+        if self.touches is None or self.n == 0:
+            return None
+        return float(self.touches.mean())
+
+    @property
+    def object_recall(self) -> float | None:
+        """Share of labelled change components touched by a patch (None without labels or objects)."""
+        if self.objects is None or self.objects_touched is None or self.objects == 0:
+            return None
+        return self.objects_touched / self.objects
+
+    def top_k_precision(self, k: int) -> float | None:
+        """Share of the ``k`` most confident patches that touch labelled change (None with fewer than k)."""
+        if self.touches is None or self.n < k:
+            return None
+        order = np.argsort(-self.confidence, kind="stable")
+        return float(self.touches[order[:k]].mean())
+
+    @property
+    def valid_area_km2(self) -> float | None:
+        """Area of the valid pixels in km² (None when the pixel size is unknown)."""
+        return None if self.pixel_area_m2 is None else self.valid_px * self.pixel_area_m2 / 1e6
+
+    @property
+    def flagged_area_m2(self) -> float | None:
+        """Area of the kept patches in m²."""
+        return None if self.pixel_area_m2 is None else float(self.area_px.sum()) * self.pixel_area_m2
+
+    def as_dict(self, top_k: Sequence[int] = TOP_K) -> dict[str, Any]:
+        """JSON-ready figures; labelled keys are left out for an unlabelled pair."""
+        km2 = self.valid_area_km2
+        flagged = self.flagged_area_m2
+        out: dict[str, Any] = {"patches": self.n, "dropped_below_mmu": self.dropped}
+        if self.touches is not None:
+            out.update(
+                touching_change=self.touching,
+                warning_precision=self.warning_precision,
+                top_k_precision={str(k): self.top_k_precision(k) for k in top_k},
+                objects=self.objects,
+                objects_touched=self.objects_touched,
+                object_recall=self.object_recall,
+            )
+        out.update(
+            mean_confidence=float(self.confidence.mean()) if self.n else None,
+            valid_area_km2=km2,
+            patches_per_km2=self.n / km2 if km2 else None,
+            flagged_area_m2=flagged,
+            flagged_m2_per_km2=flagged / km2 if km2 and flagged is not None else None,
+            flagged_fraction=float(self.area_px.sum()) / self.valid_px if self.valid_px else None,
+        )
+        return out
+
+
+def patch_figures(
+    prob: np.ndarray,
+    threshold: float,
+    valid: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    *,
+    pixel_area_m2: float | None = None,
+    min_area_m2: float = 0.0,
+) -> PatchFigures:
+    """Predicted patches (8-connected components of ``prob >= threshold`` on valid pixels) and their figures.
+
+    Args:
+        prob: ``(H, W)`` change probability.
+        threshold: Decision threshold.
+        valid: ``(H, W)`` pixels that count (default: all).
+        truth: ``(H, W)`` labelled change (bool or 0/1); None for an unlabelled pair.
+        pixel_area_m2: Ground area of a pixel; needed for per-km² figures and ``min_area_m2``.
+        min_area_m2: Minimum mapping unit: patches smaller than this are dropped.
+
+    Raises:
+        ConfigError: ``min_area_m2 > 0`` but the pixel size is unknown.
+    """
+    from scipy import ndimage
+
+    v = np.ones(prob.shape, dtype=bool) if valid is None else valid.astype(bool)
+    pred = (prob >= threshold) & v
+    lab, n = ndimage.label(pred, structure=np.ones((3, 3), dtype=bool))
+    flat = lab.ravel()
+    sizes = np.bincount(flat, minlength=n + 1)[1:]
+    sums = np.bincount(flat, weights=prob.astype(np.float64).ravel(), minlength=n + 1)[1:]
+    keep = np.ones(n, dtype=bool)
+    if min_area_m2 > 0:
+        if pixel_area_m2 is None:
+            from cspon_rs.errors import ConfigError
+
+            raise ConfigError(
+                f"a minimum mapping unit of {min_area_m2:g} m² needs the pixel size: the pair has no "
+                "georeferencing; give it with --pixel-size (metres)"
+            )
+        keep = sizes * pixel_area_m2 >= min_area_m2
+    confidence = (sums / np.maximum(sizes, 1))[keep]
+    touches: np.ndarray | None = None
+    objects = objects_touched = None
+    if truth is not None:
+        t = truth.astype(bool) & v
+        touches = (np.bincount(lab[t], minlength=n + 1)[1:] > 0)[keep]
+        lut = np.concatenate([[False], keep])
+        objects, objects_touched = object_hits(lut[lab], t)
+    return PatchFigures(
+        confidence=confidence,
+        area_px=sizes[keep],
+        touches=touches,
+        objects=objects,
+        objects_touched=objects_touched,
+        valid_px=int(v.sum()),
+        pixel_area_m2=pixel_area_m2,
+        dropped=int(n - keep.sum()),
+    )
+
+
+def pool_patch_figures(figures: Sequence[PatchFigures], top_k: Sequence[int] = TOP_K) -> dict[str, Any]:
+    """Pooled patch figures of many pairs.
+
+    Counts are summed; warning precision is pooled over all patches; top-k precision is the mean over the
+    pairs with at least ``k`` patches (``pairs`` of ``of_pairs``); per-km² figures are pooled over the
+    area of all pairs (None when a pair's pixel size is unknown).
+    """
+    n = sum(f.n for f in figures)
+    out: dict[str, Any] = {
+        "pairs": len(figures),
+        "patches": n,
+        "dropped_below_mmu": sum(f.dropped for f in figures),
+    }
+    labelled = bool(figures) and all(f.touches is not None for f in figures)
+    if labelled:
+        touching = sum(f.touching or 0 for f in figures)
+        objects = sum(f.objects or 0 for f in figures)
+        touched = sum(f.objects_touched or 0 for f in figures)
+        top: dict[str, Any] = {}
+        for k in top_k:
+            vals = [v for v in (f.top_k_precision(k) for f in figures) if v is not None]
+            top[str(k)] = {
+                "precision": float(np.mean(vals)) if vals else None,
+                "pairs": len(vals),
+                "of_pairs": len(figures),
+            }
+        out.update(
+            touching_change=touching,
+            warning_precision=touching / n if n else None,
+            top_k_precision=top,
+            objects=objects,
+            objects_touched=touched,
+            object_recall=touched / objects if objects else None,
+        )
+    conf = [f.confidence for f in figures if f.n]
+    areas = [f.valid_area_km2 for f in figures]
+    flagged = [f.flagged_area_m2 for f in figures]
+    km2 = None if not figures or any(a is None for a in areas) else sum(a or 0.0 for a in areas)
+    fl = None if km2 is None else sum(a or 0.0 for a in flagged)
+    valid_px = sum(f.valid_px for f in figures)
+    out.update(
+        mean_confidence=float(np.concatenate(conf).mean()) if conf else None,
+        valid_area_km2=km2,
+        patches_per_km2=n / km2 if km2 else None,
+        flagged_area_m2=fl,
+        flagged_m2_per_km2=fl / km2 if km2 and fl is not None else None,
+        flagged_fraction=sum(float(f.area_px.sum()) for f in figures) / valid_px if valid_px else None,
+    )
+    return out
+
+
+def load_unlabelled_pair(
+    before: str | Path, after: str | Path, bands: Sequence[str] | None = None
+) -> ChangePair:
+    """Read an unlabelled before/after pair of rasters (date 2 warped onto the date-1 grid) into memory.
+
+    The label is all zeros and must not be scored; use :func:`evaluate_unlabelled`. Valid pixels are those
+    with data in both dates (the rasters' masks).
+    """
+    from cspon_rs.geo.raster import aligned_pair
+
+    with aligned_pair(before, after) as (src_a, src_b):
+        a = src_a.read().astype(np.float32)
+        b = src_b.read().astype(np.float32)
+        valid = (src_a.dataset_mask() > 0) & (src_b.dataset_mask() > 0)
+        crs = str(src_a.crs) if src_a.crs is not None else None
+        transform = tuple(src_a.transform)[:6]
+        names = list(bands) if bands else [d or f"band{i + 1}" for i, d in enumerate(src_a.descriptions)]
+    pid = f"{Path(before).stem}->{Path(after).stem}"
+    label = np.zeros(a.shape[1:], dtype=np.uint8)
+    return ChangePair(pid, a, b, label, valid, names, f"{before} -> {after}", crs, transform)
+
+
+def _fallback_pixel_area(
+    det: Detector, pixel_size_m: float | None, like: str | Path | None
+) -> tuple[float | None, str | None]:
+    """Pixel area for pairs without georeferencing: ``pixel_size_m`` if given, else the card's pixel size."""
+    if pixel_size_m is not None:
+        if not pixel_size_m > 0:
+            from cspon_rs.errors import ConfigError
+
+            raise ConfigError(f"pixel size must be > 0 m, got {pixel_size_m}")
+        return pixel_size_m * pixel_size_m, "given"
+    card: ModelCard | None = det.loaded.card if det.loaded is not None else None
+    if card is None:
+        from cspon_rs.errors import CsponError
+        from cspon_rs.models.checkpoint import default_checkpoint, load_card
+
+        try:
+            card = load_card(like if like is not None else default_checkpoint())
+        except CsponError:
+            card = None
+    if card is not None and card.pixel_size_m:
+        return card.pixel_size_m * card.pixel_size_m, "card"
+    return None, None
+
+
+def _pair_pixel_area(pair: ChangePair, fallback: tuple[float | None, str | None]) -> tuple[float | None, str | None]:
+    area = pixel_area_m2(pair.crs, pair.transform, pair.shape)
+    return (area, "transform") if area is not None else fallback
+
+
 def build_detector(
     spec: str | Path | LoadedModel, *, like: str | Path | None = None, seed: int = 0
 ) -> Detector:
     """Turn ``spec`` into a :class:`Detector`.
 
     Args:
-        spec: ``"spectral"`` (CVA + Otsu), ``"random"`` (the architecture of ``like`` with seeded random
+        spec: ``"spectral"`` (CVA + Otsu), ``"all-change"`` / ``"flag-every-pixel"`` (every valid pixel is
+            change: the trivial baseline), ``"random"`` (the architecture of ``like`` with seeded random
             weights, threshold 0.5 -- shows what training adds), a checkpoint path, or a loaded model.
         like: Checkpoint whose card (architecture, bands, normalisation) ``"random"`` copies
             (default: the shipped checkpoint).
@@ -161,6 +580,8 @@ def build_detector(
         return Detector(spec.card.detector_id, "checkpoint", spec.card.threshold, spec)
     if str(spec) == "spectral":
         return Detector("spectral-cva-otsu", "spectral", 0.5)
+    if str(spec) in ALL_CHANGE:
+        return Detector("flag-every-pixel", "all-change", 0.5)
     if str(spec) == "random":
         from cspon_rs.models.checkpoint import default_checkpoint
         from cspon_rs.models.registry import create_model
@@ -225,21 +646,32 @@ def evaluate(
     panels: bool = True,
     print_table: bool = True,
     like: str | Path | None = None,
+    min_area_m2: float = 0.0,
+    pixel_size_m: float | None = None,
+    top_k: Sequence[int] = TOP_K,
+    bins: int = 10,
 ) -> EvalReport:
     """Score a detector on labelled pairs.
 
     Args:
-        detector: Checkpoint path, loaded model, ``"spectral"``, ``"random"`` or a :class:`Detector`.
+        detector: Checkpoint path, loaded model, ``"spectral"``, ``"all-change"``, ``"random"`` or a
+            :class:`Detector`.
         pairs: Labelled pairs (raw units, bands matching the detector).
         out_dir: Where to write ``report.json`` and ``<pair>.png`` panels (nothing written when None).
-        threshold: Decision threshold (default: the checkpoint card's, 0.5 for the baseline).
-        min_overlap: Object-level hit criterion (fraction of a labelled component that must be found).
+        threshold: Decision threshold (default: the checkpoint card's, 0.5 for the baselines).
+        min_overlap: Object-level hit criterion of the pixel table (fraction of a labelled component that
+            must be found).
         panels: Write the PNG panels.
-        print_table: Print a rich table of the metrics.
-        like: Reference checkpoint for ``"random"``.
+        print_table: Print rich tables of the metrics.
+        like: Reference checkpoint for ``"random"`` (and the pixel-size fallback of the baselines).
+        min_area_m2: Minimum mapping unit of the predicted patches (patch figures only; pixel metrics
+            score the thresholded prediction as it is).
+        pixel_size_m: Pixel size for pairs without georeferencing (default: the card's ``pixel_size_m``).
+        top_k: The k of the top-k precision.
+        bins: Bins of the reliability diagram / ECE.
 
     Returns:
-        The :class:`EvalReport` (pooled metrics and per-pair metrics).
+        The :class:`EvalReport` (pooled and per-pair pixel metrics, patch figures and ECE).
     """
     det = detector if isinstance(detector, Detector) else build_detector(detector, like=like)
     if det.loaded is not None:
@@ -249,16 +681,32 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    fallback = _fallback_pixel_area(det, pixel_size_m, like)
     pooled = ConfusionMatrix(min_overlap=min_overlap)
+    pooled_rel = ReliabilityBins(bins)
+    figures: list[PatchFigures] = []
     per_pair: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         prob = det.proba(pair.before, pair.after, pair.valid)
         pred = prob >= thr
-        pooled.update(pred, pair.label == 1, pair.valid)
+        truth = pair.label == 1
+        pooled.update(pred, truth, pair.valid)
         one = ConfusionMatrix(min_overlap=min_overlap)
-        one.update(pred, pair.label == 1, pair.valid)
+        one.update(pred, truth, pair.valid)
         m = one.compute()
-        per_pair[pair.id] = m.as_dict()
+        rel = ReliabilityBins(bins)
+        rel.update(prob, truth, pair.valid)
+        pooled_rel.update(prob, truth, pair.valid)
+        area, source = _pair_pixel_area(pair, fallback)
+        fig = patch_figures(prob, thr, pair.valid, truth, pixel_area_m2=area, min_area_m2=min_area_m2)
+        figures.append(fig)
+        per_pair[pair.id] = {
+            **m.as_dict(),
+            "ece": rel.compute().ece,
+            "pixel_area_m2": area,
+            "pixel_size_source": source,
+            "patches": fig.as_dict(top_k),
+        }
         if out is not None and panels:
             _panel(
                 pair,
@@ -266,23 +714,85 @@ def evaluate(
                 f"{det.name} (threshold {thr:.2f}) F1 {m.f1:.3f}",
                 out / f"{pair.id}.png",
             )
-    report = EvalReport(det.name, thr, pooled.compute(), per_pair, out)
+    report = EvalReport(
+        det.name,
+        thr,
+        pooled.compute(),
+        per_pair,
+        out,
+        temperature=det.temperature,
+        min_area_m2=min_area_m2,
+        patches=pool_patch_figures(figures, top_k),
+        reliability=pooled_rel.compute().as_dict(),
+    )
     if out is not None:
-        tmp = out / ".report.json.tmp"
-        tmp.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out / "report.json")
+        write_json(out / "report.json", report.as_dict())
     if print_table:
         print_reports([report])
+        print_patch_table(report, top_k)
     return report
 
 
-def print_reports(reports: Sequence[EvalReport]) -> None:
-    """Print pooled metrics of one or more reports as a rich table."""
+def evaluate_unlabelled(
+    detector: str | Path | LoadedModel | Detector,
+    pairs: Sequence[ChangePair],
+    *,
+    threshold: float | None = None,
+    print_table: bool = True,
+    like: str | Path | None = None,
+    min_area_m2: float = 0.0,
+    pixel_size_m: float | None = None,
+) -> UnlabelledReport:
+    """Label-free figures of a detector on pairs without labels: patches and flagged area per km².
+
+    On pairs where (almost) nothing was built, e.g. two NAIP dates of farmland, nearly every patch is a
+    false alarm, so patches per km² is a false-alarm rate. Labels of ``pairs`` are ignored.
+    """
+    det = detector if isinstance(detector, Detector) else build_detector(detector, like=like)
+    if det.loaded is not None:
+        for p in pairs:
+            det.loaded.card.check_band_count(p.before.shape[0], f"pair {p.id!r} ({p.source})")
+    thr = det.threshold if threshold is None else threshold
+    fallback = _fallback_pixel_area(det, pixel_size_m, like)
+    figures: list[PatchFigures] = []
+    per_pair: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        prob = det.proba(pair.before, pair.after, pair.valid)
+        area, source = _pair_pixel_area(pair, fallback)
+        fig = patch_figures(prob, thr, pair.valid, None, pixel_area_m2=area, min_area_m2=min_area_m2)
+        figures.append(fig)
+        per_pair[pair.id] = {"pixel_area_m2": area, "pixel_size_source": source, "patches": fig.as_dict()}
+    report = UnlabelledReport(
+        det.name,
+        thr,
+        temperature=det.temperature,
+        min_area_m2=min_area_m2,
+        patches=pool_patch_figures(figures),
+        per_pair=per_pair,
+    )
+    if print_table:
+        print_unlabelled_table(report)
+    return report
+
+
+def _console() -> Any:
+    """A rich console; 120 columns when writing to a file or pipe (rich would assume 80 and squeeze the tables)."""
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 120))
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def print_reports(reports: Sequence[EvalReport]) -> None:
+    """Print pooled pixel metrics of one or more reports as a rich table."""
     from rich.table import Table
 
     table = Table(title="change detection accuracy (pooled over all pairs, change class)")
-    for col in ("detector", "thr", "P", "R", "F1", "IoU", "kappa", "obj. recall"):
+    for col in ("detector", "thr", "P", "R", "F1", "IoU", "kappa", "obj. recall", "ECE"):
         table.add_column(col, justify="right" if col != "detector" else "left")
     for r in reports:
         m = r.metrics
@@ -295,5 +805,79 @@ def print_reports(reports: Sequence[EvalReport]) -> None:
             f"{m.iou:.3f}",
             f"{m.kappa:.3f}",
             f"{m.objects_hit}/{m.objects}",
+            _fmt(r.ece),
         )
-    Console().print(table)
+    _console().print(table)
+
+
+def _ratio_cell(value: float | None, num: int | None, den: int | None) -> str:
+    return f"{_fmt(value, '.2f')} ({num}/{den})" if num is not None and den is not None else "–"
+
+
+def print_patch_table(report: EvalReport, top_k: Sequence[int] = TOP_K) -> None:
+    """Print the predicted-patch figures of a report, one row per pair and a pooled row."""
+    from rich.table import Table
+
+    mmu = f", patches >= {report.min_area_m2:g} m²" if report.min_area_m2 > 0 else ""
+    sources = sorted({str(p.get("pixel_size_source")) for p in report.per_pair.values()})
+    table = Table(
+        title=f"warnings = predicted patches of {report.detector} (threshold {report.threshold:.2f}{mmu})",
+        caption="warn. prec. = share of patches touching labelled change; top-k ranked by mean probability "
+        f"within each pair (pooled: mean over pairs with >= k patches); pixel size from {', '.join(sources)}",
+    )
+    cols = ["pair", "patches", "warn. prec.", *(f"top-{k}" for k in top_k), "obj. recall", "patches/km²", "ECE"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "pair" else "right")
+    for pid, pp in report.per_pair.items():
+        f = pp["patches"]
+        table.add_row(
+            pid,
+            str(f["patches"]),
+            _ratio_cell(f["warning_precision"], f["touching_change"], f["patches"]),
+            *(_fmt(f["top_k_precision"][str(k)], ".2f") for k in top_k),
+            _ratio_cell(f["object_recall"], f["objects_touched"], f["objects"]),
+            _fmt(f["patches_per_km2"], ".2f"),
+            _fmt(pp["ece"]),
+        )
+    f = report.patches
+    table.add_section()
+    table.add_row(
+        "pooled",
+        str(f["patches"]),
+        _ratio_cell(f["warning_precision"], f["touching_change"], f["patches"]),
+        *(
+            f"{_fmt(f['top_k_precision'][str(k)]['precision'], '.2f')} "
+            f"({f['top_k_precision'][str(k)]['pairs']}/{f['top_k_precision'][str(k)]['of_pairs']})"
+            for k in top_k
+        ),
+        _ratio_cell(f["object_recall"], f["objects_touched"], f["objects"]),
+        _fmt(f["patches_per_km2"], ".2f"),
+        _fmt(report.ece),
+    )
+    _console().print(table)
+
+
+def print_unlabelled_table(report: UnlabelledReport) -> None:
+    """Print the label-free figures of a report (patches and flagged area per km²)."""
+    from rich.table import Table
+
+    mmu = f", patches >= {report.min_area_m2:g} m²" if report.min_area_m2 > 0 else ""
+    table = Table(
+        title=f"unlabelled pairs: predicted patches of {report.detector} (threshold {report.threshold:.2f}{mmu})"
+    )
+    for col in ("pair", "area km²", "patches", "patches/km²", "flagged m²/km²"):
+        table.add_column(col, justify="left" if col == "pair" else "right")
+    rows = [(pid, pp["patches"]) for pid, pp in report.per_pair.items()]
+    if len(rows) > 1:
+        rows.append(("pooled", report.patches))
+    for i, (pid, f) in enumerate(rows):
+        if i == len(report.per_pair) and i > 0:
+            table.add_section()
+        table.add_row(
+            pid,
+            _fmt(f["valid_area_km2"], ".2f"),
+            str(f["patches"]),
+            _fmt(f["patches_per_km2"], ".2f"),
+            _fmt(f["flagged_m2_per_km2"], ",.0f"),
+        )
+    _console().print(table)
