@@ -42,6 +42,9 @@ def detect(
     t2: str | None = typer.Option(None, "--t2", help="Date of the after scene, YYYY-MM-DD (else from name)."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    suppress: bool = typer.Option(True, "--suppress/--no-suppress", help="Flag likely false alarms "
+                                  "(vegetation, water, below the mapping unit; settings in the config's "
+                                  "suppress: section) so they do not become warnings."),
 ) -> None:
     """Detect change between two scenes of any size (tiled, optionally on Dask) and write COGs + patches."""
     import warnings
@@ -67,6 +70,8 @@ def detect(
             cfg = DetectConfig.model_validate({k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "command line")) from exc
+    if not suppress:
+        cfg.suppress.enabled = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)  # printed in the summary instead
         result = detect_pair(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cspon_rs.config import StrictModel
+from cspon_rs.inference.suppress import SuppressConfig
 
 __all__ = ["DetectConfig"]
 
@@ -29,7 +30,12 @@ class DetectConfig(StrictModel):
     min_area_m2: float = Field(200.0, ge=0.0, description="Smallest patch kept, m².")
     simplify_m: float = Field(1.0, ge=0.0, description="Simplification tolerance, m.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    suppress: SuppressConfig = Field(
+        default_factory=SuppressConfig,
+        description="False-alarm suppression cues (cspon_rs.inference.suppress); suppressed patches are kept, "
+        "flagged in suppressed_by, and never become warnings.",
+    )
 
     def detect_kwargs(self) -> dict[str, Any]:
         """The settings as keyword arguments of ``detect_pair``."""
-        return self.model_dump()
+        return {**self.model_dump(exclude={"suppress"}), "suppress": self.suppress}

@@ -5,7 +5,8 @@ Pipeline (nothing holds a whole scene in memory):
 1. checks -- CRS, bands against the model card, overlap, AOI (:mod:`cspon_rs.inference.checks`);
 2. block jobs -- paths + rectangles (:mod:`cspon_rs.inference.blocks`), run in this process or on Dask
    (:mod:`cspon_rs.inference.execute`), results streamed into tiled working GeoTIFFs as they finish;
-3. finish -- Cloud-Optimized GeoTIFFs, mask vectorised into ``change_patches`` (:mod:`.vectorize`);
+3. finish -- Cloud-Optimized GeoTIFFs, mask vectorised into ``change_patches`` (:mod:`.vectorize`), false
+   alarms flagged (``suppressed_by``, :mod:`.suppress`) but kept in the layer;
 4. temporary names are renamed to ``change_prob.tif``, ``change_mask.tif``, ``change_patches.gpkg``.
 
 Pixels that are nodata in either date or lie outside the AOI are nodata in both rasters and never change.
@@ -44,6 +45,7 @@ from cspon_rs.inference.predictors import (
     spectral_parameters,
     torch_threads_per_worker,
 )
+from cspon_rs.inference.suppress import SuppressConfig, apply_suppression
 from cspon_rs.inference.vectorize import PATCH_LAYER, PatchAttributes, vectorize_mask
 from cspon_rs.inference.windows import (
     BlendKind,
@@ -85,7 +87,9 @@ class DetectionResult:
             halo overhead of the block size).
         valid_pixels: Pixels valid in both dates and inside the AOI.
         changed_pixels: Pixels flagged as change.
-        n_patches: Patches written (after the area filter).
+        n_patches: Patches written (after the area filter), suppressed ones included.
+        n_suppressed: Patches flagged by a suppression cue (``suppressed_by`` set; no warning is made).
+        suppression: One line on the suppression step (counts per cue, cues skipped and why).
         changed_area_m2: Total area of the written patches, m².
         timings: Seconds per stage (``check``, ``predict``, ``model``, ``read``, ``cog``, ``vectorize``,
             ``total``); ``model``/``read`` are summed over tasks.
@@ -106,6 +110,8 @@ class DetectionResult:
     valid_pixels: int = 0
     changed_pixels: int = 0
     n_patches: int = 0
+    n_suppressed: int = 0
+    suppression: str = ""
     changed_area_m2: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -125,6 +131,7 @@ class DetectionResult:
             f"windows        {self.n_windows} in {self.n_blocks} blocks ({self.unique_windows} distinct)",
             f"changed        {self.changed_pixels} of {self.valid_pixels} valid px; {self.n_patches} patches, "
             f"{self.changed_area_m2:,.0f} m² ({self.changed_area_m2 / (10000.0 / 15.0):,.1f} mu)",
+            f"suppression    {self.suppression or 'off'}",
             f"time           {self.timings.get('total', 0.0):.1f} s total, {self.megapixels_per_s:.2f} Mpx/s predict",
             f"outputs        {self.prob_path}",
             f"               {self.mask_path}",
@@ -187,6 +194,7 @@ def detect_pair(
     progress: bool = True,
     torch_threads: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    suppress: SuppressConfig | None = None,
 ) -> DetectionResult:
     """Detect change between two scenes of any size and write probability, mask and patches.
 
@@ -217,6 +225,9 @@ def detect_pair(
             process default otherwise; 0 always leaves the process default.
         on_progress: Called after each block with ``(windows done, windows total)`` (e.g. to report a job's
             progress); if it raises, the run stops and no output is written.
+        suppress: False-alarm suppression cues (:mod:`cspon_rs.inference.suppress`). ``None`` runs none
+            (the ``suppressed_by`` column is still written, all null); ``cspon-rs detect`` and
+            ``configs/detect.yaml`` pass the validated defaults. Suppressed patches stay in the layer.
 
     Returns:
         The :class:`DetectionResult`.
@@ -331,6 +342,13 @@ def detect_pair(
         )
         patches = vectorize_mask(temps["mask"], temps["prob"], attrs, min_area_m2=min_area_m2,
                                  simplify_m=simplify_m, block_size=max(block_size, 256))
+        t_sup = time.perf_counter()
+        bands = list(card.bands) if card is not None else list(grid.band_descriptions)
+        suppressed = apply_suppression(patches, suppress, before=before, after=after, bands=bands)
+        patches = suppressed.patches
+        result.n_suppressed = suppressed.n_suppressed
+        result.suppression = suppressed.summary() if suppress is not None and suppress.enabled else ""
+        timings["suppress"] = time.perf_counter() - t_sup
         write_vector_atomic(patches, temps["patches"], layer=PATCH_LAYER, driver="GPKG",
                             geometry_type="Polygon")
         timings["vectorize"] = time.perf_counter() - t0

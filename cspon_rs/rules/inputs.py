@@ -32,6 +32,7 @@ from cspon_rs.rules.config import (
 __all__ = [
     "PATCH_COLUMNS",
     "PERMIT_COLUMNS",
+    "drop_suppressed",
     "load_control_lines",
     "load_patches",
     "load_permits",
@@ -362,8 +363,14 @@ def load_townships(path: str | Path, *, mapping: TownshipFields | None = None) -
     return fixed
 
 
-def load_patches(path: str | Path, *, layer: str = "change_patches") -> gpd.GeoDataFrame:
+def load_patches(
+    path: str | Path, *, layer: str = "change_patches", include_suppressed: bool = False
+) -> gpd.GeoDataFrame:
     """Read the ``change_patches`` layer written by the inference step and check its columns.
+
+    Patches the detector's false-alarm suppression flagged (``suppressed_by`` not null, see
+    :mod:`cspon_rs.inference.suppress`) are left out unless ``include_suppressed``: they never become
+    warnings. ``attrs["messages"]`` then says how many were left out and why.
 
     Returns:
         The layer with ``t1``/``t2`` parsed to ``datetime.date`` and ``patch_id`` as str, in its own CRS.
@@ -385,7 +392,27 @@ def load_patches(path: str | Path, *, layer: str = "change_patches") -> gpd.GeoD
     fixed, messages = repair_geometries(gdf, what=str(path))
     fixed = fixed.reset_index(drop=True)
     fixed.attrs["messages"] = messages
-    return fixed
+    return fixed if include_suppressed else drop_suppressed(fixed)
+
+
+def drop_suppressed(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The patches no suppression cue flagged (``suppressed_by`` null or empty); all of them without the column.
+
+    ``attrs["messages"]`` is kept and gains one line counting the patches left out per cue.
+    """
+    messages = list(patches.attrs.get("messages", []))
+    if "suppressed_by" not in patches.columns or not len(patches):
+        return patches
+    flag = patches["suppressed_by"]
+    cue = flag.where(flag.notna(), "").astype(str).str.strip()
+    out = patches.loc[cue == ""].reset_index(drop=True)
+    dropped = cue[cue != ""].value_counts()
+    if len(dropped):
+        counts = ", ".join(f"{name} {int(n)}" for name, n in dropped.items())
+        messages.append(f"{int(dropped.sum())} change patch(es) suppressed by the detector as unlikely "
+                        f"construction ({counts}) are not warnings")
+    out.attrs["messages"] = messages
+    return out
 
 
 def _load_default_maps() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:

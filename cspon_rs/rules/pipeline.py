@@ -20,7 +20,7 @@ from cspon_rs.rules.config import (
     load_rules_config,
 )
 from cspon_rs.rules.engine import classify
-from cspon_rs.rules.inputs import load_control_lines, load_patches, load_permits, load_townships
+from cspon_rs.rules.inputs import drop_suppressed, load_control_lines, load_patches, load_permits, load_townships
 
 __all__ = ["WarningRunResult", "run_warning_pipeline", "scene_footprint"]
 
@@ -132,16 +132,19 @@ def run_warning_pipeline(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     changes_path = Path(changes_path)
-    patches = load_patches(changes_path)
+    patches = load_patches(changes_path, include_suppressed=True)  # dates below come from every patch
     permits = load_permits(permits_path, mapping=fields_cfg.permits)
     control = load_control_lines(control_lines_path, mapping=fields_cfg.control_lines) if control_lines_path else None
     townships = load_townships(townships_path, mapping=fields_cfg.townships) if townships_path else None
-    messages = [*patches.attrs.get("messages", []), *permits.attrs.get("messages", [])]
+    messages_before = list(patches.attrs.get("messages", []))
+    messages = [*messages_before, *permits.attrs.get("messages", [])]
     if control is not None:
         messages += control.attrs.get("messages", [])
     if townships is not None:
         messages += townships.attrs.get("messages", [])
     d1, d2 = _dates(patches, t1, t2, changes_path)
+    patches = drop_suppressed(patches)  # patches flagged by the detector's suppression never become warnings
+    messages += patches.attrs.get("messages", [])[len(messages_before):]
     footprint = scene_footprint(before, after) if before is not None and after is not None else None
     warnings = classify(patches, permits, control, t1=d1, t2=d2, config=rules_cfg, townships=townships,
                         footprint=footprint)

@@ -13,6 +13,7 @@ import pytest
 import rasterio
 from inferencetest_support import write_scene
 
+from cspon_rs.inference.suppress import SUPPRESS_COLUMNS
 from cspon_rs.inference.vectorize import PATCH_COLUMNS, PATCH_LAYER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,8 +41,9 @@ def test_detect_on_the_demo_pair(sample_dir: Path, tmp_path: Path) -> None:
     # The spectral baseline is crude, but it must find the labelled urban change far above chance.
     assert changed[label].mean() > 2 * changed[~label].mean()
     gdf = pyogrio.read_dataframe(out / "change_patches.gpkg", layer=PATCH_LAYER)
-    assert list(gdf.columns) == [*PATCH_COLUMNS, "geometry"]
+    assert list(gdf.columns) == [*PATCH_COLUMNS, *SUPPRESS_COLUMNS, "geometry"]
     assert len(gdf) > 0 and (gdf["area_m2"] >= 300).all()
+    assert "suppression " in proc.stdout and gdf["suppressed_by"].notna().any()  # cues on by default
     assert (gdf["t1"] == "2016-09-27").all() and (gdf["t2"] == "2018-03-23").all()
 
 

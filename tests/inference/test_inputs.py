@@ -19,6 +19,7 @@ from shapely.geometry import box
 
 from cspon_rs.errors import BandMismatchError, CorruptFileError, CRSError, GridMismatchError
 from cspon_rs.inference.detect import MASK_NAME, PATCHES_NAME, PROB_NAME, InferenceWarning, detect_pair
+from cspon_rs.inference.suppress import SUPPRESS_COLUMNS
 from cspon_rs.inference.vectorize import PATCH_COLUMNS, PATCH_LAYER
 
 FINAL_NAMES = {PROB_NAME, MASK_NAME, PATCHES_NAME}
@@ -134,7 +135,7 @@ def test_all_nodata_scene_gives_empty_outputs_and_a_warning(scene_pair, tmp_path
     assert res.n_patches == 0 and res.valid_pixels == 0 and res.warnings
     assert {p.name for p in (tmp_path / "out").iterdir()} == FINAL_NAMES
     info = pyogrio.read_info(res.patches_path, layer=PATCH_LAYER)
-    assert info["features"] == 0 and list(info["fields"]) == list(PATCH_COLUMNS)
+    assert info["features"] == 0 and list(info["fields"]) == [*PATCH_COLUMNS, *SUPPRESS_COLUMNS]
     with rasterio.open(res.mask_path) as src:
         assert (src.read(1) == 255).all()
 

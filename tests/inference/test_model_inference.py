@@ -11,6 +11,7 @@ import pytest
 import rasterio
 
 from cspon_rs.inference.detect import detect_pair
+from cspon_rs.inference.suppress import SUPPRESS_COLUMNS
 from cspon_rs.inference.vectorize import PATCH_COLUMNS, PATCH_LAYER
 
 
@@ -68,7 +69,7 @@ def test_outputs_are_cogs_on_the_before_grid(scene_pair, single_run) -> None:  #
 
 def test_patch_layer_has_the_contract_columns(scene_pair, single_run) -> None:  # type: ignore[no-untyped-def]
     info = pyogrio.read_info(single_run.patches_path, layer=PATCH_LAYER)
-    assert list(info["fields"]) == list(PATCH_COLUMNS)
+    assert list(info["fields"]) == [*PATCH_COLUMNS, *SUPPRESS_COLUMNS]
     assert info["geometry_type"] == "Polygon"
     gdf = pyogrio.read_dataframe(single_run.patches_path, layer=PATCH_LAYER)
     with rasterio.open(scene_pair.before) as ref:
