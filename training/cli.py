@@ -1,4 +1,5 @@
-"""CLI commands of this area (registered by cspon_rs.cli): ``train`` and ``evaluate``."""
+"""CLI commands of this area (registered by cspon_rs.cli): ``train``, ``export-checkpoint``, ``evaluate``,
+``calibrate``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--max-epochs", help="Stop after this many finished epochs (continue later with --resume)"),
         ] = None,
+        device: Annotated[
+            str | None, typer.Option("--device", help="Override optim.device: auto, cpu or cuda")
+        ] = None,
+        max_minutes: Annotated[
+            float | None, typer.Option("--max-minutes", help="Override optim.max_minutes (wall-clock budget)")
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option("--workers", help="Override optim.loader_workers (batch-drawing processes)")
+        ] = None,
+        pack: Annotated[
+            Path | None,
+            typer.Option("--pack", help="Train from a pack made by 'cspon-rs pack-data' (no GDAL needed)"),
+        ] = None,
     ) -> None:
         """Train a change-detection model; writes best.safetensors/.json, last.pt, history.json, curves.png."""
         from cspon_rs.training.config import load_train_config
@@ -36,7 +50,21 @@ def register(app: typer.Typer) -> None:
         cfg = load_train_config(config)
         if epochs is not None:
             cfg.optim.epochs = epochs
-        result = train(cfg, out_dir=out, resume=resume, init_from=init_from, max_epochs=max_epochs)
+        from pydantic import ValidationError
+
+        from cspon_rs.config import format_validation_error
+        from cspon_rs.errors import ConfigError
+
+        try:  # StrictModel validates assignments: a bad value names the option
+            if device is not None:
+                cfg.optim.device = device  # type: ignore[assignment]
+            if max_minutes is not None:
+                cfg.optim.max_minutes = max_minutes
+            if workers is not None:
+                cfg.optim.loader_workers = workers
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "command-line option")) from exc
+        result = train(cfg, out_dir=out, resume=resume, init_from=init_from, max_epochs=max_epochs, pack=pack)
         typer.echo(
             f"best epoch {result.best_epoch} (validation score {result.best_score:.4f}), "
             f"threshold {result.threshold:.2f}"
@@ -48,6 +76,22 @@ def register(app: typer.Typer) -> None:
                 f"IoU {m['iou']:.3f} kappa {m['kappa']:.3f}"
             )
         typer.echo(f"checkpoint: {result.checkpoint}")
+
+    @app.command("pack-data")
+    def pack_cmd(
+        config: Annotated[Path, typer.Option("--config", "-c", help="Training YAML whose data to pack")],
+        out: Annotated[Path, typer.Option("--out", help="Output .npz")],
+        splits: Annotated[
+            str, typer.Option("--splits", help="Comma-separated splits to include (test is left out by default)")
+        ] = "train,val",
+    ) -> None:
+        """Load a config's training pairs and synthetic hosts into one .npz, to train where GDAL is absent."""
+        from cspon_rs.training.config import load_train_config
+        from cspon_rs.training.datasets import make_pack
+
+        cfg = load_train_config(config)
+        path = make_pack(cfg.data, out, [s.strip() for s in splits.split(",") if s.strip()])
+        typer.echo(f"pack: {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
     @app.command("export-checkpoint")
     def export_cmd(
@@ -71,10 +115,15 @@ def register(app: typer.Typer) -> None:
         checkpoint: Annotated[
             str,
             typer.Option(
-                "--checkpoint", help="Checkpoint path, 'default' (the shipped one), 'spectral' or 'random'"
+                "--checkpoint",
+                help="Checkpoint path, 'default' (the shipped one), or a baseline: 'spectral' (CVA + Otsu), "
+                "'all-change' (flags every pixel) or 'random' (untrained network)",
             ),
         ],
-        data: Annotated[Path, typer.Option("--data", help="OSCD/LEVIR folder, pair folder or train_*.yaml")],
+        data: Annotated[
+            Path | None,
+            typer.Option("--data", help="Labelled data: OSCD/LEVIR folder, pair folder or train_*.yaml"),
+        ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="Folder for report.json and PNG panels")
         ] = None,
@@ -89,23 +138,142 @@ def register(app: typer.Typer) -> None:
         min_overlap: Annotated[
             float, typer.Option("--min-overlap", help="Object hit: min share of pixels")
         ] = 0.0,
+        before: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--before",
+                help="Unlabelled pair, date 1 (repeat with --after for several pairs): reports patches and "
+                "flagged area per km² only",
+            ),
+        ] = None,
+        after: Annotated[
+            list[Path] | None, typer.Option("--after", help="Unlabelled pair, date 2 (one per --before)")
+        ] = None,
+        min_area_m2: Annotated[
+            float,
+            typer.Option("--min-area-m2", help="Minimum mapping unit: drop predicted patches below this area (m²)"),
+        ] = 0.0,
+        pixel_size: Annotated[
+            float | None,
+            typer.Option(
+                "--pixel-size",
+                help="Pixel size (m) of pairs without georeferencing (default: the checkpoint card's)",
+            ),
+        ] = None,
+        json_path: Annotated[
+            Path | None, typer.Option("--json", help="Write every figure (pooled and per pair) to this JSON file")
+        ] = None,
     ) -> None:
-        """Score a checkpoint or a baseline on labelled pairs (pooled pixel metrics + object recall)."""
+        """Score a checkpoint or a baseline: pixel metrics, predicted patches (warnings) and calibration.
+
+        On labelled pairs: pooled pixel P/R/F1/IoU/kappa, object recall, ECE, and for the predicted patches
+        (8-connected components of the thresholded prediction) their number, warning precision (share
+        touching labelled change), top-10/20/50 precision by confidence, recall of labelled objects and
+        patches per km². With --before/--after (no labels): patches and flagged area per km².
+        """
+        from cspon_rs.errors import ConfigError, LabelError
         from cspon_rs.models.checkpoint import default_checkpoint, load_card, resolve_checkpoint
         from cspon_rs.training.datasets import load_pairs_from
-        from cspon_rs.training.evaluate import evaluate
+        from cspon_rs.training.evaluate import (
+            BASELINES,
+            evaluate,
+            evaluate_unlabelled,
+            load_unlabelled_pair,
+            write_json,
+        )
 
-        if checkpoint not in ("spectral", "random"):
+        if checkpoint not in BASELINES:
             checkpoint = str(resolve_checkpoint(checkpoint))  # "default" = the shipped checkpoint
-        ref = checkpoint if checkpoint not in ("spectral", "random") else (like or default_checkpoint())
+        ref = checkpoint if checkpoint not in BASELINES else (like or default_checkpoint())
         card = load_card(ref)
+        befores, afters = list(before or []), list(after or [])
+        if befores or afters:
+            if len(befores) != len(afters):
+                raise ConfigError(
+                    f"give one --after per --before (got {len(befores)} --before, {len(afters)} --after)"
+                )
+            if data is not None:
+                raise ConfigError("give either --data (labelled pairs) or --before/--after (unlabelled), not both")
+            pairs = [load_unlabelled_pair(a, b, card.bands) for a, b in zip(befores, afters, strict=True)]
+            unlabelled = evaluate_unlabelled(
+                checkpoint, pairs, threshold=threshold, like=like, min_area_m2=min_area_m2, pixel_size_m=pixel_size
+            )
+            if json_path is not None:
+                typer.echo(f"figures: {write_json(json_path, unlabelled.as_dict())}")
+            return
+        if data is None:
+            raise ConfigError("give --data (labelled pairs) or --before/--after (an unlabelled pair)")
         pairs = load_pairs_from(data, bands=card.bands, ids=ids.split(",") if ids else None, split=split)
         if not pairs:
-            from cspon_rs.errors import LabelError
-
             raise LabelError(f"{data}: no labelled pairs selected (ids={ids}, split={split})")
         report = evaluate(
-            checkpoint, pairs, out_dir=out, threshold=threshold, like=like, min_overlap=min_overlap
+            checkpoint,
+            pairs,
+            out_dir=out,
+            threshold=threshold,
+            like=like,
+            min_overlap=min_overlap,
+            min_area_m2=min_area_m2,
+            pixel_size_m=pixel_size,
         )
         if out is not None:
             typer.echo(f"report: {out / 'report.json'}  (F1 {report.metrics.f1:.3f})")
+        if json_path is not None:
+            typer.echo(f"figures: {write_json(json_path, report.as_dict())}")
+
+    @app.command("calibrate")
+    def calibrate_cmd(
+        checkpoint: Annotated[
+            str, typer.Option("--checkpoint", help="Checkpoint (.safetensors/.json/stem) or 'default'")
+        ],
+        data: Annotated[
+            Path, typer.Option("--data", help="Validation data: OSCD/LEVIR folder, pair folder or train_*.yaml")
+        ],
+        ids: Annotated[
+            str | None, typer.Option("--ids", help="Comma-separated validation pair ids/cities")
+        ] = None,
+        split: Annotated[str, typer.Option("--split", help="Split of a YAML config")] = "val",
+        allow_test: Annotated[
+            bool,
+            typer.Option("--allow-test", help="Allow pairs that the card names as its test split (not advised)"),
+        ] = False,
+    ) -> None:
+        """Fit the probability temperature on validation pairs and re-select the threshold.
+
+        Writes the updated card next to the weights (atomically; the old card is kept as <stem>.json.bak).
+        """
+        import shutil
+
+        from cspon_rs.errors import ConfigError, LabelError
+        from cspon_rs.models.calibration import calibrate_checkpoint
+        from cspon_rs.models.checkpoint import checkpoint_paths, load_card, resolve_checkpoint
+        from cspon_rs.training.datasets import load_pairs_from
+        from cspon_rs.training.evaluate import atomic_write_text
+
+        weights = resolve_checkpoint(checkpoint)
+        _, card_path = checkpoint_paths(weights)
+        old = load_card(weights)
+        pairs = load_pairs_from(data, bands=old.bands, ids=ids.split(",") if ids else None, split=split)
+        if not pairs:
+            raise LabelError(f"{data}: no labelled pairs selected (ids={ids}, split={split})")
+        test_ids = {str(t) for t in old.training_data.get("test", []) or []}
+        on_test = sorted(p.id for p in pairs if p.id in test_ids)
+        if on_test and not allow_test:
+            raise ConfigError(
+                f"{on_test} are in the test split of {old.detector_id}; calibrate on validation pairs "
+                "(or pass --allow-test)"
+            )
+        card = calibrate_checkpoint(weights, pairs)
+        cal = card.metrics["calibration"]
+        backup = card_path.with_name(card_path.name + ".bak")
+        shutil.copy2(card_path, backup)
+        atomic_write_text(card_path, card.model_dump_json(indent=2) + "\n")
+        load_card(card_path)  # the written card is valid
+        typer.echo(f"calibrated {old.detector_id} on {', '.join(cal['pairs'])} ({cal['pixels']:,} pixels)")
+        typer.echo(f"temperature T = {card.temperature:.4f} (was {old.temperature:g})")
+        typer.echo(f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")
+        typer.echo(
+            f"threshold {old.threshold:.2f} -> {card.threshold:.2f} "
+            f"(validation F1 {cal['f1_at_threshold']:.3f} at the calibrated threshold)"
+        )
+        typer.echo(f"card: {card_path} (previous card kept as {backup.name})")

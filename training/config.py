@@ -20,8 +20,11 @@ __all__ = [
     "OptimConfig",
     "OutputConfig",
     "PairSpec",
+    "SourceConfig",
+    "SyntheticConfig",
     "TrainConfig",
     "load_train_config",
+    "resolve_paths",
 ]
 
 #: A split: a list of item ids, or the path (relative to ``data.root``) of a text file with one id a line.
@@ -49,9 +52,13 @@ class PairSpec(StrictModel):
         return self
 
 
-class DataConfig(StrictModel):
-    """Where the training pairs come from and how they are split and cropped."""
+class SourceConfig(StrictModel):
+    """One labelled dataset (a LEVIR-style folder, an OSCD folder or a list of GeoTIFF pairs) and its splits.
 
+    Relative paths in a YAML config are taken relative to the config file's folder.
+    """
+
+    name: str = Field("main", description="Source name; pair ids of extra sources read '<name>/<id>'.")
     kind: Literal["levir", "oscd", "geotiff_pairs"]
     root: Path = Field(description="Dataset folder (LEVIR: has A/ B/ label/; OSCD: has A/ B/ label/<city>/).")
     bands: list[str] | None = Field(
@@ -61,6 +68,56 @@ class DataConfig(StrictModel):
     train: Split = Field(None, description="Training ids or list file; default: all ids not in val/test.")
     val: Split = None
     test: Split = None
+    label_threshold: int | None = Field(
+        None,
+        ge=0,
+        description="Binarise labels as change = value > label_threshold (e.g. 127 for 0/255 labels with "
+        "stray grey or JPEG-artefact values); default: labels must be exactly 0/1 or 0/255.",
+    )
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> SourceConfig:
+        if self.kind == "geotiff_pairs" and not self.pairs:
+            raise ValueError("kind 'geotiff_pairs' needs a non-empty 'pairs' list")
+        return self
+
+
+class SyntheticConfig(StrictModel):
+    """Synthetic change pairs mixed into training batches (see :mod:`cspon_rs.training.synthetic`).
+
+    * ``paste_fraction``: share of crops where labelled change instances of the *training* pairs (with a
+      context margin and a feathered edge) are pasted into the date-2 copy of a host image.
+    * ``nochange_fraction``: share of crops that pair a host with a photometrically / slightly geometrically
+      perturbed copy of itself (hard no-change: season, sun, registration).
+    Hosts are unlabelled images in the same units and bands as the training data; the date-1 and date-2
+    images of the training pairs are always hosts too. Test images must never be listed.
+    """
+
+    paste_fraction: float = Field(0.25, ge=0.0, le=1.0)
+    nochange_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    hosts: list[Path] = Field(default_factory=list, description="Image files or folders of unlabelled imagery.")
+    host_bands: list[int] | None = Field(None, description="1-based bands to read from host files (default: all).")
+    max_instances_per_crop: int = Field(4, gt=0)
+    min_instance_px: int = Field(16, gt=0, description="Labelled components smaller than this are not pasted.")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SyntheticConfig:
+        if self.paste_fraction + self.nochange_fraction > 1.0:
+            raise ValueError(
+                f"paste_fraction + nochange_fraction must be <= 1, got {self.paste_fraction + self.nochange_fraction}"
+            )
+        return self
+
+
+class DataConfig(SourceConfig):
+    """Where the training pairs come from and how they are split and cropped.
+
+    The fields inherited from :class:`SourceConfig` describe the first source; ``extra_sources`` add more
+    (all sources must share bands and pixel units).
+    """
+
+    extra_sources: list[SourceConfig] = Field(default_factory=list)
+    synthetic: SyntheticConfig | None = None
     crop_size: int = Field(128, gt=0, description="Edge of random training crops (pixels, multiple of 32).")
     crops_per_epoch: int = Field(256, gt=0)
     positive_fraction: float = Field(
@@ -71,16 +128,31 @@ class DataConfig(StrictModel):
     def _check(self) -> DataConfig:
         if self.crop_size % 32:
             raise ValueError(f"crop_size must be a multiple of 32, got {self.crop_size}")
-        if self.kind == "geotiff_pairs" and not self.pairs:
-            raise ValueError("kind 'geotiff_pairs' needs a non-empty 'pairs' list")
+        names = [self.name] + [s.name for s in self.extra_sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must differ, got {names}")
         return self
+
+    def sources(self) -> list[SourceConfig]:
+        """Every source, the first one (this config's own fields) included."""
+        own = SourceConfig.model_validate({k: getattr(self, k) for k in SourceConfig.model_fields})
+        return [own, *self.extra_sources]
 
 
 class ModelConfig(StrictModel):
-    """Architecture (registry name) and its create_model keyword arguments."""
+    """Architecture (registry name), its create_model keyword arguments, encoder init and input scaling."""
 
     architecture: str = "siam_unet_lite"
     init_kwargs: dict[str, Any] = Field(default_factory=dict)
+    pretrained: bool = Field(
+        False, description="Start the encoder from the bundled ImageNet weights (tu-tf_efficientnet_lite0/1/2)."
+    )
+    normalization: Literal["band_stats", "imagenet_8bit", "band_stats_half"] = Field(
+        "band_stats",
+        description="band_stats: (x - mean) / std of the train split; imagenet_8bit: (x - 127.5) / 127.5, "
+        "the scaling the ImageNet weights expect, for 8-bit RGB; band_stats_half: (x - mean) / (2 std), "
+        "values mostly in [-1, 1] like ImageNet-scaled inputs, for other units (e.g. Sentinel-2 L1C).",
+    )
 
 
 class AugmentConfig(StrictModel):
@@ -92,6 +164,19 @@ class AugmentConfig(StrictModel):
     contrast: float = Field(0.1, ge=0.0, description="Max relative contrast change per date.")
     noise_std: float = Field(0.0, ge=0.0, description="Gaussian noise std in normalised units.")
     swap_dates: bool = Field(False, description="Randomly swap dates (only for symmetric change tasks).")
+    scale_min: float = Field(1.0, gt=0.0, description="Smallest random resampling factor of a crop.")
+    scale_max: float = Field(
+        1.0,
+        gt=0.0,
+        description="Largest random resampling factor (0.5-2 lets a 0.5 m model see 0.25-1 m ground "
+        "sampling; drawn log-uniformly per crop, both dates and the label together).",
+    )
+
+    @model_validator(mode="after")
+    def _scales(self) -> AugmentConfig:
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"scale_min {self.scale_min} > scale_max {self.scale_max}")
+        return self
 
 
 class OptimConfig(StrictModel):
@@ -108,6 +193,20 @@ class OptimConfig(StrictModel):
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch default).")
     amp: bool = Field(True, description="Mixed precision + channels_last; only ever used on CUDA.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    encoder_lr_factor: float = Field(1.0, gt=0, description="Encoder learning rate = lr x this (e.g. 0.1).")
+    warmup_epochs: int = Field(0, ge=0, description="Epochs with the encoder frozen (decoder warm-up).")
+    freeze_encoder_bn: bool = Field(
+        False, description="Keep the encoder's batch-norm statistics fixed (pretrained encoders, small batches)."
+    )
+    select_on: Literal["pooled_f1", "mean_f1"] = Field(
+        "pooled_f1",
+        description="Validation score that picks the best epoch: F1 over all validation pixels, or the mean of "
+        "per-pair F1 (not dominated by one large pair).",
+    )
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes drawing batches (0: in-process).")
+    max_minutes: float | None = Field(
+        None, gt=0, description="Stop after the epoch that passes this wall-clock budget (minutes)."
+    )
 
 
 class OutputConfig(StrictModel):
@@ -129,11 +228,31 @@ class TrainConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     pixel_size_m: float | None = Field(None, description="Ground sampling distance of the data (m).")
-    init_from: Path | None = Field(
-        None, description="Checkpoint to fine-tune from (weights + normalisation)."
-    )
+    init_from: Path | None = Field(None, description="Checkpoint to fine-tune from (weights + normalisation).")
+
+
+def _against(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else base / p
+
+
+def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
+    """Make every relative path of a config (data roots, hosts, init_from, output.dir) relative to ``base``."""
+    data = config.data
+    data.root = _against(base, data.root)
+    for src in data.extra_sources:
+        src.root = _against(base, src.root)
+    if data.synthetic is not None:
+        data.synthetic.hosts = [_against(base, h) for h in data.synthetic.hosts]
+    if config.init_from is not None:
+        config.init_from = _against(base, config.init_from)
+    config.output.dir = _against(base, config.output.dir)
+    return config
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Load a YAML training config; relative ``data.root`` is taken relative to the current directory."""
-    return load_yaml_config(path, TrainConfig, overrides)
+    """Load a YAML training config; relative paths in it are taken relative to the config file's folder.
+
+    Pair files of ``geotiff_pairs`` sources stay relative to their source's ``root``.
+    """
+    config = load_yaml_config(path, TrainConfig, overrides)
+    return resolve_paths(config, Path(path).resolve().parent)

@@ -25,29 +25,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.enums import Resampling
-from rasterio.features import rasterize
-from rasterio.vrt import WarpedVRT
 
 from cspon_rs.errors import GridMismatchError, LabelError, MissingFileError
-from cspon_rs.geo.raster import aligned_pair, open_raster
-from cspon_rs.training.config import DataConfig, PairSpec, Split
+from cspon_rs.training.config import DataConfig, PairSpec, SourceConfig, Split
+from cspon_rs.training.synthetic import SyntheticSampler
 
 __all__ = [
     "OSCD_DEFAULT_BANDS",
     "ChangePair",
     "all_ids",
     "band_stats",
+    "data_fingerprint",
     "levir_ids",
     "load_geotiff_pair",
     "load_levir",
     "load_oscd",
+    "load_pack",
     "load_pair_folder",
     "load_pairs_from",
+    "load_source_split",
     "load_split",
+    "make_pack",
     "oscd_cities",
+    "resize_crop",
     "resolve_split",
     "sample_batch",
+    "save_pack",
     "validate_label",
 ]
 
@@ -86,7 +89,11 @@ class ChangePair:
 
 
 def validate_label(
-    array: np.ndarray, source: str | Path, *, allowed: Sequence[set[int]] = ({0, 1}, {0, 255})
+    array: np.ndarray,
+    source: str | Path,
+    *,
+    allowed: Sequence[set[int]] = ({0, 1}, {0, 255}),
+    threshold: int | None = None,
 ) -> np.ndarray:
     """Check a label's values and return it as 0/1 uint8.
 
@@ -95,10 +102,15 @@ def validate_label(
         source: File name used in the error message.
         allowed: Accepted value sets; the label's values must be a subset of one of them, and the largest
             value of that set means change.
+        threshold: When given, any values are accepted and change = value > threshold (binarisation asked
+            for by the user, ``data.label_threshold`` in a training config).
 
     Raises:
         LabelError: Values outside every allowed set (the message lists the offending values and file).
     """
+    if threshold is not None:
+        thresholded: np.ndarray = (array > threshold).astype(np.uint8)
+        return thresholded
     values = {int(v) for v in np.unique(array)}
     for option in allowed:
         if values <= option:
@@ -109,7 +121,8 @@ def validate_label(
     raise LabelError(
         f"{source}: label has values {shown}{' ...' if len(bad) > 10 else ''} "
         f"(all values: {sorted(values)[:20]}); expected only "
-        f"{' or '.join(str(sorted(o)) for o in allowed)} -- binarise it first (e.g. change = value > 127)"
+        f"{' or '.join(str(sorted(o)) for o in allowed)} -- set 'label_threshold: 127' in the data config "
+        "(change = value > 127) to binarise it"
     )
 
 
@@ -119,6 +132,8 @@ def _read_image(path: Path) -> np.ndarray:
         import warnings
 
         from rasterio.errors import NotGeoreferencedWarning
+
+        from cspon_rs.geo.raster import open_raster
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -150,21 +165,22 @@ def levir_ids(root: str | Path) -> list[str]:
     root = Path(root)
     for sub in ("A", "B", "label"):
         if not (root / sub).is_dir():
-            raise MissingFileError(
-                f"{root / sub}: folder not found; a LEVIR-style dataset has A/, B/ and label/"
-            )
+            raise MissingFileError(f"{root / sub}: folder not found; a LEVIR-style dataset has A/, B/ and label/")
     ids = sorted(p.stem for p in (root / "label").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not ids:
         raise LabelError(f"{root / 'label'}: no label images ({', '.join(_IMAGE_SUFFIXES)}) found")
     return ids
 
 
-def load_levir(root: str | Path, ids: Sequence[str] | None = None) -> list[ChangePair]:
+def load_levir(
+    root: str | Path, ids: Sequence[str] | None = None, *, label_threshold: int | None = None
+) -> list[ChangePair]:
     """Load pairs of a LEVIR-style folder (``A/``, ``B/``, ``label/`` with the same file names).
 
     Args:
         root: Dataset folder.
         ids: Names to load (default: all in ``label/``).
+        label_threshold: Binarise labels as value > this (default: labels must be 0/1 or 0/255).
 
     Raises:
         MissingFileError: A folder or the A/B image of a label is missing.
@@ -196,7 +212,7 @@ def load_levir(root: str | Path, ids: Sequence[str] | None = None) -> list[Chang
             )
         if a.shape[0] == 4 and paths["A"].suffix.lower() == ".png":  # RGBA PNG: drop alpha
             a, b = a[:3], b[:3]
-        label = validate_label(lab[0], paths["label"])
+        label = validate_label(lab[0], paths["label"], threshold=label_threshold)
         bands = ["R", "G", "B"] if a.shape[0] == 3 else [f"band{i + 1}" for i in range(a.shape[0])]
         pairs.append(
             ChangePair(
@@ -216,12 +232,8 @@ def oscd_cities(root: str | Path) -> list[str]:
     """Cities of an OSCD folder (those with both dates and a label)."""
     root = Path(root)
     if not (root / "A").is_dir():
-        raise MissingFileError(
-            f"{root / 'A'}: folder not found; an OSCD folder has A/<city>, B/<city>, label/<city>"
-        )
-    cities = sorted(
-        p.name for p in (root / "A").iterdir() if p.is_dir() and (root / "label" / p.name).is_dir()
-    )
+        raise MissingFileError(f"{root / 'A'}: folder not found; an OSCD folder has A/<city>, B/<city>, label/<city>")
+    cities = sorted(p.name for p in (root / "A").iterdir() if p.is_dir() and (root / "label" / p.name).is_dir())
     if not cities:
         raise LabelError(f"{root / 'label'}: no city folders with labels found")
     return cities
@@ -236,6 +248,11 @@ def _oscd_band_file(folder: Path, band: str) -> Path:
 
 def _read_on_grid(path: Path, ref: Any) -> np.ndarray:
     """Read band 1 of ``path`` resampled onto the grid of the open dataset ``ref`` (bilinear)."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    from cspon_rs.geo.raster import open_raster
+
     with open_raster(path) as src:
         same = (
             src.crs == ref.crs
@@ -278,6 +295,8 @@ def load_oscd(
         MissingFileError: A band file or label is missing.
         LabelError: Label values other than 1/2 (or 0/1), or label size differs from the image.
     """
+    from cspon_rs.geo.raster import open_raster
+
     root = Path(root)
     names = list(cities) if cities is not None else oscd_cities(root)
     pairs = []
@@ -298,9 +317,7 @@ def load_oscd(
             )
         label = validate_label(lab, label_path, allowed=({1, 2}, {0, 1}))
         valid: np.ndarray = np.asarray((before > 0).any(axis=0) & (after > 0).any(axis=0))
-        pairs.append(
-            ChangePair(city, before, after, label, valid, list(bands), str(folder_a), crs, transform)
-        )
+        pairs.append(ChangePair(city, before, after, label, valid, list(bands), str(folder_a), crs, transform))
     return pairs
 
 
@@ -309,7 +326,11 @@ def _resolve(root: Path | None, p: Path) -> Path:
 
 
 def load_geotiff_pair(
-    spec: PairSpec, root: str | Path | None = None, bands: Sequence[str] | None = None
+    spec: PairSpec,
+    root: str | Path | None = None,
+    bands: Sequence[str] | None = None,
+    *,
+    label_threshold: int | None = None,
 ) -> ChangePair:
     """Load one GeoTIFF pair, date 2 warped onto the date-1 grid, label raster or polygons on that grid.
 
@@ -322,6 +343,12 @@ def load_geotiff_pair(
         MissingFileError, CRSError, GridMismatchError: From the raster helpers.
         LabelError: Label values other than 0/1 or 0/255.
     """
+    from rasterio.enums import Resampling
+    from rasterio.features import rasterize
+    from rasterio.vrt import WarpedVRT
+
+    from cspon_rs.geo.raster import aligned_pair, open_raster
+
     base = Path(root) if root is not None else None
     before_path, after_path = _resolve(base, spec.before), _resolve(base, spec.after)
     with aligned_pair(before_path, after_path) as (src_a, src_b):
@@ -335,9 +362,7 @@ def load_geotiff_pair(
         label_path = _resolve(base, spec.label)
         with open_raster(label_path, require_crs=False) as lab_src:
             if lab_src.crs is None or (
-                lab_src.crs == crs
-                and lab_src.shape == (height, width)
-                and lab_src.transform.almost_equals(transform)
+                lab_src.crs == crs and lab_src.shape == (height, width) and lab_src.transform.almost_equals(transform)
             ):
                 if lab_src.shape != (height, width):
                     raise GridMismatchError(
@@ -355,7 +380,7 @@ def load_geotiff_pair(
                     resampling=Resampling.nearest,
                 ) as vrt:
                     lab = vrt.read(1)
-        label = validate_label(lab, label_path)
+        label = validate_label(lab, label_path, threshold=label_threshold)
         source = str(label_path)
     else:
         assert spec.label_vector is not None
@@ -370,9 +395,7 @@ def load_geotiff_pair(
             else np.zeros((height, width), dtype=np.uint8)
         )
         source = str(vec_path)
-    valid = (
-        ~(before == nodata_a).all(axis=0) if nodata_a is not None else np.ones((height, width), dtype=bool)
-    )
+    valid = ~(before == nodata_a).all(axis=0) if nodata_a is not None else np.ones((height, width), dtype=bool)
     valid &= (after != 0).any(axis=0) | (before == 0).all(axis=0)
     return ChangePair(spec.id, before, after, label, valid, names, source, str(crs), tuple(transform)[:6])
 
@@ -391,8 +414,8 @@ def load_pair_folder(folder: str | Path, bands: Sequence[str] | None = None) -> 
     return load_geotiff_pair(spec, None, bands)
 
 
-def all_ids(cfg: DataConfig) -> list[str]:
-    """Every pair id available for a data config."""
+def all_ids(cfg: SourceConfig) -> list[str]:
+    """Every pair id available in one source."""
     if cfg.kind == "levir":
         return levir_ids(cfg.root)
     if cfg.kind == "oscd":
@@ -400,7 +423,7 @@ def all_ids(cfg: DataConfig) -> list[str]:
     return [p.id for p in cfg.pairs]
 
 
-def _split_ids(cfg: DataConfig, split: Split) -> list[str] | None:
+def _split_ids(cfg: SourceConfig, split: Split) -> list[str] | None:
     if split is None:
         return None
     if isinstance(split, str):
@@ -415,8 +438,9 @@ def _split_ids(cfg: DataConfig, split: Split) -> list[str] | None:
     return list(split)
 
 
-def resolve_split(cfg: DataConfig, which: str) -> list[str]:
-    """Ids of split ``which`` (``train``/``val``/``test``); train defaults to all ids not in val or test.
+def resolve_split(cfg: SourceConfig, which: str) -> list[str]:
+    """Ids of split ``which`` (``train``/``val``/``test``) of one source; train defaults to all ids not in
+    val or test.
 
     Raises:
         LabelError: An id named in a split does not exist in the dataset.
@@ -430,23 +454,37 @@ def resolve_split(cfg: DataConfig, which: str) -> list[str]:
         ids = [i for i in available if i not in held]
     unknown = [i for i in ids if i not in available]
     if unknown:
-        raise LabelError(
-            f"{cfg.root}: {which} split names unknown pairs {unknown[:5]}; available: {available[:10]}"
-        )
+        raise LabelError(f"{cfg.root}: {which} split names unknown pairs {unknown[:5]}; available: {available[:10]}")
     return ids
 
 
-def load_split(cfg: DataConfig, which: str) -> list[ChangePair]:
-    """Load the pairs of one split of a data config (see :func:`resolve_split`)."""
-    ids = resolve_split(cfg, which)
+def load_source_split(src: SourceConfig, which: str) -> list[ChangePair]:
+    """Load the pairs of one split of one source (ids as in the source)."""
+    ids = resolve_split(src, which)
     if not ids:
         return []
-    if cfg.kind == "levir":
-        return load_levir(cfg.root, ids)
-    if cfg.kind == "oscd":
-        return load_oscd(cfg.root, ids, cfg.bands or OSCD_DEFAULT_BANDS)
-    specs = {p.id: p for p in cfg.pairs}
-    return [load_geotiff_pair(specs[i], cfg.root, cfg.bands) for i in ids]
+    if src.kind == "levir":
+        return load_levir(src.root, ids, label_threshold=src.label_threshold)
+    if src.kind == "oscd":
+        return load_oscd(src.root, ids, src.bands or OSCD_DEFAULT_BANDS)
+    specs = {p.id: p for p in src.pairs}
+    return [load_geotiff_pair(specs[i], src.root, src.bands, label_threshold=src.label_threshold) for i in ids]
+
+
+def load_split(cfg: DataConfig | SourceConfig, which: str) -> list[ChangePair]:
+    """Load the pairs of one split of every source of a data config (see :func:`resolve_split`).
+
+    Pairs of the first source keep their ids; pairs of ``extra_sources`` are named ``<source>/<id>``.
+    """
+    if not isinstance(cfg, DataConfig):
+        return load_source_split(cfg, which)
+    pairs: list[ChangePair] = []
+    for k, src in enumerate(cfg.sources()):
+        for pair in load_source_split(src, which):
+            if k:
+                pair.id = f"{src.name}/{pair.id}"
+            pairs.append(pair)
+    return pairs
 
 
 def band_stats(pairs: Sequence[ChangePair]) -> tuple[list[float], list[float]]:
@@ -468,6 +506,53 @@ def band_stats(pairs: Sequence[ChangePair]) -> tuple[list[float], list[float]]:
     return [float(m) for m in mean], [float(max(s, 1e-3)) for s in std]
 
 
+Crop = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _crop(p: ChangePair, rng: np.random.Generator, c: int, want_pos: bool) -> Crop:
+    """A ``c`` x ``c`` crop of a pair (zero-padded and marked invalid where the pair is smaller)."""
+    h, w = p.shape
+    if want_pos and p.label.any():
+        ys, xs = np.nonzero(p.label)
+        k = int(rng.integers(len(ys)))
+        y0 = int(ys[k]) - int(rng.integers(c))
+        x0 = int(xs[k]) - int(rng.integers(c))
+    else:
+        y0 = int(rng.integers(max(h - c, 0) + 1))
+        x0 = int(rng.integers(max(w - c, 0) + 1))
+    y0 = min(max(y0, 0), max(h - c, 0))
+    x0 = min(max(x0, 0), max(w - c, 0))
+    hh, ww = min(c, h), min(c, w)
+    ch = p.before.shape[0]
+    a = np.zeros((ch, c, c), dtype=np.float32)
+    b = np.zeros_like(a)
+    lab = np.zeros((c, c), dtype=np.uint8)
+    val = np.zeros((c, c), dtype=bool)
+    a[:, :hh, :ww] = p.before[:, y0 : y0 + hh, x0 : x0 + ww]
+    b[:, :hh, :ww] = p.after[:, y0 : y0 + hh, x0 : x0 + ww]
+    lab[:hh, :ww] = p.label[y0 : y0 + hh, x0 : x0 + ww]
+    val[:hh, :ww] = p.valid[y0 : y0 + hh, x0 : x0 + ww]
+    return a, b, lab, val
+
+
+def resize_crop(
+    a: np.ndarray, b: np.ndarray, lab: np.ndarray, valid: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Resample a square crop to ``size`` px: images bilinear (antialiased), label and valid nearest."""
+    if a.shape[-1] == size:
+        return a, b, lab, valid
+    import torch
+    import torch.nn.functional as F
+
+    imgs = torch.from_numpy(np.stack([a, b]))
+    imgs = F.interpolate(imgs, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    masks = torch.from_numpy(np.stack([lab.astype(np.float32), valid.astype(np.float32)]))[:, None]
+    masks = F.interpolate(masks, size=(size, size), mode="nearest")[:, 0]
+    out = imgs.numpy()
+    m = masks.numpy()
+    return out[0], out[1], (m[0] > 0.5).astype(np.uint8), m[1] > 0.5
+
+
 def sample_batch(
     pairs: Sequence[ChangePair],
     rng: np.random.Generator,
@@ -475,12 +560,22 @@ def sample_batch(
     batch_size: int,
     crop_size: int,
     positive_fraction: float = 0.5,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+    synthetic: SyntheticSampler | None = None,
+    paste_fraction: float = 0.0,
+    nochange_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw random crops (raw units) from ``pairs``; all randomness comes from ``rng`` (reproducible).
 
     Pairs are chosen proportionally to their area. With probability ``positive_fraction`` a crop is placed
     around a random changed pixel (when the pair has any). Pairs smaller than the crop are zero-padded
     and the padding is marked invalid.
+
+    Args:
+        scale_range: Random resampling factor ``f`` (log-uniform): a ``crop_size * f`` crop is resampled to
+            ``crop_size`` (``f`` = 2 halves the resolution, 0.5 doubles it).
+        synthetic: Sampler of synthetic crops; ``paste_fraction`` / ``nochange_fraction`` of the batch
+            come from it (pasted change / hard no-change).
 
     Returns:
         ``before (B, C, s, s)``, ``after (B, C, s, s)``, ``label (B, s, s)`` uint8, ``valid (B, s, s)`` bool.
@@ -492,25 +587,20 @@ def sample_batch(
     out_b = np.zeros_like(out_a)
     out_l = np.zeros((batch_size, s, s), dtype=np.uint8)
     out_v = np.zeros((batch_size, s, s), dtype=bool)
+    lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
     for i in range(batch_size):
-        p = pairs[int(rng.choice(len(pairs), p=areas / areas.sum()))]
-        h, w = p.shape
-        want_pos = rng.random() < positive_fraction
-        if want_pos and p.label.any():
-            ys, xs = np.nonzero(p.label)
-            k = int(rng.integers(len(ys)))
-            y0 = int(ys[k]) - int(rng.integers(s))
-            x0 = int(xs[k]) - int(rng.integers(s))
+        f = float(np.exp(rng.uniform(lo, hi))) if hi > lo else 1.0
+        edge = max(round(s * f / 2) * 2, 8)
+        kind = rng.random()
+        crop: Crop
+        if synthetic is not None and kind < paste_fraction:
+            crop = synthetic.pasted(rng, edge)
+        elif synthetic is not None and kind < paste_fraction + nochange_fraction:
+            crop = synthetic.nochange(rng, edge)
         else:
-            y0 = int(rng.integers(max(h - s, 0) + 1))
-            x0 = int(rng.integers(max(w - s, 0) + 1))
-        y0 = min(max(y0, 0), max(h - s, 0))
-        x0 = min(max(x0, 0), max(w - s, 0))
-        hh, ww = min(s, h), min(s, w)
-        out_a[i, :, :hh, :ww] = p.before[:, y0 : y0 + hh, x0 : x0 + ww]
-        out_b[i, :, :hh, :ww] = p.after[:, y0 : y0 + hh, x0 : x0 + ww]
-        out_l[i, :hh, :ww] = p.label[y0 : y0 + hh, x0 : x0 + ww]
-        out_v[i, :hh, :ww] = p.valid[y0 : y0 + hh, x0 : x0 + ww]
+            p = pairs[int(rng.choice(len(pairs), p=areas / areas.sum()))]
+            crop = _crop(p, rng, edge, rng.random() < positive_fraction)
+        out_a[i], out_b[i], out_l[i], out_v[i] = resize_crop(*crop, s)
     return out_a, out_b, out_l, out_v
 
 
@@ -520,6 +610,7 @@ def load_pairs_from(
     bands: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
     split: str = "test",
+    label_threshold: int | None = None,
 ) -> list[ChangePair]:
     """Load labelled pairs from a folder or a training config, guessing the layout.
 
@@ -530,6 +621,7 @@ def load_pairs_from(
         bands: OSCD bands to stack (default B04,B03,B02,B08); recorded names for other layouts.
         ids: Restrict to these pair ids / cities.
         split: Split of a YAML config to load.
+        label_threshold: Binarise labels as value > this (folders only; a config says it per source).
 
     Raises:
         MissingFileError: ``data`` does not exist or has none of the known layouts.
@@ -547,7 +639,7 @@ def load_pairs_from(
         sub = [p for p in (path / "A").iterdir() if p.is_dir()]
         if sub and any(glob.glob(str(s / "*_B02.tif")) for s in sub):
             return load_oscd(path, ids, bands or OSCD_DEFAULT_BANDS)
-        pairs = load_levir(path, ids)
+        pairs = load_levir(path, ids, label_threshold=label_threshold)
         if bands:
             for p in pairs:
                 p.bands = list(bands)
@@ -559,3 +651,134 @@ def load_pairs_from(
         f"{path}: not a known dataset layout (a train_*.yaml config, an OSCD folder with A/<city>/*_B02.tif, "
         "a LEVIR folder with A/ B/ label/, or a folder with before*.tif, after*.tif, label.tif)"
     )
+
+
+def _compact(array: np.ndarray) -> np.ndarray:
+    """The array in the smallest integer dtype that holds it exactly (uint8/uint16), else unchanged."""
+    if array.dtype == bool or array.size == 0:
+        return array
+    if np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        lo, hi = float(array.min()), float(array.max())
+        for dtype in (np.uint8, np.uint16):
+            if lo >= 0 and hi <= np.iinfo(dtype).max:
+                return array.astype(dtype)
+    return array
+
+
+def save_pack(
+    path: str | Path,
+    splits: dict[str, list[ChangePair]],
+    hosts: Sequence[np.ndarray] = (),
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write loaded pairs (and synthetic host images) to one compressed ``.npz`` (lossless).
+
+    A pack lets a run train where GDAL/rasterio are not installed (a GPU node): ``cspon-rs pack-data`` on a
+    workstation, then ``cspon-rs train --pack``. Pixel arrays keep their values exactly (stored as uint8 /
+    uint16 when they fit).
+
+    Args:
+        path: Output ``.npz`` path (written atomically).
+        splits: ``{"train": [...], "val": [...], ...}``.
+        hosts: ``(C, H, W)`` host images for synthetic pairs.
+        meta: JSON-serialisable description (e.g. the data config), returned by :func:`load_pack`.
+    """
+    import json
+    import os
+    import tempfile
+
+    arrays: dict[str, np.ndarray] = {}
+    index: dict[str, Any] = {"splits": {}, "hosts": len(hosts), "meta": meta or {}}
+    for split, pairs in splits.items():
+        index["splits"][split] = []
+        for k, p in enumerate(pairs):
+            key = f"{split}{k}"
+            arrays[f"{key}_before"] = _compact(p.before)
+            arrays[f"{key}_after"] = _compact(p.after)
+            arrays[f"{key}_label"] = p.label.astype(np.uint8)
+            arrays[f"{key}_valid"] = p.valid.astype(bool)
+            index["splits"][split].append(
+                {"key": key, "id": p.id, "bands": p.bands, "source": p.source, "crs": p.crs, "transform": p.transform}
+            )
+    for k, h in enumerate(hosts):
+        arrays[f"host{k}"] = _compact(h)
+    arrays["index"] = np.frombuffer(json.dumps(index).encode("utf-8"), dtype=np.uint8)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def load_pack(path: str | Path) -> tuple[dict[str, list[ChangePair]], list[np.ndarray], dict[str, Any]]:
+    """Read a pack written by :func:`save_pack`: ``(splits, hosts, meta)``; pixels come back as float32.
+
+    Raises:
+        MissingFileError: No such file.
+        LabelError: The file is not a cspon-rs pack.
+    """
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"{p}: training pack not found (make one with cspon-rs pack-data)")
+    try:
+        data = np.load(p, allow_pickle=False)
+        index = json.loads(bytes(data["index"]).decode("utf-8"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise LabelError(f"{p}: not a cspon-rs training pack ({exc})") from exc
+    splits: dict[str, list[ChangePair]] = {}
+    for split, items in index["splits"].items():
+        splits[split] = [
+            ChangePair(
+                id=it["id"],
+                before=data[f"{it['key']}_before"].astype(np.float32),
+                after=data[f"{it['key']}_after"].astype(np.float32),
+                label=data[f"{it['key']}_label"],
+                valid=data[f"{it['key']}_valid"],
+                bands=list(it["bands"]),
+                source=it["source"],
+                crs=it["crs"],
+                transform=tuple(it["transform"]) if it["transform"] is not None else None,
+            )
+            for it in items
+        ]
+    hosts = [data[f"host{k}"].astype(np.float32) for k in range(int(index["hosts"]))]
+    return splits, hosts, dict(index["meta"])
+
+
+def data_fingerprint(cfg: DataConfig) -> dict[str, Any]:
+    """What a pack must agree on with the config that trains from it (not paths: packs travel)."""
+    return {
+        "sources": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "bands": s.bands,
+                "train": s.train,
+                "val": s.val,
+                "label_threshold": s.label_threshold,
+            }
+            for s in cfg.sources()
+        ],
+        "host_bands": cfg.synthetic.host_bands if cfg.synthetic else None,
+    }
+
+
+def make_pack(cfg: DataConfig, path: str | Path, splits: Sequence[str] = ("train", "val")) -> Path:
+    """Load ``splits`` of every source, and the synthetic hosts, into one pack (see :func:`save_pack`).
+
+    The test split is left out by default: scoring happens where the data lives, and a pack sent to another
+    machine then cannot leak test pixels into training.
+    """
+    from cspon_rs.training.synthetic import load_host_images
+
+    loaded = {s: load_split(cfg, s) for s in splits}
+    hosts = load_host_images(cfg.synthetic.hosts, cfg.synthetic.host_bands) if cfg.synthetic else []
+    return save_pack(path, loaded, hosts, {"data": data_fingerprint(cfg)})

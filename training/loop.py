@@ -38,8 +38,16 @@ from cspon_rs.models.checkpoint import load_checkpoint, save_checkpoint
 from cspon_rs.models.registry import create_model
 from cspon_rs.training.augment import augment_batch
 from cspon_rs.training.config import TrainConfig
-from cspon_rs.training.datasets import band_stats, load_split, sample_batch
+from cspon_rs.training.datasets import (
+    ChangePair,
+    band_stats,
+    data_fingerprint,
+    load_pack,
+    load_split,
+    sample_batch,
+)
 from cspon_rs.training.evaluate import evaluate_pairs, model_proba, select_threshold
+from cspon_rs.training.synthetic import SyntheticSampler, extract_instances, load_host_images
 
 __all__ = ["TrainResult", "change_loss", "export_best", "seed_everything", "train"]
 
@@ -127,9 +135,7 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     axes[0].set(title="training loss (BCE + Dice)", xlabel="epoch")
     if any("val_f1" in h for h in history):
         axes[1].plot(epochs, [h.get("val_f1", np.nan) for h in history], marker="o", label="F1 @ 0.5")
-        axes[1].plot(
-            epochs, [h.get("val_f1_best", np.nan) for h in history], marker="s", label="F1 @ best threshold"
-        )
+        axes[1].plot(epochs, [h.get("val_f1_best", np.nan) for h in history], marker="s", label="F1 @ best threshold")
         axes[1].legend()
     axes[1].set(title="validation F1 (change class)", xlabel="epoch", ylim=(0, 1))
     axes[2].plot(epochs, [h["lr"] for h in history], marker="o")
@@ -156,6 +162,140 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
+_NORM_TEXT = {
+    "band_stats": "(x - mean) / std, mean/std over valid pixels of both dates of the train split",
+    "imagenet_8bit": "(x - 127.5) / 127.5 on 8-bit values (the ImageNet weights' mean = std = 0.5 on 0-1)",
+    "band_stats_half": "(x - mean) / (2 std), mean/std over valid pixels of both dates of the train split",
+}
+
+
+def _normalization(config: TrainConfig, train_pairs: list[ChangePair]) -> tuple[list[float], list[float]]:
+    """Card normalisation for ``config.model.normalization`` (see ``ModelConfig``)."""
+    n = train_pairs[0].before.shape[0]
+    if config.model.normalization == "imagenet_8bit":
+        return [127.5] * n, [127.5] * n
+    mean, std = band_stats(train_pairs)
+    if config.model.normalization == "band_stats_half":
+        std = [2.0 * s for s in std]
+    return mean, std
+
+
+def _encoder_params(model: nn.Module) -> set[int]:
+    encoder = getattr(model, "encoder", None)
+    return {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
+
+
+def _optimizer(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with the encoder at ``lr x encoder_lr_factor``, and a cosine (or constant) schedule per step."""
+    opt = config.optim
+    enc = _encoder_params(model)
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in enc], "lr": opt.lr},
+        {"params": [p for p in model.parameters() if id(p) in enc], "lr": opt.lr * opt.encoder_lr_factor},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=opt.lr, weight_decay=opt.weight_decay)
+    total = max(steps_per_epoch * opt.epochs, 1)
+
+    def cosine(step: int) -> float:
+        if opt.scheduler == "constant":
+            return 1.0
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    """Put the encoder's batch-norm layers in eval mode (running statistics stay as loaded)."""
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        for m in encoder.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        for p in encoder.parameters():
+            p.requires_grad_(trainable)
+
+
+def _synthetic_sampler(
+    config: TrainConfig, train_pairs: list[ChangePair], hosts: list[np.ndarray] | None = None
+) -> SyntheticSampler | None:
+    """Sampler of synthetic crops from the training pairs' change instances and the host images
+    (``hosts``, else read from ``data.synthetic.hosts``)."""
+    syn = config.data.synthetic
+    if syn is None or syn.paste_fraction + syn.nochange_fraction == 0:
+        return None
+    instances = extract_instances(train_pairs, min_px=syn.min_instance_px)
+    hosts = list(hosts) if hosts is not None else load_host_images(syn.hosts, syn.host_bands)
+    n = train_pairs[0].before.shape[0]
+    for k, h in enumerate(hosts):
+        if h.shape[0] != n:
+            raise ConfigError(
+                f"synthetic host image {k + 1} has {h.shape[0]} bands but the training pairs have {n}; "
+                "set data.synthetic.host_bands"
+            )
+    hosts += [p.before for p in train_pairs] + [p.after for p in train_pairs]
+    return SyntheticSampler(instances, hosts, max_instances=syn.max_instances_per_crop)
+
+
+class _BatchSource(torch.utils.data.Dataset[tuple[torch.Tensor, ...]]):
+    """Batch ``k`` of an epoch: crops, normalisation and augmentation drawn from ``rng([seed, epoch, k])``.
+
+    Each batch depends only on its own index, so DataLoader workers give the same batches as one process.
+    """
+
+    def __init__(
+        self,
+        pairs: list[ChangePair],
+        config: TrainConfig,
+        card: ModelCard,
+        synthetic: SyntheticSampler | None,
+        epoch: int,
+        steps: int,
+    ) -> None:
+        self.pairs, self.config, self.synthetic = pairs, config, synthetic
+        self.epoch, self.steps = epoch, steps
+        self.mean = np.asarray(card.normalization.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(card.normalization.std, dtype=np.float32).reshape(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, ...]:
+        cfg = self.config
+        rng = np.random.default_rng([cfg.optim.seed, self.epoch, k])
+        syn = cfg.data.synthetic
+        a, b, lab, valid = sample_batch(
+            self.pairs,
+            rng,
+            batch_size=cfg.optim.batch_size,
+            crop_size=cfg.data.crop_size,
+            positive_fraction=cfg.data.positive_fraction,
+            scale_range=(cfg.augment.scale_min, cfg.augment.scale_max),
+            synthetic=self.synthetic,
+            paste_fraction=syn.paste_fraction if syn else 0.0,
+            nochange_fraction=syn.nochange_fraction if syn else 0.0,
+        )
+        a, b, lab, valid = augment_batch(
+            (a - self.mean) / self.std, (b - self.mean) / self.std, lab, valid, rng, cfg.augment
+        )
+        return (
+            torch.from_numpy(a),
+            torch.from_numpy(b),
+            torch.from_numpy(lab.astype(np.float32)),
+            torch.from_numpy(valid.astype(np.float32)),
+        )
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
 def train(
     config: TrainConfig,
     *,
@@ -164,6 +304,7 @@ def train(
     init_from: str | Path | None = None,
     progress: bool = True,
     max_epochs: int | None = None,
+    pack: str | Path | None = None,
 ) -> TrainResult:
     """Train a change model as described by ``config``.
 
@@ -176,6 +317,8 @@ def train(
         progress: Show tqdm progress bars.
         max_epochs: Stop after this many finished epochs in total (to simulate an interruption);
             the schedule still follows ``config.optim.epochs``.
+        pack: Take the pairs and synthetic hosts from this pack (``cspon-rs pack-data``) instead of reading
+            the sources; it must have been made from the same data config (sources, splits, bands).
 
     Returns:
         A :class:`TrainResult` naming the exported best checkpoint.
@@ -192,10 +335,20 @@ def train(
         torch.set_num_threads(opt_cfg.num_threads)
     device = _device(config)
     use_amp = device.type == "cuda" and opt_cfg.amp
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
-    train_pairs = load_split(config.data, "train")
-    val_pairs = load_split(config.data, "val")
-    test_pairs = load_split(config.data, "test")
+    hosts: list[np.ndarray] | None = None
+    if pack is not None:
+        splits, hosts, meta = load_pack(pack)
+        if meta.get("data") != json.loads(json.dumps(data_fingerprint(config.data))):
+            raise ConfigError(f"{pack}: pack was made from a different data config (sources, splits or bands)")
+        train_pairs, val_pairs = splits.get("train", []), splits.get("val", [])
+        test_pairs = splits.get("test", [])
+    else:
+        train_pairs = load_split(config.data, "train")
+        val_pairs = load_split(config.data, "val")
+        test_pairs = load_split(config.data, "test")
     if not train_pairs:
         raise ConfigError(f"{config.data.root}: the train split is empty")
     bands = config.data.bands or train_pairs[0].bands
@@ -211,7 +364,7 @@ def train(
         architecture, init_kwargs = init_loaded.card.architecture, dict(init_loaded.card.init_kwargs)
         mean, std = list(init_loaded.card.normalization.mean), list(init_loaded.card.normalization.std)
     else:
-        mean, std = band_stats(train_pairs)
+        mean, std = _normalization(config, train_pairs)
 
     card = ModelCard(
         name=config.output.name,
@@ -229,7 +382,8 @@ def train(
             "train": [p.id for p in train_pairs],
             "val": [p.id for p in val_pairs],
             "test": [p.id for p in test_pairs],
-            "normalization": "mean/std over valid pixels of both dates of the train split"
+            "sources": [{"name": src.name, "kind": src.kind, "root": str(src.root)} for src in config.data.sources()],
+            "normalization": _NORM_TEXT[config.model.normalization]
             if init_path is None
             else f"inherited from {init_path}",
             "init_from": str(init_path) if init_path is not None else None,
@@ -242,22 +396,27 @@ def train(
     )
 
     seed_everything(opt_cfg.seed)
-    model: nn.Module = create_model(architecture, in_channels=len(bands), **init_kwargs)
+    pretrained = config.model.pretrained and init_loaded is None
+    model: nn.Module = create_model(
+        architecture, in_channels=len(bands), pretrained=pretrained, bands=list(bands), **init_kwargs
+    )
+    card.training_data["encoder_init"] = (
+        getattr(model, "encoder_init", None) if pretrained else ("from " + str(init_path) if init_path else "random")
+    )
     if init_loaded is not None:
         model.load_state_dict(init_loaded.model.state_dict())
     model.to(device)
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
     steps_per_epoch = math.ceil(config.data.crops_per_epoch / opt_cfg.batch_size)
-    total_steps = steps_per_epoch * opt_cfg.epochs
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    if opt_cfg.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=total_steps, eta_min=opt_cfg.lr * 0.01
-        )
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    optimizer, scheduler = _optimizer(model, config, steps_per_epoch)
+    synthetic = _synthetic_sampler(config, train_pairs, hosts)
+    if synthetic is not None:
+        card.training_data["synthetic"] = {
+            **config.data.synthetic.model_dump(mode="json"),  # type: ignore[union-attr]
+            "instances": len(synthetic.instances),
+            "host_images": len(synthetic.hosts),
+        }
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     history: list[dict[str, Any]] = []
@@ -269,9 +428,7 @@ def train(
             raise CheckpointError(f"{last_path}: nothing to resume from (no finished epoch in {out})")
         state = torch.load(last_path, map_location=device, weights_only=False)
         if state["config"] != _config_fingerprint(config):
-            changed = sorted(
-                k for k in state["config"] if state["config"].get(k) != _config_fingerprint(config).get(k)
-            )
+            changed = sorted(k for k in state["config"] if state["config"].get(k) != _config_fingerprint(config).get(k))
             raise CheckpointError(
                 f"{last_path}: was written with a different config (sections {changed} differ); "
                 "resume with the same config or start a new run folder"
@@ -288,37 +445,30 @@ def train(
         card = ModelCard.model_validate(state["card"])
 
     end_epoch = opt_cfg.epochs if max_epochs is None else min(opt_cfg.epochs, max_epochs)
-    norm_mean = np.asarray(card.normalization.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    norm_std = np.asarray(card.normalization.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    t_start = time.time()
     for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
-        rng = np.random.default_rng([opt_cfg.seed, epoch])
         torch.manual_seed(opt_cfg.seed * 100_003 + epoch)
         model.train()
+        if opt_cfg.freeze_encoder_bn:
+            _freeze_bn(model)
+        _set_encoder_trainable(model, epoch >= opt_cfg.warmup_epochs)
         losses = []
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{opt_cfg.epochs}",
-            disable=not progress,
-            leave=False,
+        batches = _BatchSource(train_pairs, config, card, synthetic, epoch, steps_per_epoch)
+        loader = torch.utils.data.DataLoader(
+            batches,
+            batch_size=None,
+            num_workers=opt_cfg.loader_workers,
+            pin_memory=device.type == "cuda",
+            worker_init_fn=_worker_init,
         )
-        for step in bar:
-            a, b, lab, valid = sample_batch(
-                train_pairs,
-                rng,
-                batch_size=opt_cfg.batch_size,
-                crop_size=config.data.crop_size,
-                positive_fraction=config.data.positive_fraction,
-            )
-            a = (a - norm_mean) / norm_std
-            b = (b - norm_mean) / norm_std
-            a, b, lab, valid = augment_batch(a, b, lab, valid, rng, config.augment)
-            ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opt_cfg.epochs}", disable=not progress, leave=False)
+        for step, (ta, tb, tl, tv) in enumerate(bar):
+            ta, tb = ta.to(device, non_blocking=True), tb.to(device, non_blocking=True)
+            tl, tv = tl.to(device, non_blocking=True), tv.to(device, non_blocking=True)
             if use_amp:
                 ta = ta.contiguous(memory_format=torch.channels_last)
                 tb = tb.contiguous(memory_format=torch.channels_last)
-            tl = torch.from_numpy(lab.astype(np.float32)).to(device)
-            tv = torch.from_numpy(valid.astype(np.float32)).to(device)
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 logits = model(ta, tb)
             loss = change_loss(logits, tl, tv, dice_weight=opt_cfg.dice_weight, pos_weight=opt_cfg.pos_weight)
@@ -345,8 +495,10 @@ def train(
             probs = [model_proba(model, card, p.before, p.after, device) for p in val_pairs]
             thr, best_f1 = select_threshold(probs, val_pairs)
             at_half = evaluate_pairs(probs, val_pairs, threshold=0.5).f1
-            record.update(val_f1=at_half, val_f1_best=best_f1, val_threshold=thr)
-            score = best_f1
+            per_pair = [evaluate_pairs([pr], [p], threshold=thr).f1 for pr, p in zip(probs, val_pairs, strict=True)]
+            mean_f1 = float(np.mean(per_pair))
+            record.update(val_f1=at_half, val_f1_best=best_f1, val_threshold=thr, val_f1_mean_pairs=mean_f1)
+            score = best_f1 if opt_cfg.select_on == "pooled_f1" else mean_f1
         else:
             thr, score = 0.5, -record["train_loss"]
         record["seconds"] = round(time.time() - t0, 2)
@@ -358,7 +510,13 @@ def train(
             if val_pairs:
                 val_m = evaluate_pairs(probs, val_pairs, threshold=thr)
                 card.metrics = {
-                    "val": {"pairs": [p.id for p in val_pairs], "threshold": thr, **val_m.as_dict()},
+                    "val": {
+                        "pairs": [p.id for p in val_pairs],
+                        "threshold": thr,
+                        "f1_mean_pairs": mean_f1,
+                        "selected_on": opt_cfg.select_on,
+                        **val_m.as_dict(),
+                    },
                     "best_epoch": best_epoch,
                 }
             else:
@@ -388,14 +546,19 @@ def train(
             msg = f"epoch {epoch + 1}: loss {record['train_loss']:.4f}"
             if val_pairs:
                 msg += f", val F1 {record['val_f1']:.3f} (@0.5) / {record['val_f1_best']:.3f} (@{thr:.2f})"
-            tqdm.write(msg + (" *" if improved else ""))
+            tqdm.write(msg + f" [{record['seconds']:.0f} s]" + (" *" if improved else ""))
+        if opt_cfg.max_minutes is not None and time.time() - t_start > 60 * opt_cfg.max_minutes:
+            if progress:
+                tqdm.write(f"stopping after epoch {epoch + 1}: time budget of {opt_cfg.max_minutes} min used")
+            end_epoch = epoch + 1
+            break
 
     if best_epoch < 0:
         raise TrainingError(f"{out}: no epoch finished")
     best = load_checkpoint(best_stem, device=device)
     card = best.card
     test_metrics: dict[str, Any] = {}
-    if test_pairs and end_epoch == opt_cfg.epochs:
+    if test_pairs and (end_epoch == opt_cfg.epochs or opt_cfg.max_minutes is not None):
         probs = [model_proba(best.model, card, p.before, p.after, device) for p in test_pairs]
         m = evaluate_pairs(probs, test_pairs, threshold=card.threshold)
         test_metrics = {"pairs": [p.id for p in test_pairs], "threshold": card.threshold, **m.as_dict()}
