@@ -55,7 +55,7 @@ from cspon_rs.inference.windows import (
     tiles_for_block,
     validate_tiling,
 )
-from cspon_rs.models.checkpoint import load_card, resolve_checkpoint
+from cspon_rs.models.checkpoint import load_card, pick_default, resolve_checkpoint
 
 __all__ = ["MASK_NAME", "PATCHES_NAME", "PROB_NAME", "DetectionResult", "InferenceWarning", "detect_pair"]
 
@@ -112,6 +112,7 @@ class DetectionResult:
     n_patches: int = 0
     n_suppressed: int = 0
     suppression: str = ""
+    detector_choice: str = ""
     changed_area_m2: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -125,7 +126,8 @@ class DetectionResult:
     def summary(self) -> str:
         """A few lines for people: outputs, counts, speed."""
         lines = [
-            f"detector       {self.detector} (threshold {self.threshold:.2f})",
+            f"detector       {self.detector} (threshold {self.threshold:.2f})"
+            + (f"; {self.detector_choice}" if self.detector_choice else ""),
             f"scene          {self.width} x {self.height} px, date 2 {'warped onto' if self.warped else 'already on'}"
             " date 1 grid",
             f"windows        {self.n_windows} in {self.n_blocks} blocks ({self.unique_windows} distinct)",
@@ -163,6 +165,15 @@ def _spectral_spec(before: Path, after: Path, grid: GridInfo, aoi: Any | None, b
         valid &= geometry_mask([aoi], out_shape=(h, w), transform=small, invert=True)
     scale, threshold = spectral_parameters(a, b, valid)
     return DetectorSpec(SPECTRAL, batch_size=batch_size, spectral_scale=scale, spectral_threshold=threshold)
+
+
+def scene_bands(path: Path) -> int | list[str | None]:
+    """Band descriptions of a raster when every band has one, else its band count (picks ``default``)."""
+    from cspon_rs.geo.raster import open_raster
+
+    with open_raster(path) as src:
+        names = list(src.descriptions)
+        return names if all(names) else int(src.count)
 
 
 def _iso(value: date | None, path: Path) -> str | None:
@@ -244,6 +255,12 @@ def detect_pair(
     # 1. Detector and checks -------------------------------------------------------------------------
     is_spectral = str(checkpoint) == SPECTRAL
     card = None
+    choice = ""
+    if str(checkpoint) == "default":
+        bands = scene_bands(before)
+        name, why = pick_default(bands)
+        choice = f"default = shipped '{name}': {why}"
+        checkpoint = resolve_checkpoint(name)
     if not is_spectral:
         checkpoint = resolve_checkpoint(checkpoint)
         card = load_card(checkpoint)  # the model itself is loaded by whoever predicts (once per process)
@@ -365,6 +382,7 @@ def detect_pair(
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
     result.warnings = messages
+    result.detector_choice = choice
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,26 +27,71 @@ from cspon_rs.models.registry import create_model
 
 __all__ = [
     "PAD_MULTIPLE",
+    "SHIPPED",
     "LoadedModel",
     "checkpoint_paths",
     "default_checkpoint",
     "load_card",
     "load_checkpoint",
     "pad_to_multiple",
+    "pick_default",
     "predict_proba",
     "resolve_checkpoint",
     "save_checkpoint",
+    "shipped_checkpoint",
 ]
 
 #: Input height/width must be a multiple of this (encoder output stride).
 PAD_MULTIPLE = 32
 
-_SHIPPED = "oscd_s2_rgbn_siamunet_lite"
+#: Checkpoints shipped inside the package, by the name users give as ``--checkpoint``.
+SHIPPED: dict[str, str] = {
+    "s2-rgbn": "s2_rgbn_effl0_siamunet",  # Sentinel-2 L1C B04,B03,B02,B08, 10 m
+    "rgb": "rgb_effl0_siamunet",  # 8-bit RGB, 0.3-2 m
+}
+#: Bands that mark a near-infrared input (picks ``s2-rgbn`` for ``default``).
+_NIR_NAMES = {"B08", "B8", "NIR", "B8A"}
 
 
-def default_checkpoint() -> Path:
-    """Path (``.safetensors``) of the checkpoint shipped with cspon-rs (OSCD Sentinel-2 B04,B03,B02,B08)."""
-    return Path(__file__).parent / "checkpoints" / f"{_SHIPPED}.safetensors"
+def shipped_checkpoint(name: str) -> Path:
+    """Path (``.safetensors``) of a shipped checkpoint by name (``rgb`` or ``s2-rgbn``).
+
+    Raises:
+        ValueError: Unknown name (the message lists the shipped ones).
+    """
+    if name not in SHIPPED:
+        raise ValueError(f"no shipped checkpoint {name!r}; shipped: {sorted(SHIPPED)}")
+    return Path(__file__).parent / "checkpoints" / f"{SHIPPED[name]}.safetensors"
+
+
+def pick_default(bands: int | Sequence[str | None] | None = None) -> tuple[str, str]:
+    """Which shipped checkpoint ``default`` means for imagery with ``bands``, and why (one line).
+
+    A near-infrared band by name (B08/NIR) or 4 bands picks ``s2-rgbn``; 3 bands pick ``rgb``; unknown
+    bands (``None``) pick ``s2-rgbn``, the model of the bundled demo.
+
+    Raises:
+        BandMismatchError: No shipped checkpoint takes that many bands (the message says what to do).
+    """
+    if bands is None:
+        return "s2-rgbn", "band layout unknown: the Sentinel-2 model"
+    names = [n.upper() for n in bands if n] if not isinstance(bands, int) else []
+    count = bands if isinstance(bands, int) else len(bands)
+    if _NIR_NAMES & set(names):
+        return "s2-rgbn", f"{count} bands including near-infrared"
+    if count == 4:
+        return "s2-rgbn", "4 bands (read as B04,B03,B02,B08)"
+    if count == 3:
+        return "rgb", "3 bands (read as R,G,B)"
+    raise BandMismatchError(
+        f"no shipped checkpoint takes {count} bands: choose --checkpoint rgb (3 bands R,G,B, 8-bit, 0.3-2 m) or "
+        "s2-rgbn (4 bands Sentinel-2 B04,B03,B02,B08) and stack those bands first (gdal_translate -b ...)"
+    )
+
+
+def default_checkpoint(bands: int | Sequence[str | None] | None = None) -> Path:
+    """Path (``.safetensors``) of the shipped checkpoint that fits ``bands`` (see :func:`pick_default`)."""
+    return shipped_checkpoint(pick_default(bands)[0])
 
 
 @dataclass
@@ -66,19 +112,31 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """Checkpoint path from a user value: ``"default"`` is the shipped checkpoint; weights must exist.
+def resolve_checkpoint(checkpoint: str | Path, bands: int | Sequence[str | None] | None = None) -> Path:
+    """Checkpoint path from a user value; the weights and card must exist.
+
+    Args:
+        checkpoint: A path (stem, ``.safetensors`` or ``.json``), a shipped name (``rgb``, ``s2-rgbn``) or
+            ``default`` (the shipped checkpoint that fits ``bands``, see :func:`pick_default`).
+        bands: Band count or names of the imagery, for ``default``.
 
     Raises:
         MissingFileError: The ``.safetensors`` weights (or the ``.json`` card) are missing.
+        BandMismatchError: ``default`` for a band count no shipped checkpoint takes.
     """
-    path = default_checkpoint() if str(checkpoint) == "default" else Path(checkpoint)
+    name = str(checkpoint)
+    if name == "default":
+        path = default_checkpoint(bands)
+    elif name in SHIPPED:
+        path = shipped_checkpoint(name)
+    else:
+        path = Path(checkpoint)
     weights, card = checkpoint_paths(path)
     for needed in (weights, card):
         if not needed.is_file():
             raise MissingFileError(
                 f"{needed}: checkpoint file not found; a checkpoint is <name>.safetensors + <name>.json "
-                "(use --checkpoint spectral for the non-learned detector)"
+                f"(or a shipped name: default, {', '.join(sorted(SHIPPED))}; spectral for the non-learned detector)"
             )
     return weights.resolve()
 

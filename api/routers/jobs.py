@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
 from cspon_rs.api.schemas import MAX_ID, JobCreate, JobOut
 from cspon_rs.api.uploads import resolve_inside
+from cspon_rs.models.checkpoint import SHIPPED
 from cspon_rs.store.api_crud import cancel_job, create_job, get_job, get_scene, list_jobs
 from cspon_rs.store.api_models import ApiUser, Job
 
@@ -69,7 +70,7 @@ def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: Se
         else None,
     }
     checkpoint = body.checkpoint or settings.checkpoint
-    if checkpoint not in ("spectral", "default"):
+    if checkpoint not in ("spectral", "default", *SHIPPED):
         checkpoint = str(resolve_inside(checkpoint, roots, "checkpoint"))
     params["checkpoint"] = checkpoint
     job = create_job(
