@@ -1,19 +1,23 @@
-"""Reproduce the accuracy table of benchmarks/accuracy.md.
+"""Reproduce the accuracy tables of benchmarks/accuracy.md (same evaluator, same valid pixels, every row).
 
-Scores, on the held-out test pairs named in each shipped checkpoint's card, with the same evaluator on the
-same valid pixels:
+For every test set -- OSCD hongkong + saclay_e (Sentinel-2), the 7 LEVIR-CD test crops and DSIFN-CD 1_1 + 5_3
+(0.5 m-class RGB) -- it scores:
 
-(a) the shipped checkpoint at its card threshold (chosen on the validation split),
-(b) the spectral-index baseline (CVA + per-pair Otsu, ``models/baselines.py``),
-(c) the same architecture with random (untrained, seeded) weights at threshold 0.5.
+* the shipped checkpoint meant for it (``s2-rgbn`` or ``rgb``) at its card threshold (chosen on validation),
+* the previous recipe: random-init MobileNetV2 ``siam_unet_lite`` trained on one source
+  (``benchmarks/checkpoints/``: the former shipped OSCD model and the LEVIR-only RGB run),
+* optionally the no-synthetic ablation (``--ablation-rgb`` / ``--ablation-s2``: checkpoints trained from
+  ``configs/train_rgb_nosyn.yaml`` / ``configs/train_s2_rgbn_nosyn.yaml``),
+* CVA + Otsu (``spectral``) and flag-every-pixel (``all-change``).
 
-Usage (from the repository root)::
+Pixel figures are pooled over the pairs (with the mean of per-pair F1 beside them); patch figures are for
+predicted patches (8-connected components of the thresholded map, above ``--min-area-m2``): warning
+precision = share of patches touching labelled change, top-k precision = the same for the k most
+confident patches of each scene, object recall = share of labelled change objects touched.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/accuracy.py [--data ../shared/data] [--out outputs/accuracy]
-        [--update-card]
+Usage (repository root)::
 
-Prints a markdown table (pooled over the test pairs, then per pair); ``--update-card`` stores the baseline
-scores next to the checkpoint's own test metrics in its JSON card.
+    .venv/bin/python benchmarks/accuracy.py [--data ../shared/data] [--json outputs/accuracy.json]
 """
 
 from __future__ import annotations
@@ -24,103 +28,102 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cspon_rs.models.checkpoint import checkpoint_paths, default_checkpoint, load_card  # noqa: E402
+from cspon_rs.models.checkpoint import shipped_checkpoint  # noqa: E402
 from cspon_rs.training.datasets import load_levir, load_oscd  # noqa: E402
 from cspon_rs.training.evaluate import EvalReport, evaluate  # noqa: E402
 
+OLD = REPO / "benchmarks" / "checkpoints"
+LEVIR_TEST = [
+    "test_77_0512_0256",
+    "test_102_0512_0000",
+    "test_121_0768_0256",
+    "test_2_0000_0000",
+    "test_2_0000_0512",
+    "test_7_0256_0512",
+    "test_55_0256_0000",
+]
 HEADER = (
-    "| data (test pairs) | detector | threshold | precision | recall | F1 | IoU | kappa | object recall |"
+    "| test set | detector | thr | P | R | **F1** | F1 mean/pair | patches | warning precision | top-10 | top-20 "
+    "| object recall | ECE |"
 )
-RULE = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+RULE = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 
-def _row(data: str, r: EvalReport) -> str:
-    m = r.metrics
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def row(test_set: str, name: str, r: EvalReport) -> str:
+    """One markdown row of the table."""
+    m, p = r.metrics, r.patches
+    per_pair = float(np.mean([v["f1"] for v in r.per_pair.values()]))
+    top = p.get("top_k_precision", {})
     return (
-        f"| {data} | {r.detector} | {r.threshold:.2f} | {m.precision:.3f} | {m.recall:.3f} | **{m.f1:.3f}** | "
-        f"{m.iou:.3f} | {m.kappa:.3f} | {m.objects_hit}/{m.objects} ({m.object_recall:.2f}) |"
+        f"| {test_set} | {name} | {r.threshold:.2f} | {m.precision:.3f} | {m.recall:.3f} | **{m.f1:.3f}** | "
+        f"{per_pair:.3f} | {p.get('patches', 0)} | {_fmt(p.get('warning_precision'))} | "
+        f"{_fmt(top.get('10', {}).get('precision'))} | {_fmt(top.get('20', {}).get('precision'))} | "
+        f"{_fmt(p.get('object_recall'))} | {_fmt(r.ece, 3)} |"
     )
 
 
-def _pairs_for(card_path: Path, data_root: Path) -> tuple[str, list]:  # type: ignore[type-arg]
-    card = load_card(card_path)
-    kind = card.training_data.get("kind")
-    test_ids = list(card.training_data.get("test", []))
-    if kind == "oscd":
-        root = data_root / "OSCD" / "train_labelled"
-        return f"OSCD {', '.join(test_ids)}", load_oscd(root, test_ids, card.bands)
-    if kind == "levir":
-        root = data_root / "LEVIR-CD"
-        return f"LEVIR-CD {len(test_ids)} test crops", load_levir(root, test_ids)
-    raise SystemExit(f"{card_path}: cannot find the test data of training kind {kind!r}")
+def test_sets(data: Path) -> list[tuple[str, str, list[Any]]]:
+    """``(name, model meant for it, pairs)`` for the three test sets."""
+    return [
+        ("OSCD hongkong + saclay_e", "s2", load_oscd(data / "OSCD" / "train_labelled", ["hongkong", "saclay_e"])),
+        ("LEVIR-CD 7 test crops", "rgb", load_levir(data / "LEVIR-CD", LEVIR_TEST, label_threshold=127)),
+        ("DSIFN-CD 1_1 + 5_3", "rgb", load_levir(data / "DSIFN-CD", ["1_1", "5_3"], label_threshold=127)),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("CSPON_SHARED_DATA", REPO.parent / "shared" / "data")),
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        action="append",
-        help="checkpoint(s) to score (default: every models/checkpoints/*.safetensors)",
-    )
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "accuracy")
-    parser.add_argument("--update-card", action="store_true")
-    parser.add_argument("--threads", type=int, default=1)
+    default_data = Path(os.environ.get("CSPON_SHARED_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=default_data)
+    parser.add_argument("--ablation-rgb", type=Path, help="rgb recipe without synthetic pairs (checkpoint)")
+    parser.add_argument("--ablation-s2", type=Path, help="s2-rgbn recipe without synthetic pairs (checkpoint)")
+    parser.add_argument("--min-area-m2", type=float, default=0.0, help="minimum mapping unit of the patches")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    shipped = sorted((REPO / "models" / "checkpoints").glob("*.safetensors"))
-    ckpts = args.checkpoint or shipped or [default_checkpoint()]
-    lines = [HEADER, RULE]
-    per_pair_lines = [
-        "| pair | detector | precision | recall | F1 | IoU | kappa |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for ck in ckpts:
+    detectors: dict[str, list[tuple[str, Any]]] = {
+        "s2": [
+            ("s2-rgbn (shipped)", shipped_checkpoint("s2-rgbn")),
+            ("s2-rgbn without synthetic", args.ablation_s2),
+            ("previous: random-init lite, OSCD", OLD / "oscd_s2_rgbn_siamunet_lite.safetensors"),
+            ("CVA + Otsu", "spectral"),
+            ("flag every pixel", "all-change"),
+        ],
+        "rgb": [
+            ("rgb (shipped)", shipped_checkpoint("rgb")),
+            ("rgb without synthetic", args.ablation_rgb),
+            ("previous: random-init lite, LEVIR", OLD / "levir_rgb_siamunet_lite_random_init.safetensors"),
+            ("CVA + Otsu", "spectral"),
+            ("flag every pixel", "all-change"),
+        ],
+    }
+    lines, figures = [HEADER, RULE], {}
+    for name, kind, pairs in test_sets(args.data):
         t0 = time.time()
-        label, pairs = _pairs_for(ck, args.data)
-        name = checkpoint_paths(ck)[0].stem
-        reports = [
-            evaluate(ck, pairs, out_dir=args.out / name / "model", print_table=False),
-            evaluate("spectral", pairs, out_dir=args.out / name / "spectral", print_table=False),
-            evaluate("random", pairs, out_dir=args.out / name / "random", like=ck, print_table=False),
-        ]
-        for r in reports:
-            lines.append(_row(label, r))
-            for pid, m in r.per_pair.items():
-                per_pair_lines.append(
-                    f"| {pid} | {r.detector} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                    f"{m['f1']:.3f} | {m['iou']:.3f} | {m['kappa']:.3f} |"
-                )
-        print(f"[{name}: {len(pairs)} pairs scored in {time.time() - t0:.1f} s]", file=sys.stderr)
-        if reports[0].metrics.f1 <= reports[1].metrics.f1:
-            print(f"WARNING: {name} does not beat the spectral baseline on F1", file=sys.stderr)
-        if args.update_card:
-            _, card_path = checkpoint_paths(ck)
-            data = json.loads(card_path.read_text(encoding="utf-8"))
-            data.setdefault("metrics", {})["test_comparison"] = {
-                r.detector: {
-                    k: round(v, 4) if isinstance(v, float) else v for k, v in r.metrics.as_dict().items()
-                }
-                for r in reports
-            }
-            tmp = card_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, card_path)
-            load_card(card_path)  # still a valid card
+        for label, det in detectors[kind]:
+            if det is None:
+                continue
+            r = evaluate(det, pairs, panels=False, print_table=False, min_area_m2=args.min_area_m2)
+            lines.append(row(name, label, r))
+            figures[f"{name} | {label}"] = r.as_dict()
+        print(f"[{name}: {len(pairs)} pairs in {time.time() - t0:.0f} s]", file=sys.stderr)
     print("\n".join(lines))
-    print()
-    print("\n".join(per_pair_lines))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1, default=str) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -621,5 +621,6 @@ def export_best(
             **card.metrics,
             "test": {"pairs": [p.id for p in test_pairs], "threshold": card.threshold, **m.as_dict()},
         }
+        card.training_data = {**card.training_data, "test": [p.id for p in test_pairs]}
     save_checkpoint(best.model, card, dest, half=half)
     return card

@@ -184,6 +184,8 @@ class SyntheticSampler:
         hosts: ``(C, H, W)`` raw-unit host images (unlabelled imagery and the training pairs' own dates).
         max_instances: Most instances pasted into one crop.
         both_dates_share: Share of pasted instances put into both dates (existing object, label 0).
+        max_value: Largest pixel value a synthetic crop may hold (default: the largest value of the hosts
+            and instances, e.g. 255 for 8-bit imagery); colour matching and gains never go beyond it.
     """
 
     def __init__(
@@ -193,11 +195,15 @@ class SyntheticSampler:
         *,
         max_instances: int = 4,
         both_dates_share: float = 0.25,
+        max_value: float | None = None,
     ) -> None:
         if not hosts:
             raise ValueError("synthetic sampling needs at least one host image")
         self.instances = list(instances)
         self.hosts = list(hosts)
+        if max_value is None:
+            max_value = max(float(np.max(x)) for x in [*self.hosts, *(i.after for i in self.instances)])
+        self.max_value = max_value
         self.max_instances = max_instances
         self.both_dates_share = both_dates_share
         areas = np.array([h.shape[1] * h.shape[2] for h in self.hosts], dtype=np.float64)
@@ -217,13 +223,13 @@ class SyntheticSampler:
     def nochange(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Host crop vs a perturbed copy of itself; label all 0."""
         a, valid = self._host_crop(rng, size)
-        b = perturb_date(a, rng, strength=float(rng.uniform(0.5, 1.5)))
+        b = np.minimum(perturb_date(a, rng, strength=float(rng.uniform(0.5, 1.5))), self.max_value)
         return a, b, np.zeros((size, size), dtype=np.uint8), valid
 
     def pasted(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Host crop vs a perturbed copy with 1..N change instances pasted into it (see module docstring)."""
         a, valid = self._host_crop(rng, size)
-        b = perturb_date(a, rng, strength=float(rng.uniform(0.3, 1.0)))
+        b = np.minimum(perturb_date(a, rng, strength=float(rng.uniform(0.3, 1.0))), self.max_value)
         label = np.zeros((size, size), dtype=np.uint8)
         if not self.instances:
             return a, b, label, valid
@@ -242,4 +248,6 @@ class SyntheticSampler:
                 label[y0 : y0 + ih, x0 : x0 + iw][inst.mask] = 0
             else:
                 label[y0 : y0 + ih, x0 : x0 + iw][inst.mask] = 1
+        np.minimum(a, self.max_value, out=a)
+        np.minimum(b, self.max_value, out=b)
         return a, b, label, valid

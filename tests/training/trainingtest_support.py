@@ -59,3 +59,73 @@ output: {{dir: {out_dir}, name: tiny, version: "0.0.1"}}
         encoding="utf-8",
     )
     return path
+
+
+def smooth_host(rng: np.random.Generator, size: int = 96, bands: int = 3, level: float = 60.0) -> np.ndarray:
+    """A smooth, textured ``(bands, size, size)`` uint8 'unlabelled image' (fields, roads' shading), no change."""
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(rng.normal(0.0, 1.0, size=(bands, size, size)), sigma=(0, 4, 4))
+    field = field / (field.std() + 1e-6)
+    ramp = np.linspace(-1.0, 1.0, size)[None, None, :]
+    img = level + 10.0 * field + 8.0 * ramp
+    return np.asarray(img.clip(0, 255).astype(np.uint8))
+
+
+def write_hosts(folder: Path, n: int = 2, size: int = 96, seed: int = 5) -> Path:
+    """Write ``n`` smooth RGB host PNGs (unlabelled imagery for synthetic pairs) into ``folder``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        Image.fromarray(smooth_host(rng, size).transpose(1, 2, 0)).save(folder / f"host_{k}.png")
+    return folder
+
+
+def write_two_source_project(root: Path) -> tuple[Path, Path, Path]:
+    """Two LEVIR-style sources (``data/a``: 6 pairs, ``data/b``: 5 pairs, other seed) and unlabelled hosts.
+
+    Returns ``(data/a, data/b, hosts)``; configs placed in ``root/configs`` refer to them as ``../data/a``...
+    """
+    a = write_levir(root / "data" / "a", n=6, seed=0)
+    b = write_levir(root / "data" / "b", n=5, seed=1)
+    hosts = write_hosts(root / "hosts")
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    return a, b, hosts
+
+
+TINY_MODEL = "model: {architecture: siam_unet_lite, init_kwargs: {encoder_depth: 3, decoder_channels: [16, 16, 8]}}"
+
+
+def two_source_yaml(
+    *,
+    model: str = TINY_MODEL,
+    optim: str = "optim: {epochs: 1, batch_size: 2, lr: 0.001, seed: 3, num_threads: 1}",
+    augment: str = "",
+    extra_b: str = "",
+    data_extra: str = "",
+    name_b: str = "b",
+) -> str:
+    """YAML of a two-source config with *relative* paths (for a config file in ``<project>/configs``)."""
+    return f"""data:
+  name: a
+  kind: levir
+  root: ../data/a
+  train: list/train.txt
+  val: list/val.txt
+  test: list/test.txt
+  crop_size: 64
+  crops_per_epoch: 4
+  extra_sources:
+    - name: {name_b}
+      kind: levir
+      root: ../data/b
+      train: list/train.txt
+      val: list/val.txt
+      test: list/test.txt
+{extra_b}{data_extra}{model}
+{augment}
+{optim}
+output: {{dir: ../runs/tiny, name: tiny, version: "0.0.1"}}
+"""
