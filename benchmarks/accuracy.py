@@ -83,6 +83,29 @@ def test_sets(data: Path) -> list[tuple[str, str, list[Any]]]:
     ]
 
 
+def reliability_figure(figures: dict[str, dict[str, Any]], path: Path) -> None:
+    """One reliability diagram per test set: observed change frequency against predicted probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(figures), figsize=(4.2 * len(figures), 4.0), squeeze=False)
+    for ax, (name, fig_data) in zip(axes[0], figures.items(), strict=True):
+        rel = fig_data["reliability"]
+        pred = [np.nan if v is None else v for v in rel["mean_predicted"]]
+        obs = [np.nan if v is None else v for v in rel["observed"]]
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
+        ax.plot(pred, obs, marker="o", label=f"ECE {rel['ece']:.3f}")
+        ax.set(title=name.replace(" | ", "\n"), xlabel="predicted change probability", xlim=(0, 1), ylim=(0, 1))
+        ax.set_ylabel("observed share of changed pixels")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default_data = Path(os.environ.get("CSPON_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -91,6 +114,7 @@ def main() -> None:
     parser.add_argument("--ablation-s2", type=Path, help="s2-rgbn recipe without synthetic pairs (checkpoint)")
     parser.add_argument("--min-area-m2", type=float, default=0.0, help="minimum mapping unit of the patches")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--figure", type=Path, help="reliability diagrams of the shipped models (PNG)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,6 +145,8 @@ def main() -> None:
             figures[f"{name} | {label}"] = r.as_dict()
         print(f"[{name}: {len(pairs)} pairs in {time.time() - t0:.0f} s]", file=sys.stderr)
     print("\n".join(lines))
+    if args.figure:
+        reliability_figure({k: v for k, v in figures.items() if "(shipped)" in k}, args.figure)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1, default=str) + "\n", encoding="utf-8")
