@@ -129,6 +129,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated pair ids/cities")] = None,
         split: Annotated[str, typer.Option("--split", help="Split of a YAML config")] = "test",
+        label_threshold: Annotated[
+            int | None,
+            typer.Option("--label-threshold", help="Binarise labels as change = value > this (e.g. 127)"),
+        ] = None,
         threshold: Annotated[
             float | None, typer.Option("--threshold", help="Override the decision threshold")
         ] = None,
@@ -203,7 +207,9 @@ def register(app: typer.Typer) -> None:
             return
         if data is None:
             raise ConfigError("give --data (labelled pairs) or --before/--after (an unlabelled pair)")
-        pairs = load_pairs_from(data, bands=card.bands, ids=ids.split(",") if ids else None, split=split)
+        pairs = load_pairs_from(
+            data, bands=card.bands, ids=ids.split(",") if ids else None, split=split, label_threshold=label_threshold
+        )
         if not pairs:
             raise LabelError(f"{data}: no labelled pairs selected (ids={ids}, split={split})")
         report = evaluate(
@@ -233,6 +239,10 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--ids", help="Comma-separated validation pair ids/cities")
         ] = None,
         split: Annotated[str, typer.Option("--split", help="Split of a YAML config")] = "val",
+        label_threshold: Annotated[
+            int | None,
+            typer.Option("--label-threshold", help="Binarise labels as change = value > this (e.g. 127)"),
+        ] = None,
         allow_test: Annotated[
             bool,
             typer.Option("--allow-test", help="Allow pairs that the card names as its test split (not advised)"),
@@ -253,7 +263,9 @@ def register(app: typer.Typer) -> None:
         weights = resolve_checkpoint(checkpoint)
         _, card_path = checkpoint_paths(weights)
         old = load_card(weights)
-        pairs = load_pairs_from(data, bands=old.bands, ids=ids.split(",") if ids else None, split=split)
+        pairs = load_pairs_from(
+            data, bands=old.bands, ids=ids.split(",") if ids else None, split=split, label_threshold=label_threshold
+        )
         if not pairs:
             raise LabelError(f"{data}: no labelled pairs selected (ids={ids}, split={split})")
         test_ids = {str(t) for t in old.training_data.get("test", []) or []}
