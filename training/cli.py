@@ -9,14 +9,56 @@ from typing import Annotated
 import typer
 
 
+def _fine_tune_cmd(
+    labels: Path,
+    init_from: Path | None,
+    out: Path | None,
+    scenes: str | None,
+    holdout: float,
+    epochs: int | None,
+    max_minutes: float | None,
+) -> None:
+    """``cspon-rs train --labels``: one fine-tune round on field verifications."""
+    from cspon_rs.errors import ConfigError
+    from cspon_rs.training.finetune import fine_tune
+
+    if init_from is None or out is None:
+        raise ConfigError("--labels needs --init-from CHECKPOINT (or rgb / s2-rgbn) and --out RUN_FOLDER")
+    pair = None
+    if scenes is not None:
+        parts = [p.strip() for p in scenes.split(",") if p.strip()]
+        if len(parts) != 2:
+            raise ConfigError(f"--scenes must be BEFORE.tif,AFTER.tif, got {scenes!r}")
+        pair = (parts[0], parts[1])
+    kw: dict[str, object] = {"scenes": pair, "holdout": holdout}
+    if epochs is not None:
+        kw["epochs"] = epochs
+    if max_minutes is not None:
+        kw["max_minutes"] = max_minutes
+    result = fine_tune(init_from, labels, out, **kw)  # type: ignore[arg-type]
+    for line in result.skipped:
+        typer.echo(f"skipped: {line}", err=True)
+    c, p = result.candidate, result.parent
+    typer.echo(f"trained on {result.n_train} verifications, {result.n_holdout} held back ({result.seconds:.0f} s)")
+    for name, s in (("fine-tuned", c), ("parent", p)):
+        if s.get("verifications"):
+            typer.echo(
+                f"{name:<10} held-back F1 {s['f1']:.3f}, warning precision {s['warning_precision']:.2f} "
+                f"({s['raised']} raised, {s['false_kept']} false), threshold {s['threshold']:.2f}"
+            )
+    typer.echo(f"{'better' if result.better else 'NOT better'} than the parent on held-back verifications")
+    typer.echo(f"checkpoint: {result.checkpoint}\nscores: {result.holdout_json}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's subcommands to ``app``."""
 
     @app.command("train")
     def train_cmd(
         config: Annotated[
-            Path, typer.Option("--config", "-c", help="Training YAML, e.g. configs/train_oscd_rgbn_lite.yaml")
-        ],
+            Path | None,
+            typer.Option("--config", "-c", help="Training YAML, e.g. configs/train_rgb.yaml (not with --labels)"),
+        ] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/last.pt")] = False,
         init_from: Annotated[
             Path | None, typer.Option("--init-from", help="Checkpoint (.safetensors) to fine-tune from")
@@ -42,8 +84,31 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--pack", help="Train from a pack made by 'cspon-rs pack-data' (no GDAL needed)"),
         ] = None,
+        labels: Annotated[
+            Path | None,
+            typer.Option("--labels", help="Fine-tune --init-from on verified warnings (cspon-rs labels export)"),
+        ] = None,
+        scenes: Annotated[
+            str | None,
+            typer.Option("--scenes", help="BEFORE.tif,AFTER.tif for every label instead of the stored scene paths"),
+        ] = None,
+        holdout: Annotated[
+            float, typer.Option("--holdout", help="Share of verifications held back to score and pick the threshold")
+        ] = 0.3,
     ) -> None:
-        """Train a change-detection model; writes best.safetensors/.json, last.pt, history.json, curves.png."""
+        """Train a change-detection model; writes best.safetensors/.json, last.pt, history.json, curves.png.
+
+        With --labels (and --init-from, --out): fine-tune on a county's field verifications; pixels outside
+        verified polygons are ignored by the loss; the parent and the new model are both scored on held-back
+        verifications (threshold re-selected there) and <out>/holdout.json records both for promotion.
+        """
+        from cspon_rs.errors import ConfigError
+
+        if labels is not None:
+            _fine_tune_cmd(labels, init_from, out, scenes, holdout, epochs, max_minutes)
+            return
+        if config is None:
+            raise ConfigError("give --config (a training YAML), or --labels with --init-from to fine-tune")
         from cspon_rs.training.config import load_train_config
         from cspon_rs.training.loop import train
 

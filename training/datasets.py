@@ -512,8 +512,9 @@ Crop = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def _crop(p: ChangePair, rng: np.random.Generator, c: int, want_pos: bool) -> Crop:
     """A ``c`` x ``c`` crop of a pair (zero-padded and marked invalid where the pair is smaller)."""
     h, w = p.shape
-    if want_pos and p.label.any():
-        ys, xs = np.nonzero(p.label)
+    sparse = not p.valid.all() and p.valid.mean() < 0.5  # e.g. labels only inside verified polygons
+    if (want_pos and p.label.any()) or (sparse and p.valid.any()):
+        ys, xs = np.nonzero(p.label if want_pos and p.label.any() else p.valid)
         k = int(rng.integers(len(ys)))
         y0 = int(ys[k]) - int(rng.integers(c))
         x0 = int(xs[k]) - int(rng.integers(c))

@@ -305,6 +305,7 @@ def train(
     progress: bool = True,
     max_epochs: int | None = None,
     pack: str | Path | None = None,
+    splits: tuple[list[ChangePair], list[ChangePair], list[ChangePair]] | None = None,
 ) -> TrainResult:
     """Train a change model as described by ``config``.
 
@@ -319,6 +320,8 @@ def train(
             the schedule still follows ``config.optim.epochs``.
         pack: Take the pairs and synthetic hosts from this pack (``cspon-rs pack-data``) instead of reading
             the sources; it must have been made from the same data config (sources, splits, bands).
+        splits: ``(train, val, test)`` pairs already in memory (e.g. sparse windows around verified
+            warnings, :mod:`cspon_rs.training.verified`); the config's sources are then not read.
 
     Returns:
         A :class:`TrainResult` naming the exported best checkpoint.
@@ -339,12 +342,14 @@ def train(
         torch.backends.cudnn.benchmark = True
 
     hosts: list[np.ndarray] | None = None
-    if pack is not None:
-        splits, hosts, meta = load_pack(pack)
+    if splits is not None:
+        train_pairs, val_pairs, test_pairs = (list(x) for x in splits)
+    elif pack is not None:
+        packed, hosts, meta = load_pack(pack)
         if meta.get("data") != json.loads(json.dumps(data_fingerprint(config.data))):
             raise ConfigError(f"{pack}: pack was made from a different data config (sources, splits or bands)")
-        train_pairs, val_pairs = splits.get("train", []), splits.get("val", [])
-        test_pairs = splits.get("test", [])
+        train_pairs, val_pairs = packed.get("train", []), packed.get("val", [])
+        test_pairs = packed.get("test", [])
     else:
         train_pairs = load_split(config.data, "train")
         val_pairs = load_split(config.data, "val")

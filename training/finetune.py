@@ -1,0 +1,213 @@
+"""Fine-tune a checkpoint on one county's field verifications and score it against its parent.
+
+``fine_tune(init_from, labels, out_dir)`` is the second half of the closed loop (the first is
+``cspon-rs labels export``): sparse windows around the verified warnings (:mod:`cspon_rs.training.verified`)
+train a copy of the parent checkpoint; a held-back share of the verifications scores the candidate *and*
+the parent, each with its decision threshold re-selected on them, and ``<out_dir>/holdout.json`` records
+both so that promotion (``cspon-rs models register / promote``) can refuse a model that is not better.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cspon_rs.errors import LabelError
+from cspon_rs.models.checkpoint import LoadedModel, load_checkpoint, resolve_checkpoint, save_checkpoint
+from cspon_rs.training.config import (
+    AugmentConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    OutputConfig,
+    PairSpec,
+    TrainConfig,
+)
+from cspon_rs.training.datasets import ChangePair
+from cspon_rs.training.evaluate import model_proba, select_threshold
+from cspon_rs.training.verified import holdout_scores, read_verified_labels, split_holdout, verified_pairs
+
+__all__ = ["FineTuneResult", "fine_tune", "score_on_holdout"]
+
+#: Metric that decides whether a candidate beats its parent (pixel F1 on held-back verified pixels).
+DECIDING_METRIC = "f1"
+
+
+@dataclass
+class FineTuneResult:
+    """What a fine-tune round produced."""
+
+    checkpoint: Path
+    holdout_json: Path
+    candidate: dict[str, Any]
+    parent: dict[str, Any]
+    n_train: int
+    n_holdout: int
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def better(self) -> bool:
+        """True when the candidate beats the parent on the held-back verifications."""
+        return float(self.candidate.get(DECIDING_METRIC, 0.0)) > float(self.parent.get(DECIDING_METRIC, 0.0))
+
+
+def score_on_holdout(loaded: LoadedModel, pairs: list[ChangePair]) -> dict[str, Any]:
+    """Held-back scores of a model, its threshold re-selected on those pairs (card threshold when empty)."""
+    if not pairs:
+        return {"threshold": loaded.card.threshold, "verifications": 0}
+    probs = [model_proba(loaded.model, loaded.card, p.before, p.after, loaded.device) for p in pairs]
+    threshold, _ = select_threshold(probs, pairs)
+    return holdout_scores(probs, pairs, threshold)
+
+
+def _config(loaded: LoadedModel, labels: Path, scenes: list[tuple[str, str]], out_dir: Path, **kw: Any) -> TrainConfig:
+    """The training config of a fine-tune round: describes the data (scene pairs + labels) for the card."""
+    card = loaded.card
+    crop = int(kw["crop_size"] or card.training_data.get("crop_size") or 128)
+    specs = [
+        PairSpec(id=f"scene{i + 1}", before=Path(b), after=Path(a), label_vector=labels)
+        for i, (b, a) in enumerate(scenes)
+    ]
+    return TrainConfig(
+        data=DataConfig(
+            kind="geotiff_pairs",
+            root=labels.parent,
+            pairs=specs,
+            crop_size=crop,
+            crops_per_epoch=kw["crops_per_epoch"],
+            positive_fraction=0.5,
+        ),
+        model=ModelConfig(architecture=card.architecture, init_kwargs=dict(card.init_kwargs)),
+        augment=AugmentConfig(brightness=0.1, contrast=0.1),
+        optim=OptimConfig(
+            epochs=kw["epochs"],
+            batch_size=kw["batch_size"],
+            lr=kw["lr"],
+            encoder_lr_factor=0.3,
+            freeze_encoder_bn=True,
+            seed=kw["seed"],
+            max_minutes=kw["max_minutes"],
+            num_threads=kw["num_threads"],
+        ),
+        output=OutputConfig(
+            dir=out_dir,
+            name=f"{card.name}-verified",
+            version=time.strftime("%Y.%m.%d.%H%M", time.gmtime()),
+            notes=f"fine-tuned from {card.detector_id} on field verifications {labels.name}",
+        ),
+        pixel_size_m=card.pixel_size_m,
+    )
+
+
+def fine_tune(
+    init_from: str | Path,
+    labels: str | Path,
+    out_dir: str | Path,
+    *,
+    scenes: tuple[str | Path, str | Path] | None = None,
+    holdout: float = 0.3,
+    seed: int = 0,
+    epochs: int = 6,
+    crops_per_epoch: int = 256,
+    batch_size: int = 8,
+    crop_size: int | None = None,
+    lr: float = 3e-4,
+    max_minutes: float | None = 15.0,
+    num_threads: int | None = None,
+    context_px: int | None = None,
+    progress: bool = True,
+) -> FineTuneResult:
+    """Fine-tune ``init_from`` on verified labels; score candidate and parent on held-back verifications.
+
+    Args:
+        init_from: Parent checkpoint (path or shipped name: ``rgb``, ``s2-rgbn``).
+        labels: Verified-labels GeoPackage (``cspon-rs labels export``).
+        out_dir: Run folder: ``best.safetensors``/``best.json`` (threshold re-selected on the held-back
+            verifications) and ``holdout.json``.
+        scenes: ``(before, after)`` overriding the stored scene paths of every label.
+        holdout: Share of verifications held back (stratified by label, seeded).
+        epochs, crops_per_epoch, batch_size, crop_size, lr: The short schedule (crop size defaults to the
+            parent's training crop).
+        max_minutes: Wall-clock budget of the training loop.
+        context_px: Unlabelled context read around each verified polygon (default: a quarter crop).
+
+    Raises:
+        LabelError: No usable verification, or scene band count differs from the checkpoint's.
+        MissingFileError, SchemaError: Bad labels file.
+    """
+    t0 = time.time()
+    out = Path(out_dir)
+    labels_path = Path(labels).resolve()
+    parent = load_checkpoint(resolve_checkpoint(init_from))
+    gdf = read_verified_labels(labels_path, scenes)
+    if len(gdf) == 0:
+        raise LabelError(f"{labels_path}: no verified warnings to learn from (verify some warnings, export again)")
+    train_labels, hold_labels = split_holdout(gdf, holdout, seed)
+    crop = int(crop_size or parent.card.training_data.get("crop_size") or 128)
+    context = crop // 4 if context_px is None else context_px
+    train_pairs, skipped = verified_pairs(train_labels, parent.card.bands, context_px=context)
+    hold_pairs, skipped_hold = verified_pairs(hold_labels, parent.card.bands, context_px=context)
+    skipped += skipped_hold
+    if not train_pairs:
+        raise LabelError(
+            f"{labels_path}: none of the {len(train_labels)} training verifications is usable: {skipped[:3]}"
+        )
+    scene_pairs = sorted({(str(b), str(a)) for b, a in zip(gdf["scene_before"], gdf["scene_after"], strict=True)})
+    config = _config(
+        parent,
+        labels_path,
+        scene_pairs,
+        out,
+        crop_size=crop,
+        crops_per_epoch=crops_per_epoch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        max_minutes=max_minutes,
+        num_threads=num_threads,
+    )
+    from cspon_rs.training.loop import train
+
+    result = train(config, out_dir=out, init_from=parent.path, splits=(train_pairs, [], []), progress=progress)
+    candidate = load_checkpoint(result.checkpoint)
+    cand_scores = score_on_holdout(candidate, hold_pairs)
+    parent_scores = score_on_holdout(parent, hold_pairs)
+    from cspon_rs.geo.files import file_sha256
+
+    labels_info = {
+        "path": str(labels_path),
+        "sha256": file_sha256(labels_path),
+        "n_train": len(train_pairs),
+        "n_holdout": len(hold_pairs),
+        "skipped": skipped,
+    }
+    card = candidate.card.model_copy(deep=True)
+    card.threshold = float(cand_scores["threshold"])
+    card.training_data = {**card.training_data, "verified_labels": labels_info, "parent": parent.card.detector_id}
+    card.metrics = {**card.metrics, "holdout": cand_scores, "holdout_parent": parent_scores}
+    save_checkpoint(candidate.model, card, out / "best", half=True)
+    report = {
+        "labels": labels_info,
+        "candidate": cand_scores,
+        "parent": parent_scores,
+        "parent_checkpoint": str(parent.path),
+        "candidate_checkpoint": str((out / "best.safetensors").resolve()),
+        "metric": DECIDING_METRIC,
+    }
+    holdout_json = out / "holdout.json"
+    holdout_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return FineTuneResult(
+        checkpoint=(out / "best.safetensors").resolve(),
+        holdout_json=holdout_json,
+        candidate=cand_scores,
+        parent=parent_scores,
+        n_train=len(train_pairs),
+        n_holdout=len(hold_pairs),
+        skipped=skipped,
+        seconds=time.time() - t0,
+    )
