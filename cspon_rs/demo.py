@@ -126,6 +126,7 @@ def run_demo(
     inputs = find_sample(data)  # fail fast, before the heavy imports
 
     from cspon_rs.inference.detect import detect_pair
+    from cspon_rs.inference.suppress import SuppressConfig
     from cspon_rs.models.checkpoint import default_checkpoint
     from cspon_rs.quicklook import render_quicklook
     from cspon_rs.rules.pipeline import run_warning_pipeline
@@ -148,6 +149,7 @@ def run_demo(
         t1=date.fromisoformat(inputs.t1),
         t2=date.fromisoformat(inputs.t2),
         progress=True,
+        suppress=SuppressConfig(),  # the same false-alarm cues as `cspon-rs detect` (configs/detect.yaml)
     )
     detected_at = time.perf_counter()
     db_path = out / "warnings.sqlite"
@@ -219,6 +221,7 @@ def register(app: typer.Typer) -> None:
         table.add_row("[bold]total warnings[/bold] (without none)", str(result.n_warnings),
                       f"{result.total_area_m2:,.0f}", f"{to_mu(result.total_area_m2):,.1f}")
         console.print(f"change patches found: {detection.n_patches}")
+        console.print(f"false-alarm suppression: {detection.suppression or 'off'}")
         console.print(table)
         flags = flag_counts(result.warnings)
         console.print("control-line flags: " + (", ".join(f"{k} {v}" for k, v in flags.items()) or "none"))

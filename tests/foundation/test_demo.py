@@ -39,6 +39,9 @@ def test_demo_writes_every_output_and_every_category(sample_dir: Path, tmp_path:
     assert not detector.startswith("spectral"), detector
     assert detector in printed
     assert f"change patches found: {len(patches)}" in printed
+    # The demo runs the same false-alarm suppression as `cspon-rs detect`; suppressed patches stay in the layer.
+    n_suppressed = int(patches["suppressed_by"].notna().sum())
+    assert f"false-alarm suppression: {n_suppressed} of {len(patches)} patches suppressed" in printed
 
     # Probability and mask are cloud-optimised GeoTIFFs on the before scene's grid.
     with rasterio.open(sample_dir / "before_20160927.tif") as before:
