@@ -40,6 +40,19 @@ def test_no_external_urls_in_our_scripts_and_styles() -> None:
             assert url.startswith(ALLOWED_LINKS), f"{path.name}: external URL {url}"
 
 
+def test_leaflet_popups_and_tooltips_get_dom_nodes_not_html_strings() -> None:
+    """Leaflet parses a string given to bindTooltip/bindPopup/setContent as HTML: data (permit names from
+    uploaded files, warning ids) must go in as DOM nodes built by Cspon.h, whose text is never parsed."""
+    own = [p for p in STATIC_DIR.rglob("*.js") if "vendor" not in p.parts]
+    calls = 0
+    for path in own:
+        for m in re.finditer(r"\.(bindTooltip|bindPopup|setContent|setTooltipContent)\(\s*([^,)]{0,20})", path.read_text()):
+            calls += 1
+            assert m.group(2).startswith(("C.h(", "Cspon.h(")), f"{path.name}: {m.group(0)!r} passes a string"
+        assert ".innerHTML" not in path.read_text(), f"{path.name} assigns innerHTML"
+    assert calls >= 2
+
+
 def test_vendored_leaflet_is_the_recorded_version_with_licence() -> None:
     vendor = STATIC_DIR / "vendor"
     readme = (vendor / "README.md").read_text(encoding="utf-8")

@@ -141,7 +141,8 @@
           style: { color: "#ffffff", weight: 2, dashArray: "6 4", fillOpacity: 0.05, className: "permit-poly" },
           onEachFeature: function (f, layer) {
             var p = f.properties || {};
-            layer.bindTooltip((p.permit_no || "permit") + " · " + (p.project || "") + " · " + (p.status || ""));
+            // A DOM node, never an HTML string: permit fields come from uploaded files (stored XSS otherwise).
+            layer.bindTooltip(C.h("span", {}, (p.permit_no || "permit") + " · " + (p.project || "") + " · " + (p.status || "")));
           }
         }).addTo(permitLayer);
         permitLayer.addTo(map);
@@ -211,7 +212,7 @@
         style: Object.assign({ className: "warning-poly cat-" + props(f).category }, styleFor(f, false))
       });
       layer.on("click", function () { select(id, true); });
-      layer.bindTooltip(C.category(props(f).category).zh + " · " + id, { sticky: true });
+      layer.bindTooltip(C.h("span", {}, C.category(props(f).category).zh + " · " + id), { sticky: true });
       layer.addTo(warningLayer);
       state.layersById[id] = layer;
     });
