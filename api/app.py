@@ -108,7 +108,7 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
 
 def _include_optional(app: FastAPI) -> None:
     """Routers that build on the warning store."""
-    from cspon_rs.api.routers import files, resources, warnings
+    from cspon_rs.api.routers import files, models, resources, warnings
 
-    for router in [*warnings.routers, *files.routers, *resources.routers]:
+    for router in [*warnings.routers, *files.routers, *resources.routers, *models.routers]:
         app.include_router(router, prefix=API_PREFIX)

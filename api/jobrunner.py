@@ -48,6 +48,33 @@ def _summary(value: Any) -> Any:
     return repr(value)[:500]
 
 
+def _pick_checkpoint(
+    factory: Any, named: str | None, county: str, default: str
+) -> tuple[str, dict[str, Any]]:
+    """The checkpoint a job runs: the one named in the job, else the county's promoted model, else ``default``.
+
+    Returns:
+        ``(checkpoint, info)`` -- ``info["why"]`` is the log line; ``info["source"]`` is ``job``, ``county`` or
+        ``default``.
+
+    Raises:
+        CheckpointError: The county's promoted checkpoint is gone or changed since it was registered.
+    """
+    from cspon_rs.store.model_registry import current_model, verify_checkpoint
+
+    if named:
+        return named, {"source": "job", "checkpoint": named, "why": f"{named} (named in the job)"}
+    with session_scope(factory) as session:
+        model = current_model(session, county)
+        if model is None:
+            return default, {"source": "default", "checkpoint": default,
+                             "why": f"{default} (service default; county {county} has no promoted model)"}
+        path = str(verify_checkpoint(model))
+        why = (f"county {county}'s promoted model version {model.id} ({model.detector}, "
+               f"sha256 {model.checkpoint_sha256[:12]}…) {path}")
+        return path, {"source": "county", "checkpoint": path, "model_version_id": model.id, "why": why}
+
+
 def run_job(job_id: int, settings: ServeSettings) -> str:
     """Execute job ``job_id`` (already claimed, state ``running``) and record its outcome.
 
@@ -81,9 +108,9 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
                 raise MissingFileError(f"{what}: {path} no longer exists on the server; register it again")
         out_dir = (settings.data_dir / "jobs" / str(job_id)).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint = params.get("checkpoint") or settings.checkpoint
+        checkpoint, model_info = _pick_checkpoint(factory, params.get("checkpoint"), county, settings.checkpoint)
 
-        progress(0.02, f"loading detector ({checkpoint})")
+        progress(0.02, f"model: {model_info['why']}")
         import datetime as dt
 
         from cspon_rs.inference.detect import detect_pair
@@ -127,7 +154,14 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             f"stored {warned.n_warnings} warnings ({warned.total_area_mu:.1f} mu): "
             f"{len(warned.created)} new, {len(warned.merged)} merged into earlier periods",
         )
-        result = {"out_dir": str(out_dir), "detection": _summary(detection), "warnings": _summary(warned)}
+        model_info |= {"detector": detection.detector, "model_sha256": detection.model_sha256,
+                       "model_version_id": warned.model_version_id}
+        result = {
+            "out_dir": str(out_dir),
+            "model": model_info,
+            "detection": _summary(detection),
+            "warnings": _summary(warned),
+        }
         with session_scope(factory) as session:
             finish_job(session, job_id, "succeeded", result=result, message="succeeded")
         return "succeeded"

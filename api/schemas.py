@@ -134,7 +134,8 @@ class JobCreate(_In):
         min_length=1,
         max_length=4096,
         description="'spectral' (CVA + Otsu baseline), 'default' (the shipped checkpoint) or a .safetensors "
-        "checkpoint path inside the data directories; omitted = the service default",
+        "checkpoint path inside the data directories; omitted = the county's promoted model when the job runs "
+        "(GET /counties/{code}/models/current), else the service default",
     )
 
 
@@ -190,6 +191,9 @@ class WarningOut(_Out):
     centroid_lat: float
     bbox: list[float] = Field(description="[min_lon, min_lat, max_lon, max_lat], EPSG:4326")
     version: int
+    detector: str | None = Field(default=None, description="card name@version of the model that raised it")
+    model_sha256: str | None = Field(default=None, description="sha256 of that checkpoint's weights")
+    model_version_id: int | None = Field(default=None, description="its county registry id (GET /models/{id})")
 
 
 class WarningPage(BaseModel):

@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "cspon_rs.training.cli",
     "cspon_rs.inference.cli",
     "cspon_rs.rules.cli",
+    "cspon_rs.store.cli",
     "cspon_rs.api.cli",
 )
 

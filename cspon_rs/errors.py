@@ -79,3 +79,7 @@ class InvalidTransitionError(StoreError, ValueError):
 
 class MissingDependencyError(CsponError, ImportError):
     """An optional package (e.g. the one holding pretrained weights) is not installed; the message names it."""
+
+
+class PromotionRefusedError(ConflictError):
+    """A promotion or rollback the model registry refuses (not better, other bands, checkpoint changed)."""

@@ -45,6 +45,9 @@ def detect(
     suppress: bool = typer.Option(True, "--suppress/--no-suppress", help="Flag likely false alarms "
                                   "(vegetation, water, below the mapping unit; settings in the config's "
                                   "suppress: section) so they do not become warnings."),
+    db: str | None = typer.Option(None, "--db", help="Warning store URL: with --county, use the county's "
+                                  "promoted model (cspon-rs models promote) unless --checkpoint is given."),
+    county: str | None = typer.Option(None, "--county", help="County code whose promoted model to use (with --db)."),
 ) -> None:
     """Detect change between two scenes of any size (tiled, optionally on Dask) and write COGs + patches."""
     import warnings
@@ -72,6 +75,18 @@ def detect(
             raise ConfigError(format_validation_error(exc, "command line")) from exc
     if not suppress:
         cfg.suppress.enabled = False
+    if (db is None) != (county is None):
+        from cspon_rs.errors import ConfigError
+
+        raise ConfigError("--db and --county go together: give both to use the county's promoted model")
+    # --checkpoint, or a checkpoint other than "default" in --config, names the model explicitly.
+    explicit = checkpoint is not None or cfg.checkpoint != "default"
+    if db is not None and county is not None:
+        if explicit:
+            typer.echo(f"model: --checkpoint {cfg.checkpoint} (given explicitly; county {county}'s promoted model "
+                       "not used)")
+        else:
+            cfg.checkpoint = _county_checkpoint(db, county, cfg.checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)  # printed in the summary instead
         result = detect_pair(
@@ -79,6 +94,26 @@ def detect(
             progress=progress, **cfg.detect_kwargs(),
         )
     typer.echo(result.summary())
+
+
+def _county_checkpoint(db: str, county: str, fallback: str) -> str:
+    """The county's promoted checkpoint (checked against its registered sha256), else ``fallback``; says which."""
+    from cspon_rs.store.db import open_existing_store
+    from cspon_rs.store.model_registry import current_model, verify_checkpoint
+
+    sessions = open_existing_store(db)
+    try:
+        with sessions() as session:
+            model = current_model(session, county)
+            if model is None:
+                typer.echo(f"model: county {county} has no promoted model; using {fallback}")
+                return fallback
+            path = verify_checkpoint(model)
+            typer.echo(f"model: county {county}'s promoted model {model.id} ({model.detector}, sha256 "
+                       f"{model.checkpoint_sha256[:12]}…) {path}")
+            return str(path)
+    finally:
+        sessions.kw["bind"].dispose()
 
 
 def register(app: typer.Typer) -> None:

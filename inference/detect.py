@@ -77,6 +77,9 @@ class DetectionResult:
         mask_path: ``change_mask.tif`` (uint8 COG, 1 change / 0 none / 255 nodata).
         patches_path: ``change_patches.gpkg`` (layer ``change_patches``, scene CRS).
         detector: Detector id written on the patches.
+        scene_before, scene_after: Absolute paths of the scenes (written on every patch).
+        scene_before_sha256, scene_after_sha256: SHA-256 of the scene files, computed once per run.
+        model_sha256: SHA-256 of the checkpoint weights (``None`` for the spectral baseline).
         threshold: Probability threshold used for the mask.
         width: Scene columns (before grid).
         height: Scene rows.
@@ -113,6 +116,11 @@ class DetectionResult:
     n_suppressed: int = 0
     suppression: str = ""
     detector_choice: str = ""
+    scene_before: str = ""
+    scene_after: str = ""
+    scene_before_sha256: str | None = None
+    scene_after_sha256: str | None = None
+    model_sha256: str | None = None
     changed_area_m2: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -128,6 +136,7 @@ class DetectionResult:
         lines = [
             f"detector       {self.detector} (threshold {self.threshold:.2f})"
             + (f"; {self.detector_choice}" if self.detector_choice else ""),
+            *([f"model sha256   {self.model_sha256}"] if self.model_sha256 else []),
             f"scene          {self.width} x {self.height} px, date 2 {'warped onto' if self.warped else 'already on'}"
             " date 1 grid",
             f"windows        {self.n_windows} in {self.n_blocks} blocks ({self.unique_windows} distinct)",
@@ -266,6 +275,13 @@ def detect_pair(
         card = load_card(checkpoint)  # the model itself is loaded by whoever predicts (once per process)
     info = check_pair(before, after, card=card)
     grid = info.before
+    # Identity of the inputs, computed once per file per run: stored patches (and the warnings made from
+    # them) tie back to exactly these pixels and this model.
+    from cspon_rs.geo.files import file_sha256
+
+    scene_a, scene_b = str(before.resolve()), str(after.resolve())
+    sha_a, sha_b = file_sha256(before), file_sha256(after)
+    sha_model = None if is_spectral else file_sha256(checkpoint)
     tile = int(tile_size if tile_size is not None else (card.tile_size if card is not None else 256))
     ovl = int(overlap if overlap is not None else tile // 4)
     validate_tiling(tile, ovl)
@@ -307,6 +323,8 @@ def detect_pair(
         prob_path=finals["prob"], mask_path=finals["mask"], patches_path=finals["patches"], detector=detector_id,
         threshold=thr, width=grid.width, height=grid.height, warped=info.warped, n_blocks=len(jobs),
         n_windows=sum(planned.values()), unique_windows=len(tile_origins(grid.height, grid.width, tile, ovl)),
+        scene_before=scene_a, scene_after=scene_b, scene_before_sha256=sha_a, scene_after_sha256=sha_b,
+        model_sha256=sha_model,
     )
     try:
         t0 = time.perf_counter()
@@ -353,10 +371,9 @@ def detect_pair(
         timings["cog"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        attrs = PatchAttributes(
-            t1=_iso(t1, before), t2=_iso(t2, after), scene_before=before.name, scene_after=after.name,
-            detector=detector_id,
-        )
+        attrs = PatchAttributes(t1=_iso(t1, before), t2=_iso(t2, after), detector=detector_id,
+                                scene_before=scene_a, scene_after=scene_b, scene_before_sha256=sha_a,
+                                scene_after_sha256=sha_b, model_sha256=sha_model)
         patches = vectorize_mask(temps["mask"], temps["prob"], attrs, min_area_m2=min_area_m2,
                                  simplify_m=simplify_m, block_size=max(block_size, 256))
         t_sup = time.perf_counter()

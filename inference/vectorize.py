@@ -45,9 +45,12 @@ PATCH_COLUMNS: tuple[str, ...] = (
     "centroid_lat",  # float, degrees, EPSG:4326
     "t1",  # str, ISO date of the before scene (or null)
     "t2",  # str, ISO date of the after scene (or null)
-    "scene_before",  # str, file name of the before scene
-    "scene_after",  # str, file name of the after scene
+    "scene_before",  # str, absolute path of the before scene
+    "scene_after",  # str, absolute path of the after scene
     "detector",  # str, checkpoint ``name@version`` or "spectral-cva-otsu"
+    "scene_before_sha256",  # str, hex SHA-256 of the before scene file when it was read
+    "scene_after_sha256",  # str, hex SHA-256 of the after scene file
+    "model_sha256",  # str, hex SHA-256 of the checkpoint weights (null for the spectral baseline)
 )
 
 _FLOAT_COLUMNS = ("area_m2", "area_mu", "prob_mean", "prob_max", "centroid_lon", "centroid_lat")
@@ -62,6 +65,9 @@ class PatchAttributes:
     scene_before: str
     scene_after: str
     detector: str
+    scene_before_sha256: str | None = None
+    scene_after_sha256: str | None = None
+    model_sha256: str | None = None
 
 
 def empty_patches(crs: object) -> gpd.GeoDataFrame:
@@ -149,7 +155,7 @@ def vectorize_mask(
     Args:
         mask_path: uint8 mask raster (1 = change, 0 = no change, 255 = nodata).
         prob_path: float32 probability raster on the same grid (nodata -1), for ``prob_mean``/``prob_max``.
-        attributes: Dates, scene names and detector id stored on every patch.
+        attributes: Dates, scene paths and checksums, detector id and checkpoint checksum stored on every patch.
         min_area_m2: Patches smaller than this (m², after simplification) are dropped.
         simplify_m: Douglas-Peucker tolerance in metres, applied in the projected area CRS
             (topology preserved); 0 keeps the pixel outlines.
@@ -201,6 +207,9 @@ def vectorize_mask(
             "scene_before": attributes.scene_before,
             "scene_after": attributes.scene_after,
             "detector": attributes.detector,
+            "scene_before_sha256": attributes.scene_before_sha256,
+            "scene_after_sha256": attributes.scene_after_sha256,
+            "model_sha256": attributes.model_sha256,
         },
         geometry=metric.geometry.to_crs(crs).to_numpy(),
         crs=crs,

@@ -56,7 +56,11 @@ def _out(job: Job, with_log: bool = False) -> JobOut:
     "", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, summary="Queue a detection + warning job"
 )
 def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: SettingsDep) -> JobOut:
-    """The worker process picks it up; poll ``GET /jobs/{id}`` for state, progress and log."""
+    """The worker process picks it up; poll ``GET /jobs/{id}`` for state, progress and log.
+
+    Without ``checkpoint`` the job uses the county's promoted model (see ``/models``) when it runs, else the
+    service's default checkpoint; the log and ``result.model`` say which.
+    """
     ensure_county(user, body.county_code)
     scene = get_scene(session, body.scene_id)
     if user.county_code is not None and scene.county_code not in (None, user.county_code):
@@ -69,8 +73,10 @@ def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: Se
         if body.townships_path
         else None,
     }
-    checkpoint = body.checkpoint or settings.checkpoint
-    if checkpoint not in ("spectral", "default", *SHIPPED):
+    # Named explicitly: used as given. Omitted: the worker uses the county's promoted model when the job
+    # runs (cspon-rs models promote), else the service default -- the job log says which.
+    checkpoint = body.checkpoint
+    if checkpoint is not None and checkpoint not in ("spectral", "default", *SHIPPED):
         checkpoint = str(resolve_inside(checkpoint, roots, "checkpoint"))
     params["checkpoint"] = checkpoint
     job = create_job(

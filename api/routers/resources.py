@@ -1,25 +1,23 @@
-"""Researcher resources: uploaded vector layers (permits, control lines, townships) and model checkpoints."""
+"""Researcher resources: uploaded vector layers (permits, control lines, townships).
+
+The detectors a job can use and the county model registry are in :mod:`cspon_rs.api.routers.models`.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from cspon_rs.api.deps import CurrentUser, SettingsDep, error_detail, require_roles
+from cspon_rs.api.deps import SettingsDep, error_detail, require_roles
 from cspon_rs.api.uploads import save_upload
 from cspon_rs.store.api_models import ApiUser
 
 layers_router = APIRouter(prefix="/layers", tags=["layers"])
-models_router = APIRouter(prefix="/models", tags=["models"])
 
 LayerUser = Annotated[ApiUser, Depends(require_roles("researcher", "bureau"))]
-
-#: Shipped checkpoints (``<name>.safetensors`` + ``<name>.json`` card).
-SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
 
 
 class LayerOut(BaseModel):
@@ -32,14 +30,6 @@ class LayerOut(BaseModel):
     crs: str | None
     size: int
     sha256: str
-
-
-class ModelOut(BaseModel):
-    """A checkpoint a job can use (``checkpoint`` = ``path``), or the built-in spectral baseline."""
-
-    name: str
-    path: str
-    card: dict[str, Any] | None
 
 
 @layers_router.post(
@@ -99,23 +89,4 @@ async def upload_layer(
     )
 
 
-@models_router.get("", response_model=list[ModelOut], summary="Detectors a job can use")
-def list_models(_user: CurrentUser, settings: SettingsDep) -> list[ModelOut]:
-    """The spectral baseline, the shipped checkpoints and those placed in ``<data_dir>/models/``."""
-    import json
-
-    out = [ModelOut(name="spectral", path="spectral", card=None)]
-    for folder in (SHIPPED_CHECKPOINTS, settings.data_dir / "models"):
-        for card_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            weights = card_path.with_suffix(".safetensors")
-            if not weights.is_file():
-                continue
-            try:
-                card = json.loads(card_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            out.append(ModelOut(name=str(card.get("name", card_path.stem)), path=str(weights), card=card))
-    return out
-
-
-routers = [layers_router, models_router]
+routers = [layers_router]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import pandas as pd
@@ -22,7 +23,10 @@ from cspon_rs.rules.config import (
 from cspon_rs.rules.engine import classify
 from cspon_rs.rules.inputs import drop_suppressed, load_control_lines, load_patches, load_permits, load_townships
 
-__all__ = ["WarningRunResult", "run_warning_pipeline", "scene_footprint"]
+if TYPE_CHECKING:
+    from cspon_rs.store.crud import RunProvenance
+
+__all__ = ["WarningRunResult", "run_provenance", "run_warning_pipeline", "scene_footprint"]
 
 
 @dataclass
@@ -41,6 +45,8 @@ class WarningRunResult:
         created, unchanged, merged: Store outcome (new ids, ids already there, merged into earlier periods).
         messages: Input repairs and notes (one line each).
         warnings: The classified warnings with ``warning_id`` (patch CRS).
+        provenance: Scenes (absolute path + sha256) and model stored with the patches and warnings.
+        model_version_id: Registry id of that model for this county (``None``: not registered).
     """
 
     period: str
@@ -61,6 +67,45 @@ class WarningRunResult:
     merged: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     warnings: gpd.GeoDataFrame | None = None
+    provenance: dict[str, str | None] = field(default_factory=dict)
+    model_version_id: int | None = None
+
+
+def run_provenance(
+    patches: gpd.GeoDataFrame, before: str | Path | None, after: str | Path | None
+) -> tuple[RunProvenance, list[str]]:
+    """Scene identity (absolute path + sha256) and model of a run, and notes on anything incomplete.
+
+    A scene given as ``before``/``after`` wins over what the patches name; its sha256 is taken from the
+    patches when they name the same file with a checksum (the detector already read it in this run), else
+    computed once here. Without ``before``/``after`` the patches' own paths and checksums are used.
+    """
+    from cspon_rs.geo.files import file_sha256
+    from cspon_rs.store.crud import RunProvenance, provenance_from_patches
+
+    stored = provenance_from_patches(patches)
+    notes: list[str] = []
+    fields: dict[str, str | None] = {"detector": stored.detector, "model_sha256": stored.model_sha256}
+    for side, given in (("before", before), ("after", after)):
+        path_key, sha_key = f"scene_{side}", f"scene_{side}_sha256"
+        named: str | None = getattr(stored, path_key)
+        named_sha: str | None = getattr(stored, sha_key)
+        if given is not None:
+            path = str(Path(given).resolve())
+            if named is not None and Path(named).name != Path(path).name:
+                notes.append(f"the change patches name {side} scene {named}, but --{side} is {path}; "
+                             f"the store records {path}")
+            sha = named_sha if named == path and named_sha else file_sha256(path)
+            fields[path_key], fields[sha_key] = path, sha
+        elif named is not None and Path(named).is_absolute():
+            fields[path_key] = named
+            fields[sha_key] = named_sha or (file_sha256(named) if Path(named).is_file() else None)
+        else:
+            fields[path_key], fields[sha_key] = named, None
+            if len(patches):
+                notes.append(f"{side} scene identity incomplete (patches name {named!r} without a path or checksum): "
+                             f"pass --before and --after so verified warnings can become training labels")
+    return RunProvenance(**fields), notes
 
 
 def scene_footprint(before: str | Path, after: str | Path) -> gpd.GeoSeries:
@@ -143,6 +188,8 @@ def run_warning_pipeline(
     if townships is not None:
         messages += townships.attrs.get("messages", [])
     d1, d2 = _dates(patches, t1, t2, changes_path)
+    provenance, notes = run_provenance(patches, before, after)
+    messages += notes
     patches = drop_suppressed(patches)  # patches flagged by the detector's suppression never become warnings
     messages += patches.attrs.get("messages", [])[len(messages_before):]
     footprint = scene_footprint(before, after) if before is not None and after is not None else None
@@ -153,7 +200,7 @@ def run_warning_pipeline(
     try:
         with sessions() as session:
             saved = save_warnings(session, warnings, period=period, county_code=county_code, patches=patches,
-                                  link_merge_share=rules_cfg.link_merge_share)
+                                  link_merge_share=rules_cfg.link_merge_share, provenance=provenance)
     finally:
         sessions.kw["bind"].dispose()
     warnings = warnings.copy()
@@ -177,4 +224,5 @@ def run_warning_pipeline(
         total_area_m2=round(area, 2), total_area_mu=round(area / SQM_PER_MU, 4),
         xlsx=xlsx, csv=csv, gpkg=gpkg, db_url=url, chips=chips, created=saved.created,
         unchanged=saved.unchanged, merged=saved.merged, messages=messages, warnings=warnings,
+        provenance=dict(provenance.__dict__), model_version_id=saved.model_version_id,
     )

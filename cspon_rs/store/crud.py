@@ -30,19 +30,31 @@ from sqlalchemy.orm.exc import StaleDataError
 from cspon_rs.errors import ConflictError, InvalidTransitionError, NotFoundError, SchemaError
 from cspon_rs.geo.crs import SQM_PER_MU, area_crs_for
 from cspon_rs.store.db import has_postgis_geom
-from cspon_rs.store.models import LIFECYCLE, Patch, Verification, WarningHistory, WarningRecord, utcnow
+from cspon_rs.store.models import (
+    LIFECYCLE,
+    ModelVersion,
+    Patch,
+    Verification,
+    WarningHistory,
+    WarningRecord,
+    utcnow,
+)
 
 __all__ = [
+    "RunProvenance",
     "SaveResult",
     "assign_warning",
     "change_status",
     "count_warnings",
     "false_change_negatives",
     "get_warning",
+    "latest_verifications",
     "list_warnings",
+    "provenance_from_patches",
     "record_verification",
     "save_warnings",
     "statistics",
+    "verification_reason",
     "warnings_frame",
 ]
 
@@ -62,6 +74,8 @@ class SaveResult:
         merged: ``source_key`` → id of the earlier-period warning it was merged into.
         linked: New warning id → earlier-period ids it overlaps below the merge threshold.
         patches_added: Number of raw patches stored.
+        model_version_id: Registry id of the model that raised the run's patches (``None``: not registered
+            for this county, or unknown).
     """
 
     ids: dict[str, str] = field(default_factory=dict)
@@ -70,6 +84,60 @@ class SaveResult:
     merged: dict[str, str] = field(default_factory=dict)
     linked: dict[str, list[str]] = field(default_factory=dict)
     patches_added: int = 0
+    model_version_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RunProvenance:
+    """Where a run's patches came from: both scenes (absolute path + sha256) and the model that raised them.
+
+    Attributes:
+        scene_before, scene_after: Absolute paths of the scenes.
+        scene_before_sha256, scene_after_sha256: Hex SHA-256 of those files when the run read them.
+        detector: Card ``name@version`` of the checkpoint (or ``spectral-cva-otsu``).
+        model_sha256: Hex SHA-256 of the checkpoint weights (``None`` for the spectral baseline).
+    """
+
+    scene_before: str | None = None
+    scene_before_sha256: str | None = None
+    scene_after: str | None = None
+    scene_after_sha256: str | None = None
+    detector: str | None = None
+    model_sha256: str | None = None
+
+    def patch_fields(self) -> dict[str, str | None]:
+        """The non-null fields, as ``patches`` column values."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+_PROVENANCE_FIELDS = (
+    "scene_before", "scene_before_sha256", "scene_after", "scene_after_sha256", "detector", "model_sha256",
+)
+
+
+def provenance_from_patches(patches: gpd.GeoDataFrame | None) -> RunProvenance:
+    """The run's provenance read from a ``change_patches`` frame: each field's single non-null value.
+
+    A column that is missing, empty or holds several different values gives ``None`` for that field.
+    """
+    values: dict[str, str | None] = {}
+    for name in _PROVENANCE_FIELDS:
+        found: set[str] = set()
+        if patches is not None and name in patches.columns:
+            found = {str(v) for v in patches[name] if _text_or_none(v) not in (None, "")}
+        values[name] = found.pop() if len(found) == 1 else None
+    return RunProvenance(**values)
+
+
+def _model_version_id(session: Session, county_code: str, model_sha256: str | None) -> int | None:
+    if not model_sha256:
+        return None
+    found = session.scalar(
+        select(ModelVersion.id).where(
+            ModelVersion.county_code == county_code, ModelVersion.checkpoint_sha256 == model_sha256
+        )
+    )
+    return None if found is None else int(found)
 
 
 def _check_keys(period: str, county_code: str) -> None:
@@ -147,6 +215,7 @@ def save_warnings(
     link_merge_share: float = 0.5,
     same_period_iou: float = 0.5,
     by: str = "cspon-rs",
+    provenance: RunProvenance | None = None,
 ) -> SaveResult:
     """Store the warnings of one run (one period, one county), idempotently, in one transaction.
 
@@ -170,16 +239,23 @@ def save_warnings(
         link_merge_share: Overlap share (0..1) at which a patch merges into an earlier warning.
         same_period_iou: Intersection-over-union at which a patch is the same as a stored one of this period.
         by: Who is saving (recorded in history).
+        provenance: Scenes (absolute path + sha256) and model of the run, stored on new warnings
+            (``detector``, ``model_sha256``, ``model_version_id``) and on the raw patches. ``None``: read
+            from the ``patches`` frame's columns (see :func:`provenance_from_patches`). The registry id is
+            the county's :class:`~cspon_rs.store.models.ModelVersion` with that checkpoint sha256.
 
     Returns:
         A :class:`SaveResult`.
     """
     _check_keys(period, county_code)
     result = SaveResult()
+    prov = provenance if provenance is not None else provenance_from_patches(patches)
     if warnings.crs is None and len(warnings):
         raise SchemaError("warnings frame has no CRS")
     w84 = warnings.to_crs(4326) if len(warnings) else warnings
     with _transaction(session, f"saving {county_code} {period}"):
+        model_id = _model_version_id(session, county_code, prov.model_sha256)
+        result.model_version_id = model_id
         existing = list(session.scalars(
             select(WarningRecord).where(WarningRecord.period == period, WarningRecord.county_code == county_code)
         ))
@@ -234,7 +310,7 @@ def save_warnings(
                     linked.append(candidate.id)
                 if target is not None:
                     if period not in (target.seen_periods or []):
-                        _merge_into(target, row, period, key, best_share, by)
+                        _merge_into(target, row, period, key, best_share, by, prov, model_id)
                     result.ids[key] = target.id
                     result.merged[key] = target.id
                     continue
@@ -245,6 +321,7 @@ def save_warnings(
                 store_key, n = f"{key}#{n}", n + 1
             record = _new_record(row, geoms_84[k], period, county_code, seq, sorted(set(linked)))
             record.source_key = store_key
+            record.detector, record.model_sha256, record.model_version_id = prov.detector, prov.model_sha256, model_id
             session.add(record)
             record.history.append(WarningHistory(
                 event="created", by=by, to_status="new", why=f"detected in {period}",
@@ -257,7 +334,7 @@ def save_warnings(
                 result.linked[record.id] = sorted(set(linked))
         session.flush()
         if patches is not None and len(patches):
-            result.patches_added = _store_patches(session, patches, period, county_code, result.ids)
+            result.patches_added = _store_patches(session, patches, period, county_code, result.ids, prov, model_id)
     return result
 
 
@@ -285,7 +362,16 @@ def _earlier_warnings(
     ))
 
 
-def _merge_into(target: WarningRecord, row: dict[str, Any], period: str, key: str, share: float, by: str) -> None:
+def _merge_into(
+    target: WarningRecord,
+    row: dict[str, Any],
+    period: str,
+    key: str,
+    share: float,
+    by: str,
+    prov: RunProvenance,
+    model_id: int | None,
+) -> None:
     target.seen_periods = sorted({*(target.seen_periods or []), period})
     target.history.append(WarningHistory(
         event="seen_again", by=by, from_status=target.status, to_status=target.status,
@@ -293,6 +379,7 @@ def _merge_into(target: WarningRecord, row: dict[str, Any], period: str, key: st
         details=_json_safe({
             "period": period, "source_key": key, "patch_id": row.get("patch_id"),
             "category": row["category"], "area_m2": _float(row["area_m2"]), "overlap_share": round(share, 4),
+            "detector": prov.detector, "model_sha256": prov.model_sha256, "model_version_id": model_id,
         }),
     ))
 
@@ -341,7 +428,13 @@ def _new_record(
 
 
 def _store_patches(
-    session: Session, patches: gpd.GeoDataFrame, period: str, county_code: str, ids: dict[str, str]
+    session: Session,
+    patches: gpd.GeoDataFrame,
+    period: str,
+    county_code: str,
+    ids: dict[str, str],
+    prov: RunProvenance,
+    model_id: int | None,
 ) -> int:
     stored = set(session.scalars(
         select(Patch.patch_id).where(Patch.period == period, Patch.county_code == county_code)
@@ -353,14 +446,12 @@ def _store_patches(
         pid = str(row["patch_id"])
         if pid in stored:
             continue
+        identity = {name: _text_or_none(row.get(name)) for name in _PROVENANCE_FIELDS} | prov.patch_fields()
         session.add(Patch(
             period=period, county_code=county_code, patch_id=pid, warning_id=ids.get(pid),
             area_m2=_float(row.get("area_m2")), prob_mean=_float(row.get("prob_mean"), None),
             prob_max=_float(row.get("prob_max"), None), t1=_date(row.get("t1")), t2=_date(row.get("t2")),
-            scene_before=_text_or_none(row.get("scene_before")),
-            scene_after=_text_or_none(row.get("scene_after")),
-            detector=_text_or_none(row.get("detector")),
-            geometry_wkt=geoms[k].wkt,
+            model_version_id=model_id, geometry_wkt=geoms[k].wkt, **identity,
         ))
         stored.add(pid)
         added += 1
@@ -589,7 +680,7 @@ def record_verification(
         before = record.status
         verification = Verification(
             result=result, reason=reason, actual_use=actual_use, notes=notes, lon=lon, lat=lat,
-            observed_at=observed_at or utcnow(), by=by,
+            observed_at=aware(observed_at) or utcnow(), by=by,
         )
         record.verifications.append(verification)
         record.status = "verified"
@@ -652,42 +743,106 @@ def warnings_frame(records: Sequence[WarningRecord]) -> gpd.GeoDataFrame:
     return frame
 
 
-def false_change_negatives(
+def latest_verifications(
     session: Session, *, county_code: str | None = None, period: str | None = None
-) -> gpd.GeoDataFrame:
-    """Warnings verified as ``false_change``, with their scenes, as negatives for retraining.
+) -> list[tuple[WarningRecord, Verification, Patch | None]]:
+    """Every warning that has a field check, with its LATEST verification and the patch it was made from.
 
-    Returns:
-        EPSG:4326 GeoDataFrame: ``warning_id``, ``period``, ``patch_id``, ``t1``, ``t2``, ``scene_before``,
-        ``scene_after``, ``detector``, ``reason``, geometry.
+    The patch is the stored raw patch of the warning's own period and patch id (``None`` for 批而不建
+    permit rows, or when no patch was stored). Ordered by warning id.
     """
+    latest = (
+        select(Verification.warning_id, func.max(Verification.id).label("vid"))
+        .group_by(Verification.warning_id)
+        .subquery()
+    )
     query = (
-        select(WarningRecord, Patch, Verification)
-        .outerjoin(Patch, and_(Patch.warning_id == WarningRecord.id, Patch.patch_id == WarningRecord.patch_id))
-        .join(Verification, Verification.warning_id == WarningRecord.id)
-        .where(Verification.result == "false_change")
-        .order_by(WarningRecord.id, Verification.id)
+        select(WarningRecord, Verification)
+        .join(latest, latest.c.warning_id == WarningRecord.id)
+        .join(Verification, Verification.id == latest.c.vid)
+        .order_by(WarningRecord.id)
     )
     if county_code is not None:
         query = query.where(WarningRecord.county_code == county_code)
     if period is not None:
         query = query.where(WarningRecord.period == period)
-    rows: dict[str, dict[str, Any]] = {}
-    geoms: dict[str, Any] = {}
-    for record, patch, verification in session.execute(query):
-        rows[record.id] = {
-            "warning_id": record.id, "period": record.period, "patch_id": record.patch_id,
-            "t1": record.t1, "t2": record.t2,
+    pairs = [(row[0], row[1]) for row in session.execute(query)]
+    patches: dict[tuple[str, str, str], Patch] = {}
+    ids = [record.id for record, _ in pairs]
+    for start in range(0, len(ids), 500):
+        for patch in session.scalars(
+            select(Patch).where(Patch.warning_id.in_(ids[start:start + 500])).order_by(Patch.id.desc())
+        ):
+            if patch.warning_id is not None:
+                patches[(patch.warning_id, patch.period, patch.patch_id)] = patch
+    return [
+        (record, verification, patches.get((record.id, record.period, record.patch_id or "")))
+        for record, verification in pairs
+    ]
+
+
+def verification_reason(verification: Verification) -> str:
+    """Why the field team decided as it did: the reason given, else the notes, else the result in words."""
+    for text_ in (verification.reason, verification.notes):
+        if text_ and text_.strip():
+            return text_.strip()
+    words = {"illegal": "illegal construction", "legal": "legal construction", "false_change": "no real change"}
+    use = f" (actual use: {verification.actual_use})" if verification.actual_use else ""
+    return f"field check: {words.get(verification.result, verification.result)}{use}"
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """A timestamp as timezone-aware UTC: naive values (SQLite gives them back) are UTC, others converted.
+
+    Timestamps are stored in UTC (SQLite keeps no offset, so ``10:00+08:00`` must be stored as ``02:00``).
+    """
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+#: Columns of :func:`false_change_negatives`, in order (plus ``geometry``).
+NEGATIVE_COLUMNS: tuple[str, ...] = (
+    "warning_id", "period", "county_code", "patch_id", "t1", "t2", "verification_id", "result", "reason",
+    "actual_use", "verified_by", "verified_at", "scene_before", "scene_before_sha256", "scene_after",
+    "scene_after_sha256", "detector", "model_sha256", "model_version_id",
+)
+
+
+def false_change_negatives(
+    session: Session, *, county_code: str | None = None, period: str | None = None
+) -> gpd.GeoDataFrame:
+    """Warnings whose latest field check found no real change (``false_change``): negatives for retraining.
+
+    A warning re-checked later with another result is not a negative. The scenes are identified by their
+    absolute paths and the sha256 recorded when the patch was detected (bare file names and null checksums
+    for rows stored before revision 0003); ``reason`` is the verifier's reason, else their notes, else the
+    result in words -- never null.
+
+    Returns:
+        EPSG:4326 GeoDataFrame with :data:`NEGATIVE_COLUMNS` and the warning polygon.
+    """
+    rows: list[dict[str, Any]] = []
+    geoms: list[Any] = []
+    for record, verification, patch in latest_verifications(session, county_code=county_code, period=period):
+        if verification.result != "false_change":
+            continue
+        at = aware(verification.observed_at or verification.created_at)
+        rows.append({
+            "warning_id": record.id, "period": record.period, "county_code": record.county_code,
+            "patch_id": record.patch_id, "t1": record.t1, "t2": record.t2,
+            "verification_id": verification.id, "result": verification.result,
+            "reason": verification_reason(verification), "actual_use": verification.actual_use,
+            "verified_by": verification.by, "verified_at": at.isoformat() if at else None,
             "scene_before": patch.scene_before if patch else None,
+            "scene_before_sha256": patch.scene_before_sha256 if patch else None,
             "scene_after": patch.scene_after if patch else None,
-            "detector": patch.detector if patch else None,
-            "reason": verification.reason,
-        }
-        geoms[record.id] = shapely_wkt.loads(record.geometry_wkt)
+            "scene_after_sha256": patch.scene_after_sha256 if patch else None,
+            "detector": record.detector or (patch.detector if patch else None),
+            "model_sha256": record.model_sha256 or (patch.model_sha256 if patch else None),
+            "model_version_id": record.model_version_id,
+        })
+        geoms.append(shapely_wkt.loads(record.geometry_wkt))
     if not rows:
-        return gpd.GeoDataFrame(
-            {k: [] for k in ("warning_id", "period", "patch_id", "t1", "t2", "scene_before", "scene_after",
-                             "detector", "reason")}, geometry=[], crs=4326)
-    return gpd.GeoDataFrame(list(rows.values()), geometry=list(geoms.values()), crs=4326)
-
-
+        return gpd.GeoDataFrame({k: [] for k in NEGATIVE_COLUMNS}, geometry=[], crs=4326)
+    return gpd.GeoDataFrame(rows, columns=list(NEGATIVE_COLUMNS), geometry=geoms, crs=4326)

@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cspon_rs.errors import StoreError
 
-__all__ = ["MIGRATIONS_DIR", "has_postgis_geom", "init_db", "make_engine", "open_store", "sqlite_url"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "has_postgis_geom",
+    "init_db",
+    "make_engine",
+    "open_existing_store",
+    "open_store",
+    "sqlite_url",
+]
 
 #: Alembic scripts (env.py + versions/) inside the package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -97,6 +105,33 @@ def open_store(url: str, *, migrate: bool = True) -> sessionmaker[Session]:
     engine = make_engine(url)
     if migrate:
         init_db(engine)
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def open_existing_store(url: str) -> sessionmaker[Session]:
+    """Open a store that must already exist (migrated to the newest revision first), for the CLI.
+
+    Unlike :func:`open_store` it never creates a new SQLite file, and a database that cannot be reached
+    becomes one :class:`StoreError` line instead of a driver traceback.
+
+    Raises:
+        StoreError: Not a database URL, no such SQLite file, or the server refused the connection.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = make_engine(url)
+    shown = engine.url.render_as_string(hide_password=True)
+    database = engine.url.database
+    if engine.url.get_backend_name() == "sqlite" and database and database != ":memory:" \
+            and not Path(database).is_file():
+        engine.dispose()
+        raise StoreError(f"{shown}: no such database file {database} (make one with cspon-rs warn or serve)")
+    try:
+        init_db(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StoreError(f"{shown}: cannot open the database ({reason})") from exc
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 

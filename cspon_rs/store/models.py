@@ -11,12 +11,34 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cspon_rs.store.base import Base
 
-__all__ = ["LIFECYCLE", "Patch", "Verification", "WarningHistory", "WarningRecord", "utcnow"]
+__all__ = [
+    "LIFECYCLE",
+    "MODEL_STATUSES",
+    "ModelEvent",
+    "ModelVersion",
+    "Patch",
+    "Verification",
+    "WarningHistory",
+    "WarningRecord",
+    "utcnow",
+]
 
 #: Allowed status transitions: new → assigned → verified → closed (plus un-assign and re-check).
 LIFECYCLE: dict[str, frozenset[str]] = {
@@ -81,6 +103,10 @@ class WarningRecord(Base):
     centroid_lat: Mapped[float] = mapped_column(Float)
     linked_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # earlier-period warnings it touches
     seen_periods: Mapped[list[str]] = mapped_column(JSON, default=list)  # later periods merged into it
+    #: Model that raised it: card ``name@version``, sha256 of the checkpoint weights, registry id (if registered).
+    detector: Mapped[str | None] = mapped_column(String(128))
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
@@ -149,8 +175,77 @@ class Patch(Base):
     prob_max: Mapped[float | None] = mapped_column(Float)
     t1: Mapped[dt.date | None] = mapped_column(Date)
     t2: Mapped[dt.date | None] = mapped_column(Date)
+    #: Absolute paths of the scenes (bare file names in rows stored before revision 0003) and their sha256.
     scene_before: Mapped[str | None] = mapped_column(String(512))
     scene_after: Mapped[str | None] = mapped_column(String(512))
+    scene_before_sha256: Mapped[str | None] = mapped_column(String(64))
+    scene_after_sha256: Mapped[str | None] = mapped_column(String(64))
     detector: Mapped[str | None] = mapped_column(String(128))
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_version_id: Mapped[int | None] = mapped_column(Integer)
     geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+#: Life of a registered model: registered → promoted (the county's current model) → retired.
+MODEL_STATUSES: tuple[str, ...] = ("registered", "promoted", "retired")
+
+
+class ModelVersion(Base):
+    """A checkpoint registered for one county, with the held-back verification figures that justify it.
+
+    At most one version per county is ``promoted`` (a partial unique index enforces it): that is the
+    county's current model, which jobs and ``cspon-rs detect --db --county`` use. ``replaced_id`` is the
+    version that was current when this one was promoted: rolling back makes it current again.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("county_code", "checkpoint_sha256", name="uq_model_versions_county_sha"),
+        Index(
+            "uq_model_versions_one_promoted",
+            "county_code",
+            unique=True,
+            sqlite_where=text("status = 'promoted'"),
+            postgresql_where=text("status = 'promoted'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    county_code: Mapped[str] = mapped_column(String(12), index=True)
+    checkpoint_path: Mapped[str] = mapped_column(Text)  # absolute path of the .safetensors weights
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
+    bands: Mapped[list[str]] = mapped_column(JSON, default=list)
+    detector: Mapped[str] = mapped_column(String(128))  # card name@version
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    parent_checkpoint: Mapped[str | None] = mapped_column(Text)
+    parent_sha256: Mapped[str | None] = mapped_column(String(64))
+    labels_path: Mapped[str | None] = mapped_column(Text)
+    labels_sha256: Mapped[str | None] = mapped_column(String(64))
+    labels_n_train: Mapped[int | None] = mapped_column(Integer)
+    labels_n_holdout: Mapped[int | None] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(32))  # the deciding figure, e.g. "f1"
+    #: ``holdout.json`` of the fine-tune: figures of this model ("candidate") and of the model it was compared
+    #: against ("parent") on the same held-back verifications, plus the labels used.
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="registered", index=True)
+    replaced_id: Mapped[int | None] = mapped_column(Integer)
+    registered_by: Mapped[str | None] = mapped_column(String(64))
+    registered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    promoted_by: Mapped[str | None] = mapped_column(String(64))
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ModelEvent(Base):
+    """One event in the model registry of a county: registered, promoted, retired, rolled_back."""
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    county_code: Mapped[str] = mapped_column(String(12), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    by: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
