@@ -17,6 +17,7 @@ def _fine_tune_cmd(
     holdout: float,
     epochs: int | None,
     max_minutes: float | None,
+    lr: float | None = None,
 ) -> None:
     """``cspon-rs train --labels``: one fine-tune round on field verifications."""
     from cspon_rs.errors import ConfigError
@@ -35,6 +36,8 @@ def _fine_tune_cmd(
         kw["epochs"] = epochs
     if max_minutes is not None:
         kw["max_minutes"] = max_minutes
+    if lr is not None:
+        kw["lr"] = lr
     result = fine_tune(init_from, labels, out, **kw)  # type: ignore[arg-type]
     for line in result.skipped:
         typer.echo(f"skipped: {line}", err=True)
@@ -95,6 +98,9 @@ def register(app: typer.Typer) -> None:
         holdout: Annotated[
             float, typer.Option("--holdout", help="Share of verifications held back to score and pick the threshold")
         ] = 0.3,
+        lr: Annotated[
+            float | None, typer.Option("--lr", help="With --labels: learning rate of the fine-tune (default 1e-4)")
+        ] = None,
     ) -> None:
         """Train a change-detection model; writes best.safetensors/.json, last.pt, history.json, curves.png.
 
@@ -105,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from cspon_rs.errors import ConfigError
 
         if labels is not None:
-            _fine_tune_cmd(labels, init_from, out, scenes, holdout, epochs, max_minutes)
+            _fine_tune_cmd(labels, init_from, out, scenes, holdout, epochs, max_minutes, lr)
             return
         if config is None:
             raise ConfigError("give --config (a training YAML), or --labels with --init-from to fine-tune")

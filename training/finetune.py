@@ -55,13 +55,20 @@ class FineTuneResult:
         return float(self.candidate.get(DECIDING_METRIC, 0.0)) > float(self.parent.get(DECIDING_METRIC, 0.0))
 
 
+#: Fewest held-back verifications on which the decision threshold is re-selected; below it the card's
+#: threshold is kept (a threshold picked on a handful of polygons swings between the ends of the range).
+MIN_HOLDOUT_FOR_THRESHOLD = 10
+
+
 def score_on_holdout(loaded: LoadedModel, pairs: list[ChangePair]) -> dict[str, Any]:
-    """Held-back scores of a model, its threshold re-selected on those pairs (card threshold when empty)."""
+    """Held-back scores of a model, its threshold re-selected on those pairs when there are enough of them."""
     if not pairs:
-        return {"threshold": loaded.card.threshold, "verifications": 0}
+        return {"threshold": loaded.card.threshold, "verifications": 0, "threshold_from": "card"}
     probs = [model_proba(loaded.model, loaded.card, p.before, p.after, loaded.device) for p in pairs]
-    threshold, _ = select_threshold(probs, pairs)
-    return holdout_scores(probs, pairs, threshold)
+    threshold, source = loaded.card.threshold, "card (fewer than 10 held-back verifications)"
+    if len(pairs) >= MIN_HOLDOUT_FOR_THRESHOLD:
+        threshold, source = select_threshold(probs, pairs)[0], "re-selected on held-back verifications"
+    return {**holdout_scores(probs, pairs, threshold), "threshold_from": source}
 
 
 def _config(loaded: LoadedModel, labels: Path, scenes: list[tuple[str, str]], out_dir: Path, **kw: Any) -> TrainConfig:
@@ -87,7 +94,8 @@ def _config(loaded: LoadedModel, labels: Path, scenes: list[tuple[str, str]], ou
             epochs=kw["epochs"],
             batch_size=kw["batch_size"],
             lr=kw["lr"],
-            encoder_lr_factor=0.3,
+            encoder_lr_factor=1.0,
+            warmup_epochs=kw["epochs"],  # the encoder stays frozen: a few verifications adapt the decoder only
             freeze_encoder_bn=True,
             seed=kw["seed"],
             max_minutes=kw["max_minutes"],
@@ -115,7 +123,7 @@ def fine_tune(
     crops_per_epoch: int = 256,
     batch_size: int = 8,
     crop_size: int | None = None,
-    lr: float = 3e-4,
+    lr: float = 1e-4,
     max_minutes: float | None = 15.0,
     num_threads: int | None = None,
     context_px: int | None = None,
@@ -131,7 +139,8 @@ def fine_tune(
         scenes: ``(before, after)`` overriding the stored scene paths of every label.
         holdout: Share of verifications held back (stratified by label, seeded).
         epochs, crops_per_epoch, batch_size, crop_size, lr: The short schedule (crop size defaults to the
-            parent's training crop).
+            parent's training crop). The encoder stays frozen (weights and batch-norm statistics): a county's
+            few verifications adapt the decoder only.
         max_minutes: Wall-clock budget of the training loop.
         context_px: Unlabelled context read around each verified polygon (default: a quarter crop).
 
