@@ -809,6 +809,21 @@ NEGATIVE_COLUMNS: tuple[str, ...] = (
 )
 
 
+def provenance_fields(record: WarningRecord, patch: Patch | None) -> dict[str, Any]:
+    """Where a warning's pixels came from: the scenes (absolute paths + sha256) and the model that raised it."""
+    return {
+        "scene_before": patch.scene_before if patch else None,
+        "scene_before_sha256": patch.scene_before_sha256 if patch else None,
+        "scene_after": patch.scene_after if patch else None,
+        "scene_after_sha256": patch.scene_after_sha256 if patch else None,
+        "detector": record.detector or (patch.detector if patch else None),
+        "model_sha256": record.model_sha256 or (patch.model_sha256 if patch else None),
+        "model_version_id": record.model_version_id
+        if record.model_version_id is not None
+        else (patch.model_version_id if patch else None),
+    }
+
+
 def false_change_negatives(
     session: Session, *, county_code: str | None = None, period: str | None = None
 ) -> gpd.GeoDataFrame:
@@ -834,13 +849,7 @@ def false_change_negatives(
             "verification_id": verification.id, "result": verification.result,
             "reason": verification_reason(verification), "actual_use": verification.actual_use,
             "verified_by": verification.by, "verified_at": at.isoformat() if at else None,
-            "scene_before": patch.scene_before if patch else None,
-            "scene_before_sha256": patch.scene_before_sha256 if patch else None,
-            "scene_after": patch.scene_after if patch else None,
-            "scene_after_sha256": patch.scene_after_sha256 if patch else None,
-            "detector": record.detector or (patch.detector if patch else None),
-            "model_sha256": record.model_sha256 or (patch.model_sha256 if patch else None),
-            "model_version_id": record.model_version_id,
+            **provenance_fields(record, patch),
         })
         geoms.append(shapely_wkt.loads(record.geometry_wkt))
     if not rows:

@@ -25,7 +25,7 @@ import shapely
 from shapely import wkt as shapely_wkt
 from sqlalchemy.orm import Session
 
-from cspon_rs.store.crud import aware, latest_verifications, verification_reason
+from cspon_rs.store.crud import aware, latest_verifications, provenance_fields, verification_reason
 from cspon_rs.store.models import Patch, Verification, WarningRecord
 
 __all__ = ["LABEL_COLUMNS", "LABEL_LAYER", "LabelExport", "SkippedLabel", "export_labels", "verified_labels"]
@@ -130,14 +130,7 @@ def _row(record: WarningRecord, verification: Verification, patch: Patch | None)
         "category": record.category,
         "t1": record.t1.isoformat() if record.t1 else None,
         "t2": record.t2.isoformat() if record.t2 else None,
-        "scene_before": patch.scene_before if patch else None,
-        "scene_before_sha256": patch.scene_before_sha256 if patch else None,
-        "scene_after": patch.scene_after if patch else None,
-        "scene_after_sha256": patch.scene_after_sha256 if patch else None,
-        "detector": record.detector or (patch.detector if patch else None),
-        "model_sha256": record.model_sha256 or (patch.model_sha256 if patch else None),
-        "model_version_id": record.model_version_id if record.model_version_id is not None
-        else (patch.model_version_id if patch else None),
+        **provenance_fields(record, patch),
     }
 
 

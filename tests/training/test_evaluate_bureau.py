@@ -13,15 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import typer
-from trainingtest_support import write_levir
+from trainingtest_support import cli_app, write_levir
 from typer.testing import CliRunner
 
 from cspon_rs.errors import ConfigError
 from cspon_rs.models.card import ModelCard, Normalization
 from cspon_rs.models.checkpoint import load_card, save_checkpoint
 from cspon_rs.models.registry import create_model
-from cspon_rs.training.cli import register
 from cspon_rs.training.datasets import load_pair_folder
 from cspon_rs.training.evaluate import (
     build_detector,
@@ -42,15 +40,6 @@ FALSE = (slice(45, 49), slice(45, 49))  # changed in the imagery, not labelled (
 KM2 = SIZE * SIZE * RES * RES / 1e6
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.command()
-    def _noop() -> None:  # a second command so typer keeps sub-command names
-        pass
-
-    register(app)
-    return app
 
 
 def _label() -> np.ndarray:
@@ -194,7 +183,7 @@ def test_cli_evaluate_writes_json_with_every_figure(tmp_path: Path) -> None:
     ck = _tiny_checkpoint(tmp_path / "ck" / "tiny", ["R", "G", "B"])
     out_json = tmp_path / "figures.json"
     args = ["evaluate", "--checkpoint", str(ck), "--data", str(levir), "--pixel-size", "0.5", "--json", str(out_json)]
-    result = CliRunner().invoke(_app(), args)
+    result = CliRunner().invoke(cli_app(), args)
     assert result.exit_code == 0, result.output
     assert "warn. prec." in result.output and "top-20" in result.output and "pooled" in result.output
     d = json.loads(out_json.read_text())
@@ -221,7 +210,7 @@ def test_cli_evaluate_writes_json_with_every_figure(tmp_path: Path) -> None:
 
     # the trivial baseline: one patch per pair, each touching change (every crop has change)
     result = CliRunner().invoke(
-        _app(),
+        cli_app(),
         ["evaluate", "--checkpoint", "all-change", "--data", str(levir), "--like", str(ck), "--json", str(out_json)],
     )
     assert result.exit_code == 0, result.output
@@ -231,7 +220,7 @@ def test_cli_evaluate_writes_json_with_every_figure(tmp_path: Path) -> None:
 
     # a minimum mapping unit needs a pixel size: LEVIR crops have no georeferencing, the card none
     result = CliRunner().invoke(
-        _app(), ["evaluate", "--checkpoint", str(ck), "--data", str(levir), "--min-area-m2", "50"]
+        cli_app(), ["evaluate", "--checkpoint", str(ck), "--data", str(levir), "--min-area-m2", "50"]
     )
     assert isinstance(result.exception, ConfigError) and "--pixel-size" in str(result.exception)
 
@@ -240,7 +229,7 @@ def test_cli_evaluate_unlabelled_pair(bureau_pair: Path, tmp_path: Path) -> None
     before, after = bureau_pair / "before_2020.tif", bureau_pair / "after_2021.tif"
     out_json = tmp_path / "naip_like.json"
     args = ["evaluate", "--checkpoint", "spectral", "--before", str(before), "--after", str(after)]
-    result = CliRunner().invoke(_app(), [*args, "--min-area-m2", "2000", "--json", str(out_json)])
+    result = CliRunner().invoke(cli_app(), [*args, "--min-area-m2", "2000", "--json", str(out_json)])
     assert result.exit_code == 0, result.output
     assert "patches/km²" in result.output and "warn. prec." not in result.output
     d = json.loads(out_json.read_text())
@@ -254,7 +243,7 @@ def test_cli_evaluate_unlabelled_pair(bureau_pair: Path, tmp_path: Path) -> None
     assert pair.id == "before_2020->after_2021" and pair.valid.all()
     rep = evaluate_unlabelled("spectral", [pair], print_table=False)
     assert rep.patches["patches"] == 3
-    result = CliRunner().invoke(_app(), [*args[:-2]])
+    result = CliRunner().invoke(cli_app(), [*args[:-2]])
     assert isinstance(result.exception, ConfigError) and "--after" in str(result.exception)
 
 
@@ -264,7 +253,7 @@ def test_cli_calibrate_writes_card_and_backup(tmp_path: Path) -> None:
     card_path = ck.with_suffix(".json")
     old_text = card_path.read_text()
     result = CliRunner().invoke(
-        _app(), ["calibrate", "--checkpoint", str(ck), "--data", str(levir), "--ids", "pair_0,pair_1"]
+        cli_app(), ["calibrate", "--checkpoint", str(ck), "--data", str(levir), "--ids", "pair_0,pair_1"]
     )
     assert result.exit_code == 0, result.output
     assert "temperature T =" in result.output and "ECE" in result.output and "threshold" in result.output
@@ -276,6 +265,6 @@ def test_cli_calibrate_writes_card_and_backup(tmp_path: Path) -> None:
     assert not list(card_path.parent.glob("*.tmp"))
     # the card's test pairs are refused
     result = CliRunner().invoke(
-        _app(), ["calibrate", "--checkpoint", str(ck), "--data", str(levir), "--ids", "pair_2"]
+        cli_app(), ["calibrate", "--checkpoint", str(ck), "--data", str(levir), "--ids", "pair_2"]
     )
     assert isinstance(result.exception, ConfigError) and "test split" in str(result.exception)

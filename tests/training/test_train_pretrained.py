@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
-from trainingtest_support import two_source_yaml, write_two_source_project
+from trainingtest_support import cli_app, two_source_yaml, write_two_source_project
 from typer.testing import CliRunner
 
 from cspon_rs.models.checkpoint import load_checkpoint
 from cspon_rs.models.registry import create_model
-from cspon_rs.training.cli import register
 from cspon_rs.training.config import load_train_config
 from cspon_rs.training.datasets import load_pack, load_split
 from cspon_rs.training.loop import train
@@ -122,20 +120,11 @@ def test_train_device_bogus_is_one_line_and_exit_code_2(smoke_config: Path) -> N
     assert not (smoke_config.parent.parent / "runs").exists()
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.command()
-    def _noop() -> None:  # a second command so typer keeps sub-command names
-        pass
-
-    register(app)
-    return app
 
 
 def test_pack_data_command_writes_a_pack(smoke_config: Path, tmp_path: Path) -> None:
     out = tmp_path / "packs" / "smoke.npz"
-    result = CliRunner().invoke(_app(), ["pack-data", "--config", str(smoke_config), "--out", str(out)])
+    result = CliRunner().invoke(cli_app(), ["pack-data", "--config", str(smoke_config), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and f"pack: {out}" in result.output
     splits, hosts, meta = load_pack(out)
@@ -146,7 +135,7 @@ def test_pack_data_command_writes_a_pack(smoke_config: Path, tmp_path: Path) -> 
 
     with_test = tmp_path / "with_test.npz"
     result = CliRunner().invoke(
-        _app(), ["pack-data", "--config", str(smoke_config), "--out", str(with_test), "--splits", "train,val,test"]
+        cli_app(), ["pack-data", "--config", str(smoke_config), "--out", str(with_test), "--splits", "train,val,test"]
     )
     assert result.exit_code == 0, result.output
     assert [p.id for p in load_pack(with_test)[0]["test"]] == ["pair_5", "b/pair_4"]

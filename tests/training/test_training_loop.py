@@ -8,32 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 from safetensors.torch import load_file
-from trainingtest_support import write_tiny_config
+from trainingtest_support import cli_app, write_tiny_config
 from typer.testing import CliRunner
 
 from cspon_rs.errors import ConfigError, TrainingError
 from cspon_rs.models.checkpoint import load_checkpoint
-from cspon_rs.training.cli import register
 from cspon_rs.training.config import load_train_config
 from cspon_rs.training.loop import train
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.command()
-    def _noop() -> None:  # a second command so typer keeps sub-command names
-        pass
-
-    register(app)
-    return app
-
-
 def test_cli_train_levir_end_to_end(levir_config: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli_run"
-    result = CliRunner().invoke(_app(), ["train", "--config", str(levir_config), "--out", str(out)])
+    result = CliRunner().invoke(cli_app(), ["train", "--config", str(levir_config), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "checkpoint:" in result.output
     for name in ("best.safetensors", "best.json", "last.pt", "best.pt", "history.json", "curves.png"):
@@ -50,13 +37,13 @@ def test_cli_train_levir_end_to_end(levir_config: Path, tmp_path: Path) -> None:
     ev = tmp_path / "eval"
     data = str(levir_config.parent / "levir")
     result = CliRunner().invoke(
-        _app(), ["evaluate", "--checkpoint", str(out / "best.safetensors"), "--data", data, "--out", str(ev)]
+        cli_app(), ["evaluate", "--checkpoint", str(out / "best.safetensors"), "--data", data, "--out", str(ev)]
     )
     assert result.exit_code == 0, result.output
     report = json.loads((ev / "report.json").read_text())
     assert len(report["per_pair"]) == 6 and (ev / "pair_0.png").is_file()
     result = CliRunner().invoke(
-        _app(),
+        cli_app(),
         [
             "evaluate",
             "--checkpoint",
@@ -90,7 +77,7 @@ def test_train_geotiff_pairs_with_gpkg_labels(geotiff_dataset: Path, tmp_path: P
   crop_size: 64
   crops_per_epoch: 4"""
     cfg_path = write_tiny_config(tmp_path / "train_tif.yaml", data, tmp_path / "run_tif")
-    result = CliRunner().invoke(_app(), ["train", "--config", str(cfg_path)])
+    result = CliRunner().invoke(cli_app(), ["train", "--config", str(cfg_path)])
     assert result.exit_code == 0, result.output
     card = load_checkpoint(tmp_path / "run_tif" / "best").card
     assert card.bands == ["B04", "B03", "B02", "B08"]
@@ -132,7 +119,7 @@ def test_unknown_config_key_is_named(levir_config: Path) -> None:
     levir_config.write_text(text)
     with pytest.raises(ConfigError, match="crop_szie"):
         load_train_config(levir_config)
-    result = CliRunner().invoke(_app(), ["train", "--config", str(levir_config)])
+    result = CliRunner().invoke(cli_app(), ["train", "--config", str(levir_config)])
     assert result.exit_code != 0 and "crop_szie" in str(result.exception)
 
 

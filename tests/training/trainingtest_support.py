@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import typer
 
 
 def synthetic_pair(
@@ -129,3 +130,17 @@ def two_source_yaml(
 {optim}
 output: {{dir: ../runs/tiny, name: tiny, version: "0.0.1"}}
 """
+
+
+def cli_app() -> typer.Typer:
+    """A Typer app with the training commands registered (for CliRunner tests)."""
+    from cspon_rs.training.cli import register
+
+    app = typer.Typer()
+
+    @app.command()
+    def _noop() -> None:  # a second command so typer keeps sub-command names
+        pass
+
+    register(app)
+    return app
