@@ -184,6 +184,8 @@ def fine_tune(
 
     result = train(config, out_dir=out, init_from=parent.path, splits=(train_pairs, [], []), progress=progress)
     candidate = load_checkpoint(result.checkpoint)
+    # Without validation the loop leaves threshold 0.5; the parent's (calibrated) threshold is the fallback.
+    candidate.card.threshold = parent.card.threshold
     cand_scores = score_on_holdout(candidate, hold_pairs)
     parent_scores = score_on_holdout(parent, hold_pairs)
     from cspon_rs.geo.files import file_sha256
