@@ -83,7 +83,11 @@ def test_patch_layer_has_the_contract_columns(scene_pair, single_run) -> None:  
     np.testing.assert_allclose(gdf["area_m2"].sum(), single_run.changed_pixels * 100.0, rtol=0.05)
     assert ((gdf["prob_mean"] >= single_run.threshold) & (gdf["prob_max"] >= gdf["prob_mean"])).all()
     assert (gdf["t1"] == "2024-01-01").all() and (gdf["t2"] == "2024-07-01").all()
-    assert (gdf["scene_before"] == scene_pair.before.name).all()
+    # Scene identity ties every patch back to its pixels: absolute paths and the files' sha256.
+    from cspon_rs.geo.files import file_sha256
+
+    assert (gdf["scene_before"] == str(scene_pair.before.resolve())).all()
+    assert (gdf["scene_before_sha256"] == file_sha256(scene_pair.before)).all()
     assert (gdf["detector"] == "test-tiny@0.0.1").all()
     assert gdf["centroid_lon"].between(113.0, 115.0).all() and gdf["centroid_lat"].between(21.0, 23.5).all()
 
