@@ -81,10 +81,15 @@ def register(app: typer.Typer) -> None:
         ids: Annotated[str | None, typer.Option(help="Comma-separated warning ids (default: all open warnings)")]
         = None,
         fmt: Annotated[str, typer.Option("--format", help="kml | gpx | geojson")] = "kml",
-        limit: Annotated[int, typer.Option(help="At most this many (highest priority first)")] = 50,
+        limit: Annotated[int, typer.Option(help="At most this many (highest priority first), 1 or more")] = 50,
     ) -> None:
         """Write a patrol route (KML/GPX/GeoJSON) of stored warnings, ordered from a start point."""
-        from cspon_rs.errors import NotFoundError, SchemaError
+        from cspon_rs.errors import ConfigError, MissingFileError, NotFoundError, SchemaError
+
+        if limit < 1:
+            raise ConfigError(f"--limit {limit}: give 1 or more warnings per patrol")
+        if not out.parent.is_dir():
+            raise MissingFileError(f"--out {out}: folder {out.parent} does not exist; create it first")
         from cspon_rs.exports.patrol import write_patrol
         from cspon_rs.store.crud import get_warning, list_warnings, warnings_frame
         from cspon_rs.store.db import open_store

@@ -109,6 +109,12 @@ def test_cli_warn_and_patrol(inputs: dict[str, Path], tmp_path: Path) -> None:
                 "--out", str(route))
     assert done.returncode == 0, done.stderr
     assert len(pyogrio.read_dataframe(route, layer="waypoints")) == 4
+    for bad, expected in ((["--limit", "-5"], "--limit -5"), (["--out", str(tmp_path / "no" / "dir" / "p.kml")],
+                                                                 "does not exist")):
+        args = ["patrol", "--db", db, "--period", "2025Q3", "--start", "114.0,22.3", "--out", str(route), *bad]
+        done = _cli(*args)
+        assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "no").exists()
     broken = tmp_path / "broken.gpkg"
     gpd.read_file(inputs["permits"]).drop(columns=["PZWH"]).to_file(broken, layer="permits", driver="GPKG")
     done = _cli("warn", "--changes", str(inputs["changes"]), "--permits", str(broken), "--period", "2025Q3",
