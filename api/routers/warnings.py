@@ -81,6 +81,31 @@ def visible_warning(session: SessionDep, user: ApiUser, warning_id: str) -> Warn
     return record
 
 
+def _categories(values: list[str] | None) -> list[str] | None:
+    """Category filter values as stored: a code (``built_before_approval``) or its Chinese name (未批先建)
+    selects both spellings; anything else is a 422 naming the choices (it used to match nothing, silently)."""
+    if not values:
+        return None
+    from cspon_rs.rules.config import CATEGORIES, CATEGORY_ZH
+
+    by_zh = {zh: code for code, zh in CATEGORY_ZH.items()}
+    out: list[str] = []
+    for value in values:
+        code = value if value in CATEGORIES else by_zh.get(value)
+        if code is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=error_detail(
+                    "category",
+                    f"unknown category {value[:40]!r}; use one of {list(CATEGORIES)} or their Chinese names "
+                    f"{list(CATEGORY_ZH.values())}",
+                    "query",
+                ),
+            )
+        out += [code, CATEGORY_ZH[code]]
+    return out
+
+
 def _bbox(raw: str | None) -> tuple[float, float, float, float] | None:
     if raw is None:
         return None
@@ -124,7 +149,10 @@ class _Filters:
         period: Annotated[str | None, Query(max_length=16, description="e.g. 2018Q1")] = None,
         county_code: Annotated[str | None, Query(max_length=12)] = None,
         township_code: Annotated[str | None, Query(max_length=12)] = None,
-        category: Annotated[list[str] | None, Query(description="repeatable, e.g. 未批先建")] = None,
+        category: Annotated[
+            list[str] | None,
+            Query(max_length=64, description="repeatable: a category code (built_before_approval) or 未批先建"),
+        ] = None,
         status_: Annotated[
             list[Literal["new", "assigned", "verified", "closed"]] | None, Query(alias="status")
         ] = None,
@@ -137,7 +165,7 @@ class _Filters:
         self.period = period
         self.county_code = county_code
         self.township_code = township_code
-        self.category = category
+        self.category = _categories(category)
         self.status = status_
         self.min_priority = min_priority
         self.bbox = _bbox(bbox)

@@ -37,6 +37,9 @@ def test_list_filters_pagination_geojson(server: Server, seeded: dict[str, Any])
         assert len(rest["items"]) == 2 and rest["total"] == 12
         cat = c.get("/warnings", params={"category": "少批多建"}).json()
         assert cat["total"] == 3 and {w["category"] for w in cat["items"]} == {"少批多建"}
+        assert c.get("/warnings", params={"category": "exceeding_approval"}).json()["total"] == 3  # code = name
+        bogus = c.get("/warnings", params={"category": "bogus"})
+        assert bogus.status_code == 422 and "built_before_approval" in bogus.text, bogus.text
         town = c.get("/warnings", params={"township_code": f"{COUNTY}001"}).json()
         assert town["total"] == 6
         minp = c.get("/warnings", params={"min_priority": 50}).json()
