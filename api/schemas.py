@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "CountyCode",
@@ -271,10 +271,18 @@ class AssignIn(_In):
     """Assign a warning to a field team."""
 
     team: str = Field(min_length=1, max_length=64)
-    due_date: dt.date | None = None
+    due_date: dt.date | None = Field(default=None, description="between 2000-01-01 and ten years from today")
     expected_version: int | None = Field(
         default=None, ge=1, le=MAX_ID, description="version you saw (optimistic lock)"
     )
+
+    @field_validator("due_date")
+    @classmethod
+    def _plausible_due_date(cls, value: dt.date | None) -> dt.date | None:
+        latest = dt.date.today() + dt.timedelta(days=3652)
+        if value is not None and not dt.date(2000, 1, 1) <= value <= latest:
+            raise ValueError(f"due date {value.isoformat()} is not between 2000-01-01 and {latest.isoformat()}")
+        return value
 
 
 class StatusIn(_In):

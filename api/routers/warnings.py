@@ -67,13 +67,18 @@ def scoped_county(user: ApiUser, requested: str | None) -> str | None:
 
 def visible_warning(session: SessionDep, user: ApiUser, warning_id: str) -> WarningRecord:
     """The warning if the user may see it; 404 otherwise (also when it is outside their county/team)."""
+    from cspon_rs.errors import NotFoundError
     from cspon_rs.store.crud import get_warning
 
-    record = get_warning(session, warning_id)
-    hidden = (user.county_code is not None and record.county_code != user.county_code) or (
+    try:
+        record: WarningRecord | None = get_warning(session, warning_id)
+    except NotFoundError:
+        record = None
+    # One answer for "missing" and "not yours": a different body would let ids of other counties be enumerated.
+    hidden = record is None or (user.county_code is not None and record.county_code != user.county_code) or (
         user.role == "field" and (user.team is None or record.assigned_team != user.team)
     )
-    if hidden:
+    if hidden or record is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             detail=error_detail("warning_id", f"warning {warning_id!r} not found", "path"),

@@ -75,7 +75,13 @@ def test_every_warning_endpoint_is_scoped(
         assert b.get("/warnings", params={"bbox": "116.3,39.8,116.5,40.0"}).json()["total"] == 0
         # single warning, its photo and chip: 404 as if absent
         for client in (b, rb, fb):
-            assert client.get(f"/warnings/{wa}").status_code == 404
+            other = client.get(f"/warnings/{wa}")
+            missing = client.get(f"/warnings/{wa}x")
+            assert other.status_code == missing.status_code == 404
+            # the same body for "not yours" and "absent" (ids of other counties cannot be enumerated)
+            assert other.json()["detail"][0]["msg"].replace(wa, "ID") == missing.json()["detail"][0]["msg"].replace(
+                f"{wa}x", "ID"
+            )
             assert client.get(t["photo_url"]).status_code == 404
             assert client.get(f"/warnings/{wa}/chip.png").status_code == 404
         mark("get", "/warnings/{warning_id}")

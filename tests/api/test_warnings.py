@@ -76,6 +76,9 @@ def test_detail_assign_lifecycle(server: Server, seeded: dict[str, Any]) -> None
         ok = c.post(f"/warnings/{wid}/assign", json={"team": "team-w", "expected_version": d["version"]})
         assert ok.status_code == 200 and ok.json()["status"] == "assigned"
         assert c.post(f"/warnings/{wid}/assign", json={"team": ""}).status_code == 422
+        for year in ("0118", "6735"):  # typos in a due date are refused, not stored
+            bad = c.post(f"/warnings/{wid}/assign", json={"team": "team-w", "due_date": f"{year}-05-01"})
+            assert bad.status_code == 422 and "due date" in bad.text, bad.text
     with server.client(seeded["researcher"]) as r:
         assert r.get(f"/warnings/{wid}").status_code == 200
         assert r.post(f"/warnings/{wid}/assign", json={"team": "x"}).status_code == 403
