@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cspon_rs.errors import (
@@ -47,6 +51,16 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
+#: Longest echo of a rejected input in a 422 body (a 100 KB field must not come back whole).
+MAX_ECHO = 200
+
+
+def short_echo(value: Any) -> Any:
+    """``value`` itself when short, else its first :data:`MAX_ECHO` characters and its length."""
+    text = value if isinstance(value, str) else json.dumps(jsonable_encoder(value), ensure_ascii=False, default=str)
+    return value if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}… ({len(text)} characters)"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register handlers: NotFound→404, Conflict→409, InvalidTransition/input/value errors→422."""
 
@@ -62,6 +76,12 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=500, content={"detail": "internal server error", "error": "InternalError"}
         )
 
+    async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{**e, "input": short_echo(e["input"])} if "input" in e else dict(e) for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+    app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(CsponError, _cspon)
     app.add_exception_handler(ValueError, _value)
     app.add_exception_handler(Exception, _unexpected)

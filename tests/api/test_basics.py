@@ -223,6 +223,10 @@ def test_malformed_bodies_are_4xx(server: Server, admin_token: str) -> None:
         assert c.get("/jobs/abc").status_code == 422
         assert c.get("/jobs/99999").status_code == 404
         assert c.get("/jobs", params={"limit": -1}).status_code == 422
+        # a 100 KB value is rejected without being echoed back whole
+        huge = c.post("/users", json={"name": "x" * 100_000, "role": "bureau", "county_code": "440300"})
+        assert huge.status_code == 422 and len(huge.content) < 2_000, len(huge.content)
+        assert "100000 characters" in huge.text and "name" in huge.text
 
 
 def test_layer_upload_and_models(server: Server, tmp_path: Path) -> None:
