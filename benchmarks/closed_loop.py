@@ -119,14 +119,13 @@ def labels_gpkg(verified: list[Warning_], scenes: list[Scene], path: Path) -> No
     from rasterio.features import shapes
     from rasterio.transform import Affine
     from shapely.geometry import shape
+    from shapely.ops import unary_union
 
     rows = []
     for i, w in enumerate(verified):
         s = scenes[w.scene]
         tr = Affine(*s.pair.transform)  # type: ignore[misc]
         geoms = [shape(g) for g, v in shapes(w.mask.astype(np.uint8), mask=w.mask, transform=tr) if v == 1]
-        from shapely.ops import unary_union
-
         rows.append({"geometry": unary_union(geoms), "label": int(w.real), "verification_id": i + 1,
                      "scene_before": str(s.before), "scene_after": str(s.after),
                      "result": "illegal" if w.real else "false_change"})

@@ -17,19 +17,18 @@ Only windows are read, so memory grows with the number of verifications, not wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cspon_rs.errors import LabelError, MissingFileError, SchemaError
+from cspon_rs.geo.files import SceneCheck
 from cspon_rs.training.datasets import ChangePair
 
 __all__ = [
     "REQUIRED_COLUMNS",
-    "VerifiedSet",
     "holdout_scores",
     "read_verified_labels",
     "split_holdout",
@@ -38,15 +37,6 @@ __all__ = [
 
 #: Columns a verified-labels layer must have (besides the geometry).
 REQUIRED_COLUMNS = ("label", "scene_before", "scene_after")
-
-
-@dataclass
-class VerifiedSet:
-    """Verified labels split into training and held-back parts, plus what was skipped and why."""
-
-    train: Any
-    holdout: Any
-    skipped: list[str] = field(default_factory=list)
 
 
 def read_verified_labels(path: str | Path, scenes: tuple[str | Path, str | Path] | None = None) -> Any:
@@ -103,17 +93,13 @@ def split_holdout(labels: Any, share: float = 0.3, seed: int = 0) -> tuple[Any, 
     return labels[~held].reset_index(drop=True), labels[held].reset_index(drop=True)
 
 
-def _checksum_problem(row: Any) -> str | None:
-    """Why a label's scene cannot be used (missing file, changed checksum), or ``None``."""
-    from cspon_rs.geo.files import file_sha256
-
+def _scene_problem(row: Any, check: SceneCheck) -> str | None:
+    """Why a label's scenes cannot be used (missing file, checksum changed since verification), or ``None``."""
     for key in ("scene_before", "scene_after"):
-        path = Path(str(row[key]))
-        if not path.is_file():
-            return f"{key} {path} is gone"
         want = row.get(f"{key}_sha256")
-        if isinstance(want, str) and want and file_sha256(path) != want:
-            return f"{key} {path} changed since verification (sha256 differs)"
+        problem = check.problem(key, str(row[key]), want if isinstance(want, str) else None, since="verification")
+        if problem:
+            return problem
     return None
 
 
@@ -143,13 +129,11 @@ def verified_pairs(
 
     pairs: list[ChangePair] = []
     skipped: list[str] = []
-    cache: dict[str, str | None] = {}
+    check = SceneCheck()
     for (before, after), group in labels.groupby(["scene_before", "scene_after"], sort=False):
-        key = f"{before}|{after}"
-        if check_checksums and key not in cache:
-            cache[key] = _checksum_problem(group.iloc[0])
-        if cache.get(key):
-            skipped += [f"verification {_vid(r)}: {cache[key]}" for _, r in group.iterrows()]
+        problem = _scene_problem(group.iloc[0], check) if check_checksums else None
+        if problem:
+            skipped += [f"verification {_vid(r)}: {problem}" for _, r in group.iterrows()]
             continue
         with aligned_pair(before, after) as (src_a, src_b):
             if src_a.count != len(bands):
@@ -239,9 +223,3 @@ def holdout_scores(
         "warning_recall": raised_real / real if real else 0.0,
         "false_kept": raised - raised_real,
     }
-
-
-def scenes_of(labels: Any) -> Mapping[str, int]:
-    """Number of verifications per ``before | after`` scene pair (for summaries)."""
-    counts = labels.groupby(["scene_before", "scene_after"]).size()
-    return {f"{b} | {a}": int(n) for (b, a), n in counts.items()}

@@ -25,6 +25,7 @@ import shapely
 from shapely import wkt as shapely_wkt
 from sqlalchemy.orm import Session
 
+from cspon_rs.geo.files import SceneCheck
 from cspon_rs.store.crud import aware, latest_verifications, provenance_fields, verification_reason
 from cspon_rs.store.models import Patch, Verification, WarningRecord
 
@@ -90,28 +91,15 @@ class LabelExport:
     skipped: list[SkippedLabel] = field(default_factory=list)
 
 
-class _SceneCheck:
-    """Each scene file is hashed at most once per export."""
+class _SceneCheck(SceneCheck):
+    """The export's check: a label needs a stored absolute path and checksum, then an unchanged file."""
 
-    def __init__(self) -> None:
-        self._now: dict[str, str | None] = {}
-
-    def problem(self, which: str, path: str | None, stored_sha: str | None) -> str | None:
-        from cspon_rs.geo.files import file_sha256
-
+    def problem(self, which: str, path: str | None, stored_sha: str | None, *, since: str = "detection") -> str | None:
         if not path or not stored_sha or not Path(path).is_absolute():
             return (f"no stored identity for the {which} scene ({path or 'no path'}, "
                     f"{'sha256 ' + stored_sha[:12] + '…' if stored_sha else 'no checksum'}): the warning was stored "
                     "before scene checksums were kept; re-run detect + warn with --before/--after for its period")
-        if path not in self._now:
-            self._now[path] = file_sha256(path) if Path(path).is_file() else None
-        now = self._now[path]
-        if now is None:
-            return f"{which} scene {path} is gone"
-        if now != stored_sha:
-            return (f"{which} scene {path} changed since detection "
-                    f"(sha256 {stored_sha[:12]}… stored, {now[:12]}… now)")
-        return None
+        return super().problem(which, path, stored_sha, since=since)
 
 
 def _row(record: WarningRecord, verification: Verification, patch: Patch | None) -> dict[str, Any]:

@@ -150,6 +150,20 @@ def _event(session: Session, model: ModelVersion, event: str, by: str | None, **
                            details=details or None))
 
 
+def _retire(session: Session, current: ModelVersion, now: dt.datetime) -> None:
+    """Retire the county's promoted model, only if it still is the promoted one (else ConflictError)."""
+    retired = session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.id == current.id, ModelVersion.status == "promoted")
+        .values(status="retired", retired_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if retired.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConflictError(
+            f"county {current.county_code}'s current model changed meanwhile; reload and try again"
+        )
+
+
 def get_model(session: Session, model_id: int) -> ModelVersion:
     """One registered model version (fresh from the database).
 
@@ -398,14 +412,7 @@ def promote_model(
             )
         now = utcnow()
         if current is not None:
-            retired = session.execute(
-                update(ModelVersion)
-                .where(ModelVersion.id == current.id, ModelVersion.status == "promoted")
-                .values(status="retired", retired_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if retired.rowcount != 1:  # type: ignore[attr-defined]
-                raise ConflictError(f"county {county}'s current model changed meanwhile; reload and try again")
+            _retire(session, current, now)
             _event(session, current, "retired", by, replaced_by=model.id)
         promoted = session.execute(
             update(ModelVersion)
@@ -447,14 +454,7 @@ def rollback_model(session: Session, county_code: str, *, by: str | None) -> tup
                 raise PromotionRefusedError(
                     f"cannot roll back county {county_code} to model {previous.id}: {problem}")
         now = utcnow()
-        retired = session.execute(
-            update(ModelVersion)
-            .where(ModelVersion.id == current.id, ModelVersion.status == "promoted")
-            .values(status="retired", retired_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if retired.rowcount != 1:  # type: ignore[attr-defined]
-            raise ConflictError(f"county {county_code}'s current model changed meanwhile; reload and try again")
+        _retire(session, current, now)
         _event(session, current, "rolled_back", by, back_to=previous.id if previous is not None else None)
         if previous is not None:
             session.execute(
