@@ -32,7 +32,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check cspon_rs models training inference api tests benchmarks data_samples
 
 typecheck: $(VENV)/.installed-test
-	$(BIN)/mypy cspon_rs
+	$(BIN)/python ci/typecheck.py
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

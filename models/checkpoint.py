@@ -28,6 +28,7 @@ from cspon_rs.models.registry import create_model
 __all__ = [
     "PAD_MULTIPLE",
     "SHIPPED",
+    "SHIPPED_DIR",
     "LoadedModel",
     "checkpoint_paths",
     "default_checkpoint",
@@ -44,6 +45,8 @@ __all__ = [
 #: Input height/width must be a multiple of this (encoder output stride).
 PAD_MULTIPLE = 32
 
+#: Folder of the checkpoints shipped inside the package (``<stem>.safetensors`` + ``<stem>.json``).
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 #: Checkpoints shipped inside the package, by the name users give as ``--checkpoint``.
 SHIPPED: dict[str, str] = {
     "s2-rgbn": "s2_rgbn_effl0_siamunet",  # Sentinel-2 L1C B04,B03,B02,B08, 10 m
@@ -61,7 +64,7 @@ def shipped_checkpoint(name: str) -> Path:
     """
     if name not in SHIPPED:
         raise ValueError(f"no shipped checkpoint {name!r}; shipped: {sorted(SHIPPED)}")
-    return Path(__file__).parent / "checkpoints" / f"{SHIPPED[name]}.safetensors"
+    return SHIPPED_DIR / f"{SHIPPED[name]}.safetensors"
 
 
 def pick_default(bands: int | Sequence[str | None] | None = None) -> tuple[str, str]:

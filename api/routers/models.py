@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_county, error_detail, require_roles
 from cspon_rs.api.schemas import COUNTY_PATTERN, MAX_ID
+from cspon_rs.models.checkpoint import SHIPPED_DIR
 from cspon_rs.store.api_models import ApiUser
 from cspon_rs.store.models import ModelEvent, ModelVersion
 
@@ -28,8 +28,6 @@ ModelAdmin = Annotated[ApiUser, Depends(require_roles("researcher"))]
 ModelId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 County = Annotated[str, PathParam(pattern=COUNTY_PATTERN, description="6-digit county code, e.g. 810000")]
 
-#: Shipped checkpoints (``<name>.safetensors`` + ``<name>.json`` card).
-SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
 
 
 class ModelEventOut(BaseModel):
@@ -149,7 +147,7 @@ def list_models(
     from cspon_rs.store.model_registry import list_models as registered
 
     out = [ModelOut(name="spectral", path="spectral", card=None)]
-    for folder in (SHIPPED_CHECKPOINTS, settings.data_dir / "models"):
+    for folder in (SHIPPED_DIR, settings.data_dir / "models"):
         for card_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             weights = card_path.with_suffix(".safetensors")
             if not weights.is_file():

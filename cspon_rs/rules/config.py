@@ -8,6 +8,7 @@ shares in 0..1.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -94,7 +95,8 @@ def _control_layers() -> dict[str, ControlKind]:
     return {"YJJBNT": "YJJBNT", "STBHHX": "STBHHX", "CZKFBJ": "CZKFBJ"}
 
 
-_DEFAULT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+#: The bundled YAML configs (``configs/`` in the repo, ``cspon_rs/configs`` in the wheel).
+_DEFAULT_CONFIGS = Path(str(files("cspon_rs.configs")))
 
 
 class RulesConfig(StrictModel):

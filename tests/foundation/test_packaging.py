@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -16,27 +17,73 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+MAPPED = ("models", "training", "inference", "api", "configs")
+
+
+def _tracked(repo_root: Path, folder: str) -> list[str]:
+    out = subprocess.run(["git", "ls-files", folder], cwd=repo_root, capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if line]
+
+
 def test_wheel_has_only_the_cspon_rs_top_level_package(repo_root: Path, tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(repo_root)],
         check=True, capture_output=True, text=True, timeout=600,
     )
     (wheel,) = tmp_path.glob("cspon_rs-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    names = set(zipfile.ZipFile(wheel).namelist())
     top_level = {name.split("/")[0] for name in names}
-    assert top_level == {"cspon_rs", wheel.name.split("-py3")[0].replace("cspon_rs-", "cspon_rs-") + ".dist-info"}
-    for generic in ("api", "models", "training", "inference", "configs"):
-        assert generic not in top_level
-    # The design-card folders travel inside the package, with the shipped checkpoint and configs.
-    for module in ("cspon_rs/models/card.py", "cspon_rs/inference/__init__.py", "cspon_rs/training/__init__.py",
-                   "cspon_rs/api/__init__.py", "cspon_rs/errors.py", "cspon_rs/cli.py"):
-        assert module in names, module
-    shipped = [n for n in names if n.startswith("cspon_rs/models/checkpoints/") and n.endswith(".safetensors")]
-    if (repo_root / "models" / "checkpoints").glob("*.safetensors"):
-        assert len(shipped) == len(list((repo_root / "models" / "checkpoints").glob("*.safetensors")))
-    assert len([n for n in names if n.startswith("cspon_rs/configs/") and n.endswith(".yaml")]) == len(
-        list((repo_root / "configs").glob("*.yaml"))
+    assert top_level == {"cspon_rs", wheel.name.split("-py3")[0] + ".dist-info"}
+    # Every tracked file of the design-card folders travels inside the package (code, checkpoints, configs,
+    # web assets): a subpackage missing from pyproject's `packages` would be dropped here.
+    for folder in MAPPED:
+        for tracked in _tracked(repo_root, folder):
+            if tracked.endswith((".md", ".sh")):
+                continue
+            assert f"cspon_rs/{tracked}" in names, tracked
+    for tracked in _tracked(repo_root, "cspon_rs"):
+        if tracked.endswith(".py"):
+            assert tracked in names, tracked
+
+
+def test_repo_has_no_symlinks(repo_root: Path) -> None:
+    out = subprocess.run(["git", "ls-files", "-s"], cwd=repo_root, capture_output=True, text=True, check=True)
+    links = [line.split("\t")[1] for line in out.stdout.splitlines() if line.startswith("120000")]
+    assert links == []
+
+
+def test_editable_install_maps_the_design_card_folders(repo_root: Path, tmp_path: Path) -> None:
+    """An editable wheel (PEP 660, what `pip install -e .` builds) imports cspon_rs.<folder> from ./<folder>."""
+    wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
+    build = (
+        "import sys, setuptools.build_meta as b; "
+        f"sys.stdout.write(b.build_editable({str(wheel_dir)!r}))"
     )
+    wheel_dir.mkdir()
+    made = subprocess.run(
+        [sys.executable, "-c", build], cwd=repo_root, capture_output=True, text=True, timeout=600, check=True
+    )
+    zipfile.ZipFile(wheel_dir / made.stdout.strip().splitlines()[-1]).extractall(site)
+    probe = (
+        "import site, sys, importlib.resources as r; "
+        f"sys.path.append({sysconfig.get_paths()['purelib']!r}); "
+        f"site.addsitedir({str(site)!r}); "
+        "import cspon_rs.inference.detect, cspon_rs.api.routers.map, cspon_rs.models.checkpoint as c; "
+        "print(cspon_rs.inference.detect.__file__); print(cspon_rs.api.routers.map.__file__); "
+        "print(c.shipped_checkpoint('rgb').is_file()); "
+        "print(r.files('cspon_rs.configs').joinpath('rules_default.yaml').is_file())"
+    )
+    # Run outside the repo with -S: the venv's packages are on sys.path but its .pth files (and with them the
+    # venv's own editable finder) are not processed, so only the freshly built editable wheel can map.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    detect, map_router, checkpoint_ok, config_ok = result.stdout.split()
+    assert Path(detect) == repo_root / "inference" / "detect.py"
+    assert Path(map_router) == repo_root / "api" / "routers" / "map.py"
+    assert (checkpoint_ok, config_ok) == ("True", "True")
 
 
 def test_every_subcommand_has_help() -> None:
