@@ -21,8 +21,9 @@ def _parse_date(value: str | None, flag: str) -> date | None:
 
 
 def detect(
-    before: Path = typer.Option(..., "--before", help="Date-1 scene (GeoTIFF); its grid is the output grid."),
-    after: Path = typer.Option(..., "--after", help="Date-2 scene; warped onto date 1's grid if needed."),
+    before: Path = typer.Option(..., "--before", help="Date-1 scene: raster, VRT or folder of band files "
+                                "(Sentinel-2 B04/B03/B02/B08, OSCD/SAFE names); its grid is the output grid."),
+    after: Path = typer.Option(..., "--after", help="Date-2 scene (same forms); warped onto date 1's grid if needed."),
     out: Path = typer.Option(..., "--out", help="Output folder for change_prob.tif, change_mask.tif, "
                              "change_patches.gpkg."),
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="Checkpoint .safetensors, 'default' "
@@ -41,6 +42,12 @@ def detect(
     t1: str | None = typer.Option(None, "--t1", help="Date of the before scene, YYYY-MM-DD (else from name)."),
     t2: str | None = typer.Option(None, "--t2", help="Date of the after scene, YYYY-MM-DD (else from name)."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    backend: str | None = typer.Option(None, "--backend", help="Model runtime: auto (default: ONNX "
+                                       "Runtime on the CPU when installed, else PyTorch) | torch | onnx."),
+    precision: str | None = typer.Option(None, "--precision", help="auto | fp32 | fp16 | bf16 (CUDA) | int8 "
+                                         "(onnx)."),
+    fallback_cpu: bool = typer.Option(False, "--fallback-cpu", help="With --device cuda and no GPU, run on the "
+                                      "CPU instead of failing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     suppress: bool = typer.Option(True, "--suppress/--no-suppress", help="Flag likely false alarms "
                                   "(vegetation, water, below the mapping unit; settings in the config's "
@@ -59,7 +66,8 @@ def detect(
     overrides: dict[str, Any] = {
         "checkpoint": checkpoint, "workers": workers, "scheduler": scheduler, "tile_size": tile_size,
         "overlap": overlap, "batch_size": batch_size, "block_size": block_size, "threshold": threshold,
-        "min_area_m2": min_area, "simplify_m": simplify, "device": device,
+        "min_area_m2": min_area, "simplify_m": simplify, "device": device, "backend": backend,
+        "precision": precision, "fallback_cpu": fallback_cpu or None,
     }
     if config is not None:
         cfg = load_yaml_config(config, DetectConfig, overrides=overrides)
@@ -87,6 +95,7 @@ def detect(
                        "not used)")
         else:
             cfg.checkpoint = _county_checkpoint(db, county, cfg.checkpoint)
+    before, after = _scene_input(before, out), _scene_input(after, out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)  # printed in the summary instead
         result = detect_pair(
@@ -94,6 +103,27 @@ def detect(
             progress=progress, **cfg.detect_kwargs(),
         )
     typer.echo(result.summary())
+
+
+def _scene_input(path: Path, out: Path) -> Path:
+    """A folder of single-band files, or a raster/VRT whose described bands hold B04/B03/B02/B08 in another
+    order, becomes a stack in the model's order under ``<out>/stacks``; any other raster is used as it is."""
+    from cspon_rs.geo.bandstack import S2_RGBN, as_scene, band_descriptions
+
+    from rasterio.errors import RasterioError
+
+    if path.is_dir():
+        typer.echo(f"{path}: folder of band files, stacking {'/'.join(S2_RGBN)}")
+        (out / "stacks").mkdir(parents=True, exist_ok=True)
+        return as_scene(path, cache_dir=out / "stacks")
+    try:
+        described = {str(d).upper() for d in band_descriptions(path) if d} if path.is_file() else set()
+    except RasterioError:
+        return path  # not a raster: detect_pair's input check names the file
+    if set(S2_RGBN) <= described:
+        (out / "stacks").mkdir(parents=True, exist_ok=True)
+        return as_scene(path, cache_dir=out / "stacks")
+    return path
 
 
 def _county_checkpoint(db: str, county: str, fallback: str) -> str:

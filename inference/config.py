@@ -19,8 +19,8 @@ class DetectConfig(StrictModel):
     """
 
     checkpoint: str = Field("default", description="Checkpoint path, 'default' (shipped) or 'spectral'.")
-    tile_size: int | None = Field(None, gt=0, description="Model window edge, px (multiple of 32).")
-    overlap: int | None = Field(None, ge=0, description="Window overlap, px (default tile_size // 4).")
+    tile_size: int | None = Field(None, gt=0, description="Model window edge, px (multiple of 32; default 1024).")
+    overlap: int | None = Field(None, ge=0, description="Window overlap, px (default min(32, tile_size // 4)).")
     batch_size: int = Field(8, gt=0, description="Windows per forward pass.")
     block_size: int = Field(2048, ge=64, description="Core block edge per task, px.")
     blend: Literal["cosine", "gaussian", "uniform"] = "cosine"
@@ -30,6 +30,13 @@ class DetectConfig(StrictModel):
     min_area_m2: float = Field(200.0, ge=0.0, description="Smallest patch kept, m².")
     simplify_m: float = Field(1.0, ge=0.0, description="Simplification tolerance, m.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="Model runtime: auto (ONNX Runtime on the CPU when installed), torch or onnx."
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto", description="auto (fp16 autocast on CUDA, fp32 on CPU), fp32, fp16/bf16 (CUDA), int8 (onnx)."
+    )
+    fallback_cpu: bool = Field(False, description="With device cuda and no GPU: run on the CPU instead of failing.")
     suppress: SuppressConfig = Field(
         default_factory=SuppressConfig,
         description="False-alarm suppression cues (cspon_rs.inference.suppress); suppressed patches are kept, "

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from cspon_rs.errors import ConfigError
-from cspon_rs.inference.blocks import BlockJob, BlockResult, predict_block
+from cspon_rs.inference.blocks import (
+    BlockJob,
+    BlockResult,
+    OwnedJob,
+    OwnedResult,
+    PairPixels,
+    predict_block,
+    predict_owned,
+    predict_owned_pixels,
+    read_owned,
+)
 
-__all__ = ["LOCAL", "dask_client", "iter_block_results", "start_local_cluster"]
+__all__ = ["LOCAL", "dask_client", "iter_block_results", "iter_owned_results", "start_local_cluster"]
 
 #: ``scheduler`` value that starts a local cluster even with one worker (used by the benchmark).
 LOCAL = "local"
@@ -108,23 +119,62 @@ def iter_block_results(
         for job in jobs:
             yield predict_block(job)
         return
+    yield from _iter_dask(predict_block, jobs, client, max_in_flight)
 
+
+def iter_owned_results(
+    jobs: Sequence[OwnedJob],
+    *,
+    client: Any | None = None,
+    max_in_flight: int | None = None,
+) -> Iterator[OwnedResult]:
+    """Yield the result of every :class:`OwnedJob`: in this process (block order) or on Dask (completion order).
+
+    In this process the next block is read by a background thread while the model runs on the current one
+    (GDAL releases the GIL), so reading and warping are hidden behind the model. On Dask each task reads
+    and predicts its block (a worker's threads overlap the two across tasks).
+
+    Raises:
+        Exception: The first task error, re-raised with its original type.
+    """
+    if client is not None:
+        yield from _iter_dask(predict_owned, jobs, client, max_in_flight)
+        return
+    if not jobs:
+        return
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cspon-read") as pool:
+        ahead: Future[PairPixels] = pool.submit(read_owned, jobs[0])
+        for k, job in enumerate(jobs):
+            pixels = ahead.result()
+            if k + 1 < len(jobs):
+                ahead = pool.submit(read_owned, jobs[k + 1])
+            try:
+                yield predict_owned_pixels(job, pixels)
+            except BaseException:
+                ahead.cancel()
+                raise
+
+
+def _iter_dask(func: Any, jobs: Sequence[Any], client: Any, max_in_flight: int | None) -> Iterator[Any]:
+    """Submit ``func(job)`` for every job, at most ``max_in_flight`` at a time; yield results as they finish."""
     from distributed import as_completed
 
     if max_in_flight is None:
         n_threads = sum(client.nthreads().values()) or 1
         max_in_flight = 2 * n_threads + 1
     pending = list(reversed(jobs))
-    token = f"{id(jobs):x}"
+    token = uuid.uuid4().hex[:12]
 
-    def submit(job: BlockJob) -> Any:
-        return client.submit(predict_block, job, key=f"cspon-block-{token}-{job.index}", pure=False)
+    def submit(job: Any) -> Any:
+        return client.submit(func, job, key=f"cspon-block-{token}-{job.index}", pure=False)
 
     first = [submit(pending.pop()) for _ in range(min(max_in_flight, len(pending)))]
     queue = as_completed(first)
     try:
         for future in queue:
-            result: BlockResult = future.result()
+            result = future.result()
             future.release()
             if pending:
                 queue.add(submit(pending.pop()))

@@ -27,13 +27,21 @@ import numpy as np
 from cspon_rs.models.baselines import change_magnitude, magnitude_to_probability, otsu_threshold
 
 __all__ = [
+    "MAX_BATCH_PX",
     "SPECTRAL",
     "SPECTRAL_DETECTOR_ID",
+    "Backend",
     "DetectorSpec",
     "ModelPredictor",
+    "Precision",
     "Predictor",
     "SpectralPredictor",
+    "batch_windows",
+    "calibrated_probability",
+    "check_backend",
+    "check_device",
     "get_predictor",
+    "normalize_windows",
     "resolve_device",
     "spectral_parameters",
 ]
@@ -44,6 +52,13 @@ SPECTRAL = "spectral"
 SPECTRAL_DETECTOR_ID = "spectral-cva-otsu"
 
 DeviceName = Literal["auto", "cpu", "cuda"]
+#: Model runtime: PyTorch eager, the exported model on ONNX Runtime, or ``auto`` (ONNX Runtime on the CPU when
+#: it is installed and the model exports, PyTorch otherwise and on CUDA).
+Backend = Literal["auto", "torch", "onnx"]
+#: Arithmetic: ``auto`` = float16 autocast on CUDA, float32 on CPU; ``int8`` = ONNX Runtime dynamic quantisation.
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
+#: Most window pixels in one forward pass (keeps memory flat when windows are large), by device type.
+MAX_BATCH_PX = {"cpu": 1024 * 1024, "cuda": 16 * 1024 * 1024}
 
 
 class Predictor(Protocol):
@@ -64,8 +79,10 @@ class DetectorSpec:
         batch_size: Windows per forward pass.
         spectral_scale: Per-band divisor of the CVA (spectral detector only), raw pixel units.
         spectral_threshold: Otsu threshold on the CVA magnitude (spectral detector only).
-        torch_threads: CPU threads PyTorch may use in the process that runs the model; 0 leaves the
+        torch_threads: CPU threads the model runtime may use in the process that runs it; 0 leaves the
             process default (Dask worker processes start with 1, see :func:`torch_threads_per_worker`).
+        backend: ``"torch"`` or ``"onnx"`` (:mod:`cspon_rs.inference.onnx_backend`).
+        precision: See :data:`Precision`.
     """
 
     checkpoint: str
@@ -74,6 +91,8 @@ class DetectorSpec:
     spectral_scale: tuple[float, ...] = ()
     spectral_threshold: float = math.inf
     torch_threads: int = 0
+    backend: str = "torch"
+    precision: str = "auto"
 
     @property
     def is_spectral(self) -> bool:
@@ -94,20 +113,81 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         from cspon_rs.errors import ConfigError
 
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu "
+                          "(or --fallback-cpu to run on the CPU when no GPU is found)")
     return device
 
 
+def check_device(device: str, *, fallback_cpu: bool = False) -> str:
+    """Check a device request on the client before any work is sent out.
+
+    ``cuda`` without a visible GPU is a :class:`~cspon_rs.errors.ConfigError` (one line), unless
+    ``fallback_cpu``: then ``"cpu"`` is returned and an :class:`InferenceWarning`-style ``UserWarning`` is
+    emitted. ``auto`` is left for each worker to resolve (a remote worker may have a GPU).
+    """
+    if device == "auto" or device == "cpu":
+        return device
+    try:
+        return resolve_device(device)
+    except ValueError:
+        if not fallback_cpu or not device.startswith("cuda"):
+            raise
+        import warnings
+
+        warnings.warn(f"device {device!r} requested but no CUDA GPU is available: running on the CPU",
+                      UserWarning, stacklevel=3)
+        return "cpu"
+
+
+def check_backend(spec: DetectorSpec) -> None:
+    """Raise :class:`~cspon_rs.errors.MissingDependencyError` / ``ConfigError`` for an unusable backend."""
+    from cspon_rs.errors import ConfigError
+
+    if spec.backend not in ("torch", "onnx"):
+        raise ConfigError(f"backend must be 'torch' or 'onnx', got {spec.backend!r}")
+    if spec.precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
+        raise ConfigError(f"precision must be auto, fp32, fp16, bf16 or int8, got {spec.precision!r}")
+    if spec.backend == "onnx":
+        from cspon_rs.inference.onnx_backend import require_onnxruntime
+
+        require_onnxruntime()
+        if spec.precision in ("bf16",):
+            raise ConfigError("precision bf16 needs --backend torch on CUDA; ONNX Runtime runs fp32, fp16 or int8")
+    elif spec.precision == "int8":
+        raise ConfigError("precision int8 needs --backend onnx (ONNX Runtime dynamic quantisation)")
+
+
+def batch_windows(spec: DetectorSpec, tile_size: int, device: str) -> int:
+    """Windows per forward pass: ``spec.batch_size``, capped so a pass holds at most :data:`MAX_BATCH_PX` pixels."""
+    budget = MAX_BATCH_PX["cuda" if device.startswith("cuda") else "cpu"]
+    return max(1, min(spec.batch_size, budget // max(1, tile_size * tile_size)))
+
+
+def normalize_windows(card: Any, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Card-normalised ``(N, C, H, W)`` float32 windows, invalid pixels set to 0 (the training mean)."""
+    x = card.normalize(raw)
+    x[np.broadcast_to(~valid[:, None, :, :], x.shape)] = 0.0
+    return np.ascontiguousarray(x)
+
+
+def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """``sigmoid(logit / T)`` of ``(N, 1, H, W)`` logits as ``(N, H, W)`` float32."""
+    z = logits[:, 0].astype(np.float32) / np.float32(temperature)
+    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * z))  # = sigmoid(z), without overflow warnings
+    return out.astype(np.float32, copy=False)
+
+
 class ModelPredictor:
-    """A loaded checkpoint wrapped as a :class:`Predictor`.
+    """A loaded checkpoint wrapped as a :class:`Predictor` (PyTorch eager).
 
     Inputs are normalised with the card's per-band mean/std; invalid pixels are set to 0 after
-    normalisation (the training mean). On CUDA the forward pass runs under float16 autocast; the
-    returned probabilities are always float32 and calibrated with the card's temperature,
-    ``sigmoid(logit / T)`` (the card's threshold is in that space).
+    normalisation (the training mean). On CUDA the batch is copied from pinned memory and the forward
+    pass runs under float16 (``precision="auto"``/``"fp16"``) or bfloat16 autocast; the returned
+    probabilities are always float32 and calibrated with the card's temperature, ``sigmoid(logit / T)``
+    (the card's threshold is in that space).
     """
 
-    def __init__(self, loaded: Any, device: str = "cpu", batch_size: int = 8) -> None:
+    def __init__(self, loaded: Any, device: str = "cpu", batch_size: int = 8, precision: str = "auto") -> None:
         import torch
 
         self.card = loaded.card
@@ -115,25 +195,32 @@ class ModelPredictor:
         self.model = loaded.model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
         self.temperature = float(self.card.temperature)
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "auto": torch.float16}.get(precision)
+        self.use_amp = cuda and self.amp_dtype is not None
+        if not cuda and precision in ("fp16", "bf16"):
+            from cspon_rs.errors import ConfigError
+
+            raise ConfigError(f"precision {precision} needs a CUDA device with --backend torch; use fp32 on CPU")
 
     def __call__(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Change probability for ``(N, C, H, W)`` raw windows (H, W multiples of 32)."""
         import torch
 
         out = np.empty((before.shape[0], before.shape[2], before.shape[3]), dtype=np.float32)
-        use_amp = self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
         for start in range(0, before.shape[0], self.batch_size):
             sl = slice(start, start + self.batch_size)
-            a = self.card.normalize(before[sl])
-            b = self.card.normalize(after[sl])
-            invalid = ~valid[sl][:, None, :, :]
-            a = np.where(invalid, np.float32(0), a)
-            b = np.where(invalid, np.float32(0), b)
-            ta = torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
-            tb = torch.from_numpy(np.ascontiguousarray(b)).to(self.device, non_blocking=True)
-            with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            ta = torch.from_numpy(normalize_windows(self.card, before[sl], valid[sl]))
+            tb = torch.from_numpy(normalize_windows(self.card, after[sl], valid[sl]))
+            if cuda:
+                ta = ta.pin_memory().to(self.device, non_blocking=True)
+                tb = tb.pin_memory().to(self.device, non_blocking=True)
+            with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=self.amp_dtype or torch.float16,
+                                                        enabled=self.use_amp):
                 logits = self.model(ta, tb)
-            out[sl] = torch.sigmoid(logits.float() / self.temperature)[:, 0].cpu().numpy()
+                prob = torch.sigmoid(logits.float() / self.temperature)[:, 0]
+            out[sl] = prob.cpu().numpy()
         return out
 
 
@@ -154,10 +241,11 @@ class SpectralPredictor:
 
 
 @lru_cache(maxsize=4)
-def _load_model_predictor(checkpoint: str, device: str, batch_size: int) -> ModelPredictor:
+def _load_model_predictor(checkpoint: str, device: str, batch_size: int, precision: str = "auto") -> ModelPredictor:
     from cspon_rs.models.checkpoint import load_checkpoint
 
-    return ModelPredictor(load_checkpoint(checkpoint, device=device), device=device, batch_size=batch_size)
+    return ModelPredictor(load_checkpoint(checkpoint, device=device), device=device, batch_size=batch_size,
+                          precision=precision)
 
 
 def torch_threads_per_worker(workers: int) -> int:
@@ -173,12 +261,18 @@ def get_predictor(spec: DetectorSpec) -> Predictor:
     """The predictor for ``spec``; checkpoints are loaded once per process and cached (LRU of 4)."""
     if spec.is_spectral:
         return SpectralPredictor(spec.spectral_scale, spec.spectral_threshold)
+    path = str(Path(spec.checkpoint).resolve())
+    if spec.backend == "onnx":
+        from cspon_rs.inference.onnx_backend import load_onnx_predictor
+
+        onnx_predictor: Predictor = load_onnx_predictor(path, spec.batch_size, spec.precision, spec.torch_threads)
+        return onnx_predictor
     if spec.torch_threads > 0:
         import torch
 
         if torch.get_num_threads() != spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
-    return _load_model_predictor(str(Path(spec.checkpoint).resolve()), resolve_device(spec.device), spec.batch_size)
+    return _load_model_predictor(path, resolve_device(spec.device), spec.batch_size, spec.precision)
 
 
 def spectral_parameters(

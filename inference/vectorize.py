@@ -1,11 +1,14 @@
 """Change mask -> change patches (polygons with the attributes the warning engine reads).
 
-The mask is polygonised block by block (``rasterio.features.shapes`` on each window, 4-connectivity) in
-*pixel* coordinates, where every vertex is an integer, so pieces of one patch cut by block borders merge
-exactly: pieces touching an inner block edge are dissolved with ``shapely.unary_union`` and split back
-into parts. Patches are then put in the scene CRS, simplified and measured in a projected CRS
-(:func:`cspon_rs.geo.crs.area_crs_for`: CGCS2000 Gauss-Krüger zone in China, UTM elsewhere), filtered by
-area and given zonal statistics of the probability raster.
+The mask is handled block by block, with array calls only: each block is labelled once
+(``scipy.ndimage.label``, 4-connectivity), its patch statistics (pixel count, sum and max of the
+probability) come from one ``numpy.bincount`` / ``ndimage.maximum`` pass over the labels, and its polygons
+from one ``rasterio.features.shapes`` call on the label image, in *pixel* coordinates where every vertex is
+an integer. Pieces of one patch cut by block borders therefore merge exactly: they are dissolved once at
+the end (``shapely.unary_union``), their statistics summed (an ``STRtree`` query maps pieces to patches).
+Patches are then put in the scene CRS (one vectorised ``shapely.transform``), simplified and measured in a
+projected CRS (:func:`cspon_rs.geo.crs.area_crs_for`: CGCS2000 Gauss-Krüger zone in China, UTM elsewhere)
+and filtered by area.
 
 The ``change_patches`` layer schema (:data:`PATCH_COLUMNS`) is a contract with the warning engine.
 """
@@ -21,15 +24,23 @@ import numpy as np
 import pandas as pd
 import rasterio
 import shapely
-from rasterio.features import geometry_mask, shapes
-from rasterio.windows import Window
+from rasterio.features import shapes
 
 from cspon_rs.geo.crs import SQM_PER_MU, area_crs_for
 from cspon_rs.inference.gdal_env import bounded_gdal_cache
 from cspon_rs.inference.outputs import MASK_NODATA, PROB_NODATA
 from cspon_rs.inference.windows import plan_blocks
 
-__all__ = ["PATCH_COLUMNS", "PATCH_LAYER", "PatchAttributes", "empty_patches", "mask_polygons", "vectorize_mask"]
+__all__ = [
+    "PATCH_COLUMNS",
+    "PATCH_LAYER",
+    "PatchAttributes",
+    "PixelPatches",
+    "empty_patches",
+    "mask_polygons",
+    "pixel_patches",
+    "vectorize_mask",
+]
 
 #: Layer name in ``change_patches.gpkg``.
 PATCH_LAYER = "change_patches"
@@ -79,42 +90,161 @@ def empty_patches(crs: object) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
 
 
+@dataclass
+class PixelPatches:
+    """Change patches in *pixel* coordinates (x = column, y = row) with their probability statistics.
+
+    Attributes:
+        polygons: ``(n,)`` shapely Polygons.
+        count: ``(n,)`` pixels per patch.
+        prob_sum: ``(n,)`` sum of the change probability over the patch's pixels (float64).
+        prob_max: ``(n,)`` max change probability.
+    """
+
+    polygons: np.ndarray
+    count: np.ndarray
+    prob_sum: np.ndarray
+    prob_max: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.polygons)
+
+
+def _block_patches(change: np.ndarray, prob: np.ndarray | None, col_off: int, row_off: int) -> PixelPatches:
+    """Label one block's change pixels (4-connected) and polygonise + measure every label in one pass each."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(change, structure=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    if n == 0:
+        return _empty_pixel_patches()
+    flat = labels.ravel()
+    count = np.bincount(flat, minlength=n + 1)[1:]
+    if prob is None:
+        prob_sum = np.full(n, np.nan)
+        prob_max = np.full(n, np.nan)
+    else:
+        inside = flat > 0
+        owner = flat[inside]
+        values = prob.ravel()[inside].astype(np.float64)
+        values[values == PROB_NODATA] = np.nan
+        prob_sum = np.bincount(owner, weights=np.nan_to_num(values), minlength=n + 1)[1:]
+        # Unordered max per label (ufunc.at, no sort): ndimage.maximum argsorts the whole block.
+        prob_max = np.full(n + 1, -np.inf)
+        np.maximum.at(prob_max, owner, np.nan_to_num(values, nan=-np.inf))
+        prob_max = prob_max[1:]
+    polys = _label_polygons(labels, change, n, rasterio.Affine.translation(col_off, row_off))
+    return PixelPatches(polys, count, prob_sum, prob_max)
+
+
+def _label_polygons(labels: np.ndarray, change: np.ndarray, n: int, offset: rasterio.Affine) -> np.ndarray:
+    """``(n,)`` Polygons of labels 1..n: one ``shapes`` pass, then rings and polygons built in two array calls."""
+    rings: list[np.ndarray] = []
+    owners: list[int] = []
+    for geom, value in shapes(labels.astype(np.int32), mask=change, connectivity=4, transform=offset):
+        for ring in geom["coordinates"]:  # exterior first, then holes
+            rings.append(np.asarray(ring, dtype=np.float64))
+            owners.append(int(value) - 1)
+    order = np.argsort(np.asarray(owners), kind="stable")  # shapely wants increasing indices, shell first
+    lengths = np.array([len(rings[i]) for i in order])
+    coords = np.concatenate([rings[i] for i in order])
+    ring_geoms = shapely.linearrings(coords, indices=np.repeat(np.arange(len(order)), lengths))
+    polys = np.empty(n, dtype=object)
+    polys[:] = shapely.polygons(ring_geoms, indices=np.asarray(owners)[order])
+    return polys
+
+
+def _empty_pixel_patches() -> PixelPatches:
+    return PixelPatches(np.empty(0, dtype=object), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+
+
+def _concat(parts: list[PixelPatches]) -> PixelPatches:
+    if not parts:
+        return _empty_pixel_patches()
+    return PixelPatches(
+        np.concatenate([p.polygons for p in parts]),
+        np.concatenate([p.count for p in parts]),
+        np.concatenate([p.prob_sum for p in parts]),
+        np.concatenate([p.prob_max for p in parts]),
+    )
+
+
+def _merge_edge_pieces(pieces: PixelPatches) -> PixelPatches:
+    """Dissolve pieces cut by block borders (integer pixel vertices: exact) and add up their statistics."""
+    if len(pieces) == 0:
+        return pieces
+    merged = shapely.get_parts(shapely.unary_union(pieces.polygons))
+    merged = merged[shapely.get_type_id(merged) == 3]  # polygons only
+    # Each piece lies in exactly one merged patch: find it with one spatial-index query of interior points.
+    tree = shapely.STRtree(merged)
+    piece_idx, patch_idx = tree.query(shapely.point_on_surface(pieces.polygons), predicate="within")
+    n = len(merged)
+    count = np.bincount(patch_idx, weights=pieces.count[piece_idx], minlength=n).astype(np.int64)
+    prob_sum = np.bincount(patch_idx, weights=pieces.prob_sum[piece_idx], minlength=n)
+    prob_max = np.full(n, -np.inf)
+    np.maximum.at(prob_max, patch_idx, pieces.prob_max[piece_idx])
+    return PixelPatches(merged, count, prob_sum, prob_max)
+
+
+def pixel_patches(
+    mask_path: str | Path, prob_path: str | Path | None = None, *, block_size: int = 1024, min_pixels: float = 0.0
+) -> PixelPatches:
+    """Change patches (value 1) of a mask raster in pixel coordinates, with statistics of ``prob_path``.
+
+    Reads mask and probability one block at a time; each block is labelled once (4-connectivity), every
+    label polygonised by one ``rasterio.features.shapes`` call and measured with ``numpy.bincount``. Patches
+    touching an inner block border are collected and dissolved once at the end. Patches of fewer than
+    ``min_pixels`` pixels are dropped as soon as they are complete, so speckle never accumulates.
+    """
+    inner_parts: list[PixelPatches] = []
+    edge_parts: list[PixelPatches] = []
+    with rasterio.open(mask_path) as src, (rasterio.open(prob_path) if prob_path else _nullcontext()) as psrc:
+        height, width = src.height, src.width
+        for block in plan_blocks(height, width, block_size):
+            win = block.to_rasterio()
+            change = src.read(1, window=win) == 1
+            if not change.any():
+                continue
+            prob = psrc.read(1, window=win) if psrc is not None else None
+            found = _block_patches(change, prob, block.col_off, block.row_off)
+            bounds = shapely.bounds(found.polygons)
+            on_edge = np.zeros(len(found), bool)
+            if block.col_off > 0:
+                on_edge |= bounds[:, 0] == block.col_off
+            if block.row_off > 0:
+                on_edge |= bounds[:, 1] == block.row_off
+            if block.col_end < width:
+                on_edge |= bounds[:, 2] == block.col_end
+            if block.row_end < height:
+                on_edge |= bounds[:, 3] == block.row_end
+            keep = ~on_edge & (found.count >= min_pixels)
+            inner_parts.append(_take(found, keep))
+            edge_parts.append(_take(found, on_edge))
+    merged = _merge_edge_pieces(_concat(edge_parts))
+    merged = _take(merged, merged.count >= min_pixels)
+    return _concat([*inner_parts, merged])
+
+
+def _take(p: PixelPatches, keep: np.ndarray) -> PixelPatches:
+    return PixelPatches(p.polygons[keep], p.count[keep], p.prob_sum[keep], p.prob_max[keep])
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def mask_polygons(
     mask_path: str | Path, *, block_size: int = 1024, min_pixels: float = 0.0
 ) -> Iterator[shapely.Polygon]:
     """Polygons of the change pixels (value 1) of a mask raster, in *pixel* coordinates (x=col, y=row).
 
-    Reads the mask one block at a time; a patch cut by block borders comes out as one polygon.
-    Polygons covering fewer than ``min_pixels`` pixels are dropped as soon as they are complete (pieces
-    touching a block border only after merging), so speckle never accumulates in memory.
+    Reads the mask one block at a time; a patch cut by block borders comes out as one polygon. Polygons
+    covering fewer than ``min_pixels`` pixels are dropped (see :func:`pixel_patches`).
     """
-    edge_pieces: list[shapely.Polygon] = []
-    with rasterio.open(mask_path) as src:
-        height, width = src.height, src.width
-        for block in plan_blocks(height, width, block_size):
-            data = src.read(1, window=block.to_rasterio())
-            change = data == 1
-            if not change.any():
-                continue
-            offset = rasterio.Affine.translation(block.col_off, block.row_off)
-            inner = (
-                block.col_off if block.col_off > 0 else None,
-                block.row_off if block.row_off > 0 else None,
-                block.col_end if block.col_end < width else None,
-                block.row_end if block.row_end < height else None,
-            )
-            for geom, _ in shapes(change.astype(np.uint8), mask=change, connectivity=4, transform=offset):
-                poly = shapely.geometry.shape(geom)
-                minx, miny, maxx, maxy = poly.bounds
-                if minx == inner[0] or miny == inner[1] or maxx == inner[2] or maxy == inner[3]:
-                    edge_pieces.append(poly)
-                elif poly.area >= min_pixels:
-                    yield poly
-    if edge_pieces:
-        merged = shapely.unary_union(edge_pieces)
-        for part in shapely.get_parts(merged):
-            if isinstance(part, shapely.Polygon) and not part.is_empty and part.area >= min_pixels:
-                yield part
+    yield from pixel_patches(mask_path, None, block_size=block_size, min_pixels=min_pixels).polygons
 
 
 def _pixel_area_m2(crs: object, transform: rasterio.Affine, width: int, height: int) -> float:
@@ -125,19 +255,6 @@ def _pixel_area_m2(crs: object, transform: rasterio.Affine, width: int, height: 
              transform.d, transform.e, transform.xoff, transform.yoff]) for r in rows for c in cols]
     frame = gpd.GeoDataFrame(geometry=cells, crs=crs)
     return float(frame.to_crs(area_crs_for(frame)).area.max())
-
-
-def _zonal_stats(prob_src: rasterio.io.DatasetReader, pixel_poly: shapely.Polygon) -> tuple[float, float]:
-    minx, miny, maxx, maxy = (round(v) for v in pixel_poly.bounds)
-    window = Window(minx, miny, maxx - minx, maxy - miny)  # type: ignore[no-untyped-call]
-    prob = prob_src.read(1, window=window)
-    inside = geometry_mask(
-        [pixel_poly], out_shape=prob.shape, transform=rasterio.Affine.translation(minx, miny), invert=True
-    )
-    values = prob[inside & (prob != PROB_NODATA)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    return float(values.mean()), float(values.max())
 
 
 @bounded_gdal_cache
@@ -171,12 +288,13 @@ def vectorize_mask(
             raise ValueError(f"{mask_path}: mask nodata is {src.nodata}, expected {MASK_NODATA}")
     # Pre-filter in pixels with a safety margin (projection scale, simplification); exact filter below.
     min_pixels = 0.8 * min_area_m2 / _pixel_area_m2(crs, transform, width, height) if min_area_m2 > 0 else 0.0
-    pixel_polys = list(mask_polygons(mask_path, block_size=block_size, min_pixels=min_pixels))
-    if not pixel_polys:
+    found = pixel_patches(mask_path, prob_path, block_size=block_size, min_pixels=min_pixels)
+    if len(found) == 0:
         return empty_patches(crs)
 
-    coeffs = [transform.a, transform.b, transform.d, transform.e, transform.xoff, transform.yoff]
-    geoms = [shapely.affinity.affine_transform(p, coeffs) for p in pixel_polys]
+    coeffs = np.array([[transform.a, transform.b], [transform.d, transform.e]])
+    shift = np.array([transform.xoff, transform.yoff])
+    geoms = shapely.transform(found.polygons, lambda xy: xy @ coeffs.T + shift)  # one vectorised call
     scene = gpd.GeoDataFrame({"_pix": np.arange(len(geoms))}, geometry=geoms, crs=crs)
     metric_crs = area_crs_for(scene)
     metric = scene.to_crs(metric_crs)
@@ -190,9 +308,9 @@ def vectorize_mask(
         return empty_patches(crs)
     areas = areas.loc[keep]
     centroids = metric.geometry.centroid.to_crs(4326)
-
-    with rasterio.open(prob_path) as prob_src:
-        stats = [_zonal_stats(prob_src, pixel_polys[int(i)]) for i in metric["_pix"]]
+    idx = metric["_pix"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stats = [(m, x) for m, x in zip(found.prob_sum[idx] / found.count[idx], found.prob_max[idx], strict=True)]
 
     out = gpd.GeoDataFrame(
         {

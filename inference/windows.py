@@ -15,6 +15,7 @@ All sizes and offsets are in pixels of the *before* scene's grid.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,9 +26,14 @@ import numpy as np
 from cspon_rs.errors import ConfigError
 
 __all__ = [
+    "AxisChunk",
     "BlendKind",
+    "OwnedBlock",
     "PixelWindow",
+    "axis_chunks",
+    "intersect",
     "plan_blocks",
+    "plan_owned_blocks",
     "tile_origins",
     "tiles_for_block",
     "validate_tiling",
@@ -161,3 +167,96 @@ def tiles_for_block(
     r1 = min(rows[-1] + tile_size, height)
     c1 = min(cols[-1] + tile_size, width)
     return [(r, c) for r in rows for c in cols], PixelWindow(r0, c0, r1 - r0, c1 - c0)
+
+
+@dataclass(frozen=True)
+class AxisChunk:
+    """One run of consecutive windows along an axis, and the pixels it owns.
+
+    Attributes:
+        starts: Window start offsets of the chunk (px).
+        core: ``(start, end)`` of the pixels the chunk owns; chunk cores tile the axis without overlap.
+        region: ``(start, end)`` of the pixels its windows cover (core plus a spill of about half an overlap
+            into each neighbour).
+    """
+
+    starts: tuple[int, ...]
+    core: tuple[int, int]
+    region: tuple[int, int]
+
+
+def axis_chunks(length: int, tile_size: int, overlap: int, block_size: int) -> list[AxisChunk]:
+    """Group the windows along one axis into chunks of about ``block_size`` px; each window in exactly one.
+
+    Chunk borders sit in the middle of the overlap of the last window of a chunk and the first of the next,
+    so a chunk's windows reach at most about ``overlap / 2`` px into a neighbour's core (more only next to
+    the last window, which is pushed back to end on the scene edge).
+    """
+    if block_size <= 0:
+        raise ConfigError(f"block_size must be > 0, got {block_size}")
+    starts = window_starts(length, tile_size, overlap)
+    stride = tile_size - overlap
+    per = max(1, round(block_size / stride))
+    groups = [starts[i : i + per] for i in range(0, len(starts), per)]
+    if len(groups) > 1 and len(groups[-1]) == 1 and per > 1 and (
+        length - (groups[-2][-1] + tile_size + groups[-1][0]) // 2 < stride // 2
+    ):
+        # A lone pushed-back last window that would own a sliver: keep it with its neighbours.
+        last = groups.pop()
+        groups[-1] = groups[-1] + last
+    borders = [0]
+    for prev, nxt in itertools.pairwise(groups):
+        borders.append((nxt[0] + prev[-1] + tile_size) // 2)
+    borders.append(length)
+    return [
+        AxisChunk(tuple(g), (borders[i], borders[i + 1]), (g[0], min(g[-1] + tile_size, max(length, tile_size))))
+        for i, g in enumerate(groups)
+    ]
+
+
+@dataclass(frozen=True)
+class OwnedBlock:
+    """A block of the scene that owns a set of windows (each window of the scene is owned by one block).
+
+    Attributes:
+        index: Row-major block number.
+        grid_pos: ``(block row, block column)``.
+        core: Pixels the block owns (cores tile the scene).
+        region: Pixels its windows cover (what the task reads; core plus spill into neighbours).
+        origins: ``(row, col)`` of the windows it owns, row-major.
+    """
+
+    index: int
+    grid_pos: tuple[int, int]
+    core: PixelWindow
+    region: PixelWindow
+    origins: tuple[tuple[int, int], ...]
+
+
+def plan_owned_blocks(height: int, width: int, tile_size: int, overlap: int, block_size: int) -> list[OwnedBlock]:
+    """Blocks of about ``block_size`` px, each owning whole windows of the global grid, row-major.
+
+    Every window of :func:`tile_origins` belongs to exactly one block, so no window is predicted twice;
+    the blended value of a pixel near a block border is completed from the neighbour's spill (see
+    :mod:`cspon_rs.inference.accumulate`).
+    """
+    rows = axis_chunks(height, tile_size, overlap, block_size)
+    cols = axis_chunks(width, tile_size, overlap, block_size)
+    blocks: list[OwnedBlock] = []
+    for i, rc in enumerate(rows):
+        for j, cc in enumerate(cols):
+            core = PixelWindow(rc.core[0], cc.core[0], rc.core[1] - rc.core[0], cc.core[1] - cc.core[0])
+            r1, c1 = min(rc.region[1], height), min(cc.region[1], width)
+            region = PixelWindow(rc.region[0], cc.region[0], r1 - rc.region[0], c1 - cc.region[0])
+            origins = tuple((r, c) for r in rc.starts for c in cc.starts)
+            blocks.append(OwnedBlock(len(blocks), (i, j), core, region, origins))
+    return blocks
+
+
+def intersect(a: PixelWindow, b: PixelWindow) -> PixelWindow | None:
+    """Intersection of two rectangles, or None when they do not overlap."""
+    r0, c0 = max(a.row_off, b.row_off), max(a.col_off, b.col_off)
+    r1, c1 = min(a.row_end, b.row_end), min(a.col_end, b.col_end)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    return PixelWindow(r0, c0, r1 - r0, c1 - c0)

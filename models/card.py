@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from cspon_rs.config import StrictModel
 from cspon_rs.errors import BandMismatchError
 
-__all__ = ["ModelCard", "Normalization"]
+__all__ = ["ModelCard", "Normalization", "OnnxExport"]
 
 
 class Normalization(StrictModel):
@@ -35,6 +35,18 @@ class Normalization(StrictModel):
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be > 0, got {self.std}")
         return self
+
+
+class OnnxExport(StrictModel):
+    """Provenance of an ONNX export of a checkpoint (written in the card stored beside the ``.onnx`` file)."""
+
+    source_sha256: str = Field(description="SHA-256 of the checkpoint weights (.safetensors) that were exported.")
+    onnx_sha256: str = Field(description="SHA-256 of the exported .onnx file.")
+    precision: str = Field(description="'fp32', or 'int8' (ONNX Runtime dynamic quantisation of the fp32 graph).")
+    opset: int = Field(description="ONNX opset version.")
+    exporter: str = Field(description="e.g. 'torch.onnx (TorchScript, dynamo=False) 2.14.1'.")
+    inputs: list[str] = Field(description="Input names, in order: normalised before and after windows (N, C, H, W).")
+    output: str = Field(description="Output name: change logits (N, 1, H, W), before the card's temperature.")
 
 
 class ModelCard(StrictModel):
@@ -61,6 +73,9 @@ class ModelCard(StrictModel):
     training_data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""
+    onnx_export: OnnxExport | None = Field(
+        None, description="Set only in the card beside an exported .onnx model (cspon_rs.models.onnx_export)."
+    )
 
     @field_validator("bands")
     @classmethod

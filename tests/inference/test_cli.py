@@ -95,3 +95,32 @@ def test_all_nodata_scene_exits_0_with_a_warning(  # type: ignore[no-untyped-def
     assert code == 0
     assert "warning" in out and "no valid pixel" in out
     assert pyogrio.read_info(tmp_path / "o" / "change_patches.gpkg", layer=PATCH_LAYER)["features"] == 0
+
+
+def _band_folder(scene: Path, folder: Path, product: str) -> None:
+    """Split a stacked B04,B03,B02,B08 scene into one file per band, named as in an OSCD/SAFE granule."""
+    folder.mkdir()
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "count": 1}
+        for index, band in enumerate(("B04", "B03", "B02", "B08"), start=1):
+            with rasterio.open(folder / f"{product}_{band}.tif", "w", **profile) as dst:
+                dst.write(src.read(index), 1)
+
+
+def test_detect_reads_folders_of_band_files(sample_dir: Path, tmp_path: Path) -> None:
+    before, after = sample_dir / "before_20160927.tif", sample_dir / "after_20180323.tif"
+    _band_folder(before, tmp_path / "B", "T49QHE_20160927T030542")
+    _band_folder(after, tmp_path / "A", "T49QHE_20180323T025539")
+    common = ("--checkpoint", "spectral", "--min-area", "300", "--no-progress", "--no-suppress")
+    stacked = _cli("--before", before, "--after", after, "--out", tmp_path / "stacked", *common)
+    folders = _cli("--before", tmp_path / "B", "--after", tmp_path / "A", "--out", tmp_path / "folders", *common)
+    assert stacked.returncode == 0, stacked.stderr
+    assert folders.returncode == 0, folders.stderr
+    assert "folder of band files" in folders.stdout
+    with rasterio.open(tmp_path / "stacked" / "change_mask.tif") as a, \
+            rasterio.open(tmp_path / "folders" / "change_mask.tif") as b:
+        assert a.crs == b.crs and a.transform.almost_equals(b.transform)
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    # Dates come from the product names, as they do from the sample's file names.
+    gdf = pyogrio.read_dataframe(tmp_path / "folders" / "change_patches.gpkg", layer=PATCH_LAYER)
+    assert len(gdf) > 0 and (gdf["t1"] == "2016-09-27").all() and (gdf["t2"] == "2018-03-23").all()

@@ -19,7 +19,7 @@ from cspon_rs.inference.vectorize import PATCH_COLUMNS, PATCH_LAYER
 def single_run(scene_pair, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     return detect_pair(
         scene_pair.before, scene_pair.after, tmp_path_factory.mktemp("single"), checkpoint=tiny_checkpoint,
-        overlap=32, block_size=192, min_area_m2=0.0, progress=False, device="cpu",
+        tile_size=128, overlap=32, block_size=192, min_area_m2=0.0, progress=False, device="cpu",
     )
 
 
@@ -42,7 +42,8 @@ def test_blended_tiles_match_whole_image_prediction(scene_pair, tiny_checkpoint:
     assert diff.max() < 0.05
 
     naive_dir = single_run.prob_path.parent.parent / "naive"
-    naive = detect_pair(scene_pair.before, scene_pair.after, naive_dir, checkpoint=tiny_checkpoint, overlap=0,
+    naive = detect_pair(scene_pair.before, scene_pair.after, naive_dir, checkpoint=tiny_checkpoint, tile_size=128,
+                        overlap=0,
                         blend="uniform", min_area_m2=0.0, progress=False, device="cpu")
     naive_diff = np.abs(_read(naive.prob_path) - whole)[16:-16, 16:-16]
     assert naive_diff.max() > 5 * diff.max(), "overlap + cosine blending should remove the tile seams"
@@ -108,7 +109,8 @@ def test_patches_cut_by_block_borders_are_merged(single_run) -> None:  # type: i
 def test_dask_local_cluster_gives_the_same_mask(scene_pair, tiny_checkpoint: Path, single_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("distributed")
     dask_run = detect_pair(
-        scene_pair.before, scene_pair.after, tmp_path, checkpoint=tiny_checkpoint, overlap=32, block_size=192,
+        scene_pair.before, scene_pair.after, tmp_path, checkpoint=tiny_checkpoint, tile_size=128, overlap=32,
+        block_size=192,
         min_area_m2=0.0, workers=2, progress=False, device="cpu",
     )
     assert dask_run.n_blocks == single_run.n_blocks > 2
@@ -122,7 +124,8 @@ def test_running_dask_scheduler_address(scene_pair, tiny_checkpoint: Path, singl
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         res = detect_pair(
-            scene_pair.before, scene_pair.after, tmp_path, checkpoint=tiny_checkpoint, overlap=32, block_size=192,
+            scene_pair.before, scene_pair.after, tmp_path, checkpoint=tiny_checkpoint, tile_size=128, overlap=32,
+        block_size=192,
             min_area_m2=0.0, scheduler=cluster.scheduler_address, progress=False, device="cpu",
         )
         with distributed.Client(cluster.scheduler_address) as client:
@@ -146,8 +149,8 @@ def test_progress_callback_counts_windows_and_can_stop_the_run(  # type: ignore[
     scene_pair, tiny_checkpoint: Path, single_run, tmp_path: Path
 ) -> None:
     calls: list[tuple[int, int]] = []
-    kw = {"checkpoint": tiny_checkpoint, "overlap": 32, "block_size": 192, "min_area_m2": 0.0, "progress": False,
-          "device": "cpu"}
+    kw = {"checkpoint": tiny_checkpoint, "tile_size": 128, "overlap": 32, "block_size": 192, "min_area_m2": 0.0,
+          "progress": False, "device": "cpu"}
     res = detect_pair(
         scene_pair.before, scene_pair.after, tmp_path / "ok", on_progress=lambda d, t: calls.append((d, t)), **kw
     )
