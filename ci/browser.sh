@@ -23,6 +23,8 @@ find_chromium >/dev/null || need+=(chromium)
 if ! fc-list 2>/dev/null | grep -qiE "Noto Sans CJK|WenQuanYi"; then
     need+=(fonts-noto-cjk)
 fi
+# gpsbabel validates the patrol GPX/KML files (tests/exports/test_patrol_formats.py); small, no GUI.
+command -v gpsbabel >/dev/null 2>&1 || need+=(gpsbabel)
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]} with apt-get"
     apt-get update -qq >&2

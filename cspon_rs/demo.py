@@ -1,7 +1,8 @@
 """``cspon-rs demo``: the whole pipeline on the bundled sample, start to finish.
 
 detect (shipped checkpoint, or the spectral-index baseline when no checkpoint is there)
--> classify against permits and control lines -> store -> warning list + patrol files + quicklook PNG.
+-> classify against permits and control lines -> store -> bureau deliverables (XLSX/CSV list, 图斑 Shapefile
+and GeoPackage, chips, PDF report) + quicklook PNG.
 """
 
 from __future__ import annotations
@@ -167,6 +168,9 @@ def run_demo(
     )
     warned_at = time.perf_counter()
     warnings_gdf = result.warnings if result.warnings is not None else gpd.GeoDataFrame()
+    from cspon_rs.rules.cli import map_control_lines
+
+    control = map_control_lines(inputs.control_lines)
     quicklook = render_quicklook(
         inputs.before,
         inputs.after,
@@ -174,12 +178,24 @@ def run_demo(
         out / "quicklook.png",
         warnings=warnings_gdf,
         title=f"cspon-rs demo: OSCD Hong Kong {inputs.t1} -> {inputs.t2}, detector {detection.detector}",
+        control_lines=control,  # type: ignore[arg-type]
+        dates=(inputs.t1, inputs.t2),
     )
+    report: Path | None = None
+    from cspon_rs.exports.fonts import find_cjk_font
+
+    if find_cjk_font() is not None and len(warnings_gdf):
+        from cspon_rs.exports.report import write_report
+
+        report = write_report(warnings_gdf, out / "warnings" / f"report_{DEMO_COUNTY}_{DEMO_PERIOD}.pdf",
+                              county_code=DEMO_COUNTY, period=DEMO_PERIOD, chips=result.chips or None,
+                              after=inputs.after, control_lines=control)  # type: ignore[arg-type]
     return {
         "detector": detection.detector,
         "detection": detection,
         "warnings": result,
         "quicklook": quicklook,
+        "report": report,
         "database": db_path,
         "seconds": {"detect": detected_at - started, "warn": warned_at - detected_at},
     }
@@ -230,9 +246,13 @@ def register(app: typer.Typer) -> None:
             ("change probability (COG)", detection.prob_path),
             ("change mask (COG)", detection.mask_path),
             ("change patches (GeoPackage)", detection.patches_path),
-            ("warnings (GeoPackage)", result.gpkg),
-            ("warnings (CSV)", result.csv),
-            ("warnings (XLSX)", result.xlsx),
+            ("warnings, all columns (GeoPackage)", result.gpkg),
+            ("warning list (CSV, UTF-8 BOM)", result.csv),
+            ("warning list (XLSX, print-ready)", result.xlsx),
+            ("图斑 layer (Shapefile + .cpg)", result.shp),
+            ("图斑 layer (GeoPackage 1.2)", result.tuban_gpkg),
+            ("report (PDF)", summary["report"] or "not written: no CJK font (apt-get install fonts-noto-cjk)"),
+            ("warning store as a QGIS layer", result.store_layer),
             (f"image chips ({len(result.chips)} PNG)", result.xlsx.parent / "chips"),
             ("warning database (SQLite)", summary["database"]),
             ("quicklook (PNG)", summary["quicklook"]),

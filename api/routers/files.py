@@ -1,4 +1,6 @@
-"""Patrol routes for field teams (KML/GPX/GeoJSON/JSON) and the quarterly warning list (XLSX/CSV/GPKG)."""
+"""Patrol routes for field teams (KML/GPX/GeoJSON/JSON) and the bureau deliverables of a period: the
+quarterly list (XLSX/CSV/GPKG), the 图斑 layer (zipped Shapefile with .cpg, GeoPackage 1.2/1.3) and the PDF
+report -- all from the store's current state, field results included."""
 
 from __future__ import annotations
 
@@ -26,11 +28,14 @@ ExportUser = Annotated[ApiUser, Depends(require_roles("bureau", "researcher"))]
 
 _MEDIA = {
     "kml": "application/vnd.google-earth.kml+xml",
+    "kmz": "application/vnd.google-earth.kmz",
     "gpx": "application/gpx+xml",
     "geojson": "application/geo+json",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "csv": "text/csv; charset=utf-8",
     "gpkg": "application/geopackage+sqlite3",
+    "zip": "application/zip",
+    "pdf": "application/pdf",
 }
 
 
@@ -43,8 +48,21 @@ class PatrolOut(BaseModel):
     stops: list[WarningOut]
 
 
+def _patrol_chips(session: SessionDep, settings: SettingsDep, records: list[Any]) -> dict[str, Path]:
+    """Before/after chip of each record for a KMZ (records whose scenes are gone go without one)."""
+    from cspon_rs.api.chips import chip_for_warning
+
+    chips: dict[str, Path] = {}
+    for record in records:
+        try:
+            chips[record.id] = chip_for_warning(session, record, settings.data_dir / "chips")
+        except NotFoundError:
+            continue
+    return chips
+
+
 def _scratch(settings: SettingsDep) -> Path:
-    folder = settings.data_dir / "tmp" / uuid.uuid4().hex
+    folder = Path(settings.data_dir) / "tmp" / uuid.uuid4().hex
     folder.mkdir(parents=True)
     return folder
 
@@ -71,7 +89,7 @@ def patrol(
     settings: SettingsDep,
     start_lon: Annotated[float, Query(ge=-180, le=180, description="start longitude, EPSG:4326")],
     start_lat: Annotated[float, Query(ge=-90, le=90, description="start latitude, EPSG:4326")],
-    format: Annotated[Literal["json", "kml", "gpx", "geojson"], Query()] = "json",
+    format: Annotated[Literal["json", "kml", "kmz", "gpx", "geojson"], Query()] = "json",
     period: Annotated[str | None, Query(max_length=16)] = None,
     county_code: Annotated[str | None, Query(max_length=12)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -99,14 +117,16 @@ def patrol(
         raise NotFoundError(
             f"team {team!r} has no assigned, unverified warnings" + (f" in county {county}" if county else "")
         )
+    chips = _patrol_chips(session, settings, records) if format == "kmz" else {}
     folder = _scratch(settings)
     suffix = "geojson" if format == "json" else format
     result = write_patrol(
         warnings_frame(records),
         folder / f"patrol_{_safe(team)}.{suffix}",
         start_lonlat=(start_lon, start_lat),
-        fmt=suffix,
-    )  # type: ignore[arg-type]
+        fmt=suffix,  # type: ignore[arg-type]
+        chips=chips,
+    )
     if format != "json":
         return _file(result.path, format, folder)
     shutil.rmtree(folder, ignore_errors=True)
@@ -135,17 +155,12 @@ def export_list(
 ) -> FileResponse:
     """Same writers (and columns) as the files ``cspon-rs warn`` puts next to its run, from the store's
     current state (statuses and verification results included)."""
+    from cspon_rs.exports.bundle import store_frame
     from cspon_rs.exports.lists import write_warning_csv, write_warning_gpkg, write_warning_xlsx
-    from cspon_rs.store.crud import list_warnings, warnings_frame
 
     county = scoped_county(user, county_code)
-    records = list_warnings(session, period=period, county_code=county, only_warnings=False, limit=None)
+    frame = store_frame(session, period=period, county_code=county)
     session.commit()
-    if not records:
-        raise NotFoundError(
-            f"no warnings stored for period {period}" + (f", county {county}" if county else "")
-        )
-    frame = warnings_frame(records)
     folder = _scratch(settings)
     path = folder / f"warnings_{_safe(county or 'all')}_{_safe(period)}.{fmt}"
     if fmt == "xlsx":
@@ -157,6 +172,112 @@ def export_list(
     else:
         write_warning_gpkg(frame, path)
     return _file(path, fmt, folder)
+
+
+@export_router.get(
+    "/tuban.zip",
+    summary="The 图斑 layer of a period as a zipped ESRI Shapefile (.shp/.shx/.dbf/.prj/.cpg + field notes)",
+    response_class=FileResponse,
+    responses={200: {"content": {_MEDIA["zip"]: {}}}},
+)
+def export_tuban_shapefile(
+    user: ExportUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    period: Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")],
+    county_code: Annotated[str | None, Query(max_length=12)] = None,
+    out_crs: Annotated[str, Query(max_length=32, description="auto-gk | scene | EPSG:4490 | EPSG:45xx")] = "auto-gk",
+    encoding: Annotated[Literal["UTF-8", "GBK"], Query(description="DBF encoding written to the .cpg")] = "UTF-8",
+) -> FileResponse:
+    """Chinese 卫片执法 field codes (TBBH, XZQDM, ...; schema ``configs/export_fields.yaml``), planar GK and
+    ellipsoidal areas, field results from the store."""
+    from cspon_rs.exports.bundle import store_frame
+    from cspon_rs.exports.layers import write_tuban, zip_shapefile
+
+    county = scoped_county(user, county_code)
+    frame = store_frame(session, period=period, county_code=county)
+    session.commit()
+    folder = _scratch(settings)
+    stem = f"tuban_{_safe(county or 'all')}_{_safe(period)}"
+    shp = write_tuban(frame, folder / "shp" / f"{stem}.shp", out_crs=out_crs, encoding=encoding)
+    return _file(zip_shapefile(shp, folder / f"{stem}.zip"), "zip", folder)
+
+
+@export_router.get(
+    "/tuban.gpkg",
+    summary="The 图斑 layer of a period as a GeoPackage (version 1.2 or 1.3, Chinese field names)",
+    response_class=FileResponse,
+    responses={200: {"content": {_MEDIA["gpkg"]: {}}}},
+)
+def export_tuban_gpkg(
+    user: ExportUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    period: Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")],
+    county_code: Annotated[str | None, Query(max_length=12)] = None,
+    out_crs: Annotated[str, Query(max_length=32, description="auto-gk | scene | EPSG:4490 | EPSG:45xx")] = "auto-gk",
+    gpkg_version: Annotated[Literal["1.2", "1.3"], Query()] = "1.2",
+) -> FileResponse:
+    """Same fields as the Shapefile, named by their Chinese aliases; the area method is in the layer metadata."""
+    from cspon_rs.exports.bundle import store_frame
+    from cspon_rs.exports.layers import write_tuban
+
+    county = scoped_county(user, county_code)
+    frame = store_frame(session, period=period, county_code=county)
+    session.commit()
+    folder = _scratch(settings)
+    path = folder / f"tuban_{_safe(county or 'all')}_{_safe(period)}.gpkg"
+    write_tuban(frame, path, out_crs=out_crs, gpkg_version=gpkg_version)
+    return _file(path, "gpkg", folder)
+
+
+@export_router.get(
+    "/report.pdf",
+    summary="The PDF report of a period and county: overview, statistics, top warnings, one 核查表 per warning",
+    response_class=FileResponse,
+    responses={200: {"content": {_MEDIA["pdf"]: {}}}},
+)
+def export_report(
+    user: ExportUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    period: Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")],
+    county_code: Annotated[str | None, Query(max_length=12)] = None,
+    ids: Annotated[str | None, Query(max_length=4000, description="comma-separated ids for 核查表 pages")] = None,
+    top: Annotated[int, Query(ge=0, le=50)] = 6,
+) -> FileResponse:
+    """Chips come from the scenes known for each warning (as ``GET /warnings/{id}/chip``); warnings
+    without known scenes get their sheet without a chip."""
+    from cspon_rs.api.chips import chip_for_warning
+    from cspon_rs.exports.bundle import store_frame
+    from cspon_rs.exports.report import write_report
+    from cspon_rs.store.api_crud import list_photos
+    from cspon_rs.store.crud import get_warning
+
+    county = scoped_county(user, county_code)
+    frame = store_frame(session, period=period, county_code=county)
+    selected = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+    ranked = frame[frame["is_warning"].astype(bool)].sort_values("priority", ascending=False)["warning_id"]
+    wanted = list(dict.fromkeys([*ranked.head(top), *(selected or ranked)]))
+    chips: dict[str, Path] = {}
+    root = Path(settings.data_dir).resolve()
+    photos = {  # only files inside the data directory, as GET /warnings/{id}/photos/{photo_id} serves them
+        str(i): [f for f in ((root / p.path).resolve() for p in list_photos(session, str(i)))
+                 if f.is_relative_to(root) and f.is_file()]
+        for i in (selected or ranked)
+    }
+    for warning_id in wanted:
+        try:
+            chips[str(warning_id)] = chip_for_warning(session, get_warning(session, str(warning_id)),
+                                                      settings.data_dir / "chips")
+        except NotFoundError:
+            continue
+    session.commit()
+    folder = _scratch(settings)
+    path = folder / f"report_{_safe(county or 'all')}_{_safe(period)}.pdf"
+    write_report(frame, path, county_code=county or "all", period=period, chips=chips, sheet_ids=selected,
+                 top_n=top, photos=photos)
+    return _file(path, "pdf", folder)
 
 
 def _safe(text: str) -> str:

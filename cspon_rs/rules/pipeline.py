@@ -21,12 +21,24 @@ from cspon_rs.rules.config import (
     load_rules_config,
 )
 from cspon_rs.rules.engine import classify
-from cspon_rs.rules.inputs import drop_suppressed, load_control_lines, load_patches, load_permits, load_townships
+from cspon_rs.rules.inputs import (
+    PERMIT_COLUMNS,
+    drop_suppressed,
+    load_control_lines,
+    load_patches,
+    load_permits,
+    load_townships,
+)
 
 if TYPE_CHECKING:
     from cspon_rs.store.crud import RunProvenance
 
-__all__ = ["WarningRunResult", "run_provenance", "run_warning_pipeline", "scene_footprint"]
+__all__ = ["NO_PERMITS_NOTE", "WarningRunResult", "no_permits", "run_provenance", "run_warning_pipeline",
+           "scene_footprint"]
+
+#: Summary line of a run without a permit layer.
+NO_PERMITS_NOTE = ("no permit layer given: every change patch is treated as 未批先建 (built before approval) "
+                   "and 批而不建 cannot be judged; pass --permits once the county's approvals are digitised")
 
 
 @dataclass
@@ -39,7 +51,10 @@ class WarningRunResult:
         counts: Rows per category (``none`` = legal, kept for statistics).
         n_warnings: Rows that are warnings (not legal, or carrying a control-line flag).
         total_area_m2, total_area_mu: Area of the warnings.
-        xlsx, csv, gpkg: Written list files.
+        xlsx, csv, gpkg: Written list files (``gpkg``: every working column, for analysts).
+        shp, tuban_gpkg: The 图斑 layer in bureau form (schema ``configs/export_fields.yaml``), Shapefile
+            (with ``.cpg``) and GeoPackage 1.2; ``None`` when not written.
+        store_layer: GeoPackage beside the store with every stored warning (a QGIS layer of the store).
         chips: Warning id → PNG (empty without before/after scenes).
         db_url: Store the warnings were saved to.
         created, unchanged, merged: Store outcome (new ids, ids already there, merged into earlier periods).
@@ -62,6 +77,9 @@ class WarningRunResult:
     gpkg: Path
     db_url: str
     chips: dict[str, Path] = field(default_factory=dict)
+    shp: Path | None = None
+    tuban_gpkg: Path | None = None
+    store_layer: Path | None = None
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     merged: dict[str, str] = field(default_factory=dict)
@@ -118,6 +136,13 @@ def scene_footprint(before: str | Path, after: str | Path) -> gpd.GeoSeries:
     return gpd.GeoSeries([fa.iloc[0].intersection(fb.iloc[0])], crs=a.crs)
 
 
+def no_permits(crs: object) -> gpd.GeoDataFrame:
+    """An empty permit layer with the canonical columns (a county without digital permits)."""
+    frame = gpd.GeoDataFrame({c: pd.Series(dtype=object) for c in PERMIT_COLUMNS}, geometry=[], crs=crs)
+    frame.attrs["messages"] = [NO_PERMITS_NOTE]
+    return frame
+
+
 def _dates(patches: gpd.GeoDataFrame, t1: dt.date | None, t2: dt.date | None, source: Path) -> tuple[dt.date, dt.date]:
     if t1 is None:
         values = sorted({v for v in patches["t1"] if v is not None}) if len(patches) else []
@@ -134,7 +159,7 @@ def _dates(patches: gpd.GeoDataFrame, t1: dt.date | None, t2: dt.date | None, so
 
 def run_warning_pipeline(
     changes_path: str | Path,
-    permits_path: str | Path,
+    permits_path: str | Path | None,
     control_lines_path: str | Path | None,
     *,
     period: str,
@@ -149,12 +174,16 @@ def run_warning_pipeline(
     t1: dt.date | None = None,
     t2: dt.date | None = None,
     progress: bool = True,
+    out_crs: str = "auto-gk",
+    encoding: str = "UTF-8",
+    export_schema: str | Path | None = None,
 ) -> WarningRunResult:
     """Classify a run's change patches, store them, and write the lists (and chips).
 
     Args:
         changes_path: GeoPackage with the ``change_patches`` layer.
-        permits_path: Permit layer (GeoPackage/Shapefile/GeoJSON), fields mapped by ``fields``.
+        permits_path: Permit layer (GeoPackage/Shapefile/GeoJSON), fields mapped by ``fields``; ``None``: no
+            digital permits yet -- every patch becomes 未批先建 and the messages say so (:data:`NO_PERMITS_NOTE`).
         control_lines_path: Control-line GeoPackage (YJJBNT/STBHHX/CZKFBJ) or None.
         period: Period code, e.g. ``2026Q3``.
         county_code: County code, e.g. ``510000``.
@@ -166,9 +195,15 @@ def run_warning_pipeline(
         fields: Field mapping (config, YAML path, or None for ``configs/fields_default.yaml``).
         t1, t2: Override the dates read from the patches.
         progress: Show progress bars.
+        out_crs: CRS of the 图斑 layer (``auto-gk``, ``scene`` or e.g. ``EPSG:4490``).
+        encoding: Shapefile encoding (``UTF-8`` or ``GBK``), written to the ``.cpg``.
+        export_schema: 图斑 field schema YAML (default ``configs/export_fields.yaml``).
     """
     from cspon_rs.exports.chips import write_chips
+    from cspon_rs.exports.fieldresults import attach_field_results
+    from cspon_rs.exports.layers import write_tuban
     from cspon_rs.exports.lists import write_warning_csv, write_warning_gpkg, write_warning_xlsx
+    from cspon_rs.exports.schema import load_export_schema
     from cspon_rs.store.crud import save_warnings
     from cspon_rs.store.db import open_store, sqlite_url
 
@@ -178,7 +213,9 @@ def run_warning_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     changes_path = Path(changes_path)
     patches = load_patches(changes_path, include_suppressed=True)  # dates below come from every patch
-    permits = load_permits(permits_path, mapping=fields_cfg.permits)
+    schema = load_export_schema(export_schema)
+    permits = (load_permits(permits_path, mapping=fields_cfg.permits) if permits_path is not None
+               else no_permits(patches.crs))
     control = load_control_lines(control_lines_path, mapping=fields_cfg.control_lines) if control_lines_path else None
     townships = load_townships(townships_path, mapping=fields_cfg.townships) if townships_path else None
     messages_before = list(patches.attrs.get("messages", []))
@@ -201,28 +238,54 @@ def run_warning_pipeline(
         with sessions() as session:
             saved = save_warnings(session, warnings, period=period, county_code=county_code, patches=patches,
                                   link_merge_share=rules_cfg.link_merge_share, provenance=provenance)
+        warnings = warnings.copy()
+        warnings["warning_id"] = [saved.ids.get(str(k)) for k in warnings["source_key"]]
+        warnings["period"] = period
+        warnings["county_code"] = county_code
+        with sessions() as session:  # field results already recorded for re-run warnings
+            warnings = attach_field_results(warnings, session)
+        store_layer = _write_store_layer(sessions, url, schema)
     finally:
         sessions.kw["bind"].dispose()
-    warnings = warnings.copy()
-    warnings["warning_id"] = [saved.ids.get(str(k)) for k in warnings["source_key"]]
-    warnings["period"] = period
-    warnings["county_code"] = county_code
     stem = f"warnings_{county_code}_{period}"
     title = f"{county_code} {period} 疑似违法用地预警清单 suspected-violation list ({d1} → {d2})"
-    xlsx = write_warning_xlsx(warnings, out / f"{stem}.xlsx", title=title)
-    csv = write_warning_csv(warnings, out / f"{stem}.csv")
-    gpkg = write_warning_gpkg(warnings, out / f"{stem}.gpkg")
     chips: dict[str, Path] = {}
     if before is not None and after is not None:
         flagged = warnings[warnings["is_warning"].astype(bool)]
         chips = write_chips(flagged, before, after, out / "chips", permits=permits, progress=progress)
+    xlsx = write_warning_xlsx(warnings, out / f"{stem}.xlsx", title=title, chips=chips, schema=schema)
+    csv = write_warning_csv(warnings, out / f"{stem}.csv", chips=chips, schema=schema)
+    gpkg = write_warning_gpkg(warnings, out / f"{stem}.gpkg")
+    tuban_stem = f"tuban_{county_code}_{period}"
+    tuban_gpkg = write_tuban(warnings, out / "tuban" / f"{tuban_stem}.gpkg", schema=schema, out_crs=out_crs)
+    shp = write_tuban(warnings, out / "tuban" / f"{tuban_stem}.shp", schema=schema, out_crs=out_crs,
+                      encoding=encoding)
     counts = {c: int((warnings["category"] == c).sum()) for c in CATEGORIES}
     flagged = warnings[warnings["is_warning"].astype(bool)]
     area = float(pd.to_numeric(flagged["area_m2"]).sum()) if len(flagged) else 0.0
     return WarningRunResult(
         period=period, county_code=county_code, t1=d1, t2=d2, counts=counts, n_warnings=len(flagged),
         total_area_m2=round(area, 2), total_area_mu=round(area / SQM_PER_MU, 4),
-        xlsx=xlsx, csv=csv, gpkg=gpkg, db_url=url, chips=chips, created=saved.created,
+        xlsx=xlsx, csv=csv, gpkg=gpkg, db_url=url, chips=chips, shp=shp, tuban_gpkg=tuban_gpkg,
+        store_layer=store_layer, created=saved.created,
         unchanged=saved.unchanged, merged=saved.merged, messages=messages, warnings=warnings,
         provenance=dict(provenance.__dict__), model_version_id=saved.model_version_id,
     )
+
+
+def _write_store_layer(sessions: object, url: str, schema: object) -> Path | None:
+    """Write ``<store>.gpkg`` (every stored warning, bureau fields) beside a SQLite store; None otherwise."""
+    from cspon_rs.exports.fieldresults import attach_field_results
+    from cspon_rs.exports.layers import write_tuban
+    from cspon_rs.store.crud import list_warnings, warnings_frame
+
+    if not url.startswith("sqlite:///"):
+        return None
+    db_path = Path(url.removeprefix("sqlite:///"))
+    with sessions() as session:  # type: ignore[operator]
+        records = list_warnings(session, only_warnings=True, limit=None)
+        frame = attach_field_results(warnings_frame(records), session) if records else None
+    if frame is None:
+        return None
+    return write_tuban(frame, db_path.with_name(f"{db_path.stem}_layer.gpkg"), schema=schema,  # type: ignore[arg-type]
+                       out_crs="EPSG:4490")

@@ -24,6 +24,11 @@ def grid() -> LocalFrame:
 @pytest.fixture
 def warnings() -> gpd.GeoDataFrame:
     """Five warnings (one on farmland) plus one legal patch, with ids like the store gives them."""
+    return make_warnings()
+
+
+def make_warnings() -> gpd.GeoDataFrame:
+    """The rows of the ``warnings`` fixture (also for module-scoped fixtures)."""
     rects = [(0, 0, 100, 100), (300, 0, 60, 60), (0, 400, 80, 80), (500, 500, 120, 40), (900, 100, 50, 50),
              (1200, 0, 40, 40)]
     patches = patches_frame([GRID.rect(*r) for r in rects], GRID.crs, prob_mean=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4])

@@ -32,15 +32,16 @@ def test_xlsx_has_two_header_rows_and_summary(warnings: gpd.GeoDataFrame, tmp_pa
     assert [c.value for c in sheet[2]][:3] == ["rank", "warning id", "period"]
     assert sheet.freeze_panes == "C3"
     n_warnings = int(warnings["is_warning"].sum())
-    assert sheet.max_row == 2 + n_warnings == 7
-    ids = [sheet.cell(row=r, column=2).value for r in range(3, sheet.max_row + 1)]
+    assert sheet.max_row == 2 + n_warnings + 1 == 8  # two header rows, the warnings, the 合计 row
+    assert sheet.cell(row=sheet.max_row, column=1).value == "合计"
+    ids = [sheet.cell(row=r, column=2).value for r in range(3, sheet.max_row)]
     ranked = warnings[warnings["is_warning"]].sort_values("rank")["warning_id"].tolist()
     assert ids == ranked
     first = {LIST_COLUMNS[j][0]: sheet.cell(row=3, column=j + 1).value for j in range(len(LIST_COLUMNS))}
     assert first["flags"] == "YJJBNT" and first["category_zh"] == "未批先建"
     summary = [[c.value for c in row] for row in book["汇总 summary"].iter_rows()]
     flat = [v for row in summary for v in row if v is not None]
-    assert "未批先建" in flat and "合法(已批)" in flat and "按乡镇 by township" in flat
+    assert "未批先建" in flat and "合法(已批)" not in flat and "按乡镇 by township" in flat  # only warnings counted
     _no_temp_files(tmp_path)
 
 

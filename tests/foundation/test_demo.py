@@ -70,7 +70,7 @@ def test_demo_writes_every_output_and_every_category(sample_dir: Path, tmp_path:
     rows = list(csv.reader(raw.decode("utf-8-sig").splitlines()))
     (xlsx_path,) = warnings_dir.glob("*.xlsx")
     sheet = openpyxl.load_workbook(xlsx_path, read_only=True).worksheets[0]
-    n_xlsx = sum(1 for _ in sheet.iter_rows()) - 2  # Chinese + English header rows
+    n_xlsx = sum(1 for _ in sheet.iter_rows()) - 3  # Chinese + English header rows and the 合计 (total) row
     # The lists carry the warnings; the GeoPackage also keeps legal (covered) patches for statistics.
     assert len(rows) - 1 == n_xlsx == int(warnings["is_warning"].astype(bool).sum()) > 0
     assert set(warnings.loc[~warnings["is_warning"].astype(bool), "category"]) <= {"none"}

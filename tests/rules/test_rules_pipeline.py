@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,6 +15,7 @@ import pyogrio
 import pytest
 import rasterio
 from openpyxl import load_workbook
+from PIL import Image
 from rasterio.transform import from_origin
 
 from cspon_rs.rules.pipeline import run_warning_pipeline
@@ -81,11 +83,39 @@ def test_run_warning_pipeline_and_rerun(inputs: dict[str, Path], tmp_path: Path)
     assert farmland["warning_id"] == "510000-2025Q3-0001" and farmland["township_name"] == "乙镇"
     sheet = load_workbook(result.xlsx)["预警清单 warnings"]
     assert sheet.cell(row=3, column=2).value == "510000-2025Q3-0001"
+    assert result.shp is not None and result.shp.with_suffix(".cpg").read_text() == "UTF-8"
+    assert sheet.cell(row=3, column=_list_column("result_zh")).value == "未核查"
+    from cspon_rs.store.crud import assign_warning, get_warning, record_verification
+    from cspon_rs.store.db import open_store
+
+    sessions = open_store(result.db_url)  # a field check between two runs ...
+    try:
+        with sessions() as session:
+            assign_warning(session, "510000-2025Q3-0001", team="一组")
+        with sessions() as session:
+            version = get_warning(session, "510000-2025Q3-0001").version
+            record_verification(session, "510000-2025Q3-0001", result="legal", expected_version=version,
+                                actual_use="设施农用地")
+    finally:
+        sessions.kw["bind"].dispose()
     again = run_warning_pipeline(inputs["changes"], inputs["permits"], inputs["control"], **kwargs)  # type: ignore[arg-type]
     assert again.created == [] and sorted(again.unchanged) == sorted(result.created)
+    sheet = load_workbook(again.xlsx)["预警清单 warnings"]  # ... shows in the re-run's list and layers
+    assert sheet.cell(row=3, column=2).value == "510000-2025Q3-0001"
+    assert sheet.cell(row=3, column=_list_column("result_zh")).value == "合法用地"
+    assert sheet.cell(row=3, column=_list_column("actual_use")).value == "设施农用地"
+    assert again.shp is not None
+    row = pyogrio.read_dataframe(again.shp).set_index("TBBH").loc["510000-2025Q3-0001"]
+    assert row["HCJG"] == "合法用地" and row["HCZ"] == "一组"
     with sqlite3.connect(out / "warnings.sqlite") as db:
         assert db.execute("SELECT count(*) FROM warnings").fetchone()[0] == 4
         assert db.execute("SELECT count(*) FROM patches").fetchone()[0] == 4
+
+
+def _list_column(name: str) -> int:
+    from cspon_rs.exports.lists import LIST_COLUMNS
+
+    return [c for c, *_ in LIST_COLUMNS].index(name) + 1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -109,6 +139,18 @@ def test_cli_warn_and_patrol(inputs: dict[str, Path], tmp_path: Path) -> None:
                 "--out", str(route))
     assert done.returncode == 0, done.stderr
     assert len(pyogrio.read_dataframe(route, layer="waypoints")) == 4
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    first = pyogrio.read_dataframe(route, layer="waypoints")["name"].iloc[0]
+    Image.new("RGB", (40, 20), "red").save(chips / f"{first}.png")
+    kmz = tmp_path / "route.kmz"
+    done = _cli("patrol", "--db", db, "--period", "2025Q3", "--start", "114.0,22.3", "--format", "kmz",
+                "--chips", str(chips), "--out", str(kmz))
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(kmz) as z:
+        names = z.namelist()
+        assert "doc.kml" in names and any(n.endswith(f"{first}.png") for n in names), names
+        assert z.read("doc.kml").count(b"<Placemark") >= 4
     for bad, expected in ((["--limit", "-5"], "--limit -5"), (["--out", str(tmp_path / "no" / "dir" / "p.kml")],
                                                                  "does not exist")):
         args = ["patrol", "--db", db, "--period", "2025Q3", "--start", "114.0,22.3", "--out", str(route), *bad]
@@ -122,3 +164,46 @@ def test_cli_warn_and_patrol(inputs: dict[str, Path], tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "permit_no (PZWH)" in done.stderr and "broken.gpkg" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_warn_without_permits_makes_every_patch_built_before_approval(inputs: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    from cspon_rs.rules.pipeline import NO_PERMITS_NOTE
+
+    out = tmp_path / "noperm"
+    result = run_warning_pipeline(inputs["changes"], None, inputs["control"], period="2025Q3", county_code="510000",
+                                  out_dir=out, townships_path=inputs["towns"], progress=False)
+    assert result.warnings is not None and len(result.warnings) == 4
+    assert set(result.warnings["category"]) == {"built_before_approval"}
+    assert result.n_warnings == 4 and NO_PERMITS_NOTE in result.messages
+    assert result.shp is not None and result.shp.with_suffix(".cpg").read_text() == "UTF-8"
+    assert result.store_layer is not None and len(pyogrio.read_dataframe(result.store_layer)) == 4
+    done = _cli("warn", "--changes", str(inputs["changes"]), "--period", "2025Q3", "--county", "510000",
+                "--out", str(tmp_path / "cli"), "--encoding", "GBK", "--out-crs", "EPSG:4490")
+    assert done.returncode == 0, done.stderr
+    assert "no permit layer given" in " ".join(done.stdout.split()) and "4 warnings" in done.stdout
+    shp = tmp_path / "cli" / "tuban" / "tuban_510000_2025Q3.shp"
+    assert shp.with_suffix(".cpg").read_text() == "GBK"
+    assert set(pyogrio.read_dataframe(shp)["BHLX"]) == {"未批先建"}
+    db = f"sqlite:///{tmp_path / 'cli' / 'warnings.sqlite'}"
+    done = _cli("export", "--db", db, "--period", "2025Q3", "--county", "510000", "--out", str(tmp_path / "exp"),
+                "--format", "xlsx,csv,shp,tuban-gpkg", "--gpkg-version", "1.3")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "exp" / "warnings_510000_2025Q3.xlsx").exists()
+    with sqlite3.connect(tmp_path / "exp" / "tuban" / "tuban_510000_2025Q3.gpkg") as gpkg:
+        assert gpkg.execute("PRAGMA user_version").fetchone()[0] == 10300
+    done = _cli("export", "--db", db, "--period", "2025Q3", "--out", str(tmp_path / "exp"), "--format", "docx")
+    assert done.returncode == 2 and "--format docx" in done.stderr and "Traceback" not in done.stderr
+    from cspon_rs.exports.fonts import find_cjk_font
+
+    if find_cjk_font(warn=False) is not None:
+        ids = ",".join(sorted(pyogrio.read_dataframe(shp)["TBBH"])[:2])
+        done = _cli("report", "--db", db, "--period", "2025Q3", "--county", "510000", "--ids", ids,
+                    "--out", str(tmp_path / "r.pdf"))
+        assert done.returncode == 0, done.stderr
+        from pypdf import PdfReader
+
+        from cspon_rs.exports.report import SHEET_TITLE
+
+        texts = ["".join(p.extract_text().replace("\x00", "").split()) for p in PdfReader(tmp_path / "r.pdf").pages]
+        assert sum(SHEET_TITLE in t for t in texts) == 2
