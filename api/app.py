@@ -14,8 +14,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from cspon_rs import __version__
+from cspon_rs.api.concurrency import InFlightLimit
 from cspon_rs.api.db import ensure_schema, make_engine, make_sessionmaker
 from cspon_rs.api.errors import install_error_handlers
+from cspon_rs.api.security import install_security_headers, redact_access_log
+from cspon_rs.api.session_cookie import session_key
 from cspon_rs.api.settings import ServeSettings, settings_from_env
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -28,7 +31,9 @@ users: **supervision bureaus** (warning lists, statistics, assignment), **field 
 verification reports with photos) and **researchers** (scenes, detection jobs).
 
 Every endpoint except `/api/v1/health` needs `Authorization: Bearer <token>` (tokens come from
-`cspon-rs users add`). Users bound to a county see and change nothing outside it.
+`cspon-rs users add`) or, in a browser, the HttpOnly `cspon_session` cookie from `POST /api/v1/session`
+(then POST/PUT/PATCH/DELETE also need `X-CSRF-Token`). Tokens in the query string are never accepted.
+Users bound to a county see and change nothing outside it.
 """
 
 
@@ -43,7 +48,12 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         ensure_schema(settings.db_url)
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, threads=settings.threads)
+    read_engine = (
+        make_engine(settings.db_url, threads=settings.threads, read_only=True)
+        if engine.dialect.name == "sqlite"
+        else engine
+    )
 
     app = FastAPI(
         title="cspon-rs API",
@@ -56,7 +66,14 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.read_sessionmaker = make_sessionmaker(read_engine)
+    app.router.on_startup.append(lambda: _size_threadpool(settings.threads))
+    app.state.session_key = session_key(settings)
     install_error_handlers(app)
+    install_security_headers(app, docs_path=f"{API_PREFIX}/docs")
+    # health bypasses the line: a load balancer must get its answer while requests queue
+    app.add_middleware(InFlightLimit, limit=settings.threads, bypass_prefixes=("/static/", f"{API_PREFIX}/health"))
+    app.router.on_startup.append(redact_access_log)
 
     # Refuse oversized bodies before they are spooled (the per-file checks still apply below the limit).
     body_limit = (
@@ -95,15 +112,23 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
                 )
         return await call_next(request)
 
-    from cspon_rs.api.routers import health, jobs, scenes, users
+    from cspon_rs.api.routers import health, jobs, scenes, session, users
 
-    for module in (health, users, scenes, jobs):
+    for module in (health, session, users, scenes, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(session.router, prefix="/api", include_in_schema=False)  # alias: /api/session
     _include_optional(app)
     from cspon_rs.api.web import mount_web
 
     mount_web(app)
     return app
+
+
+def _size_threadpool(threads: int) -> None:
+    """Run sync endpoints on ``threads`` threads (the pools are sized to match)."""
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
 
 
 def _include_optional(app: FastAPI) -> None:

@@ -38,7 +38,7 @@ def serve(
 
     from cspon_rs.api.app import create_app
     from cspon_rs.api.db import ensure_schema
-    from cspon_rs.api.worker import recover_jobs, start_worker_process
+    from cspon_rs.api.worker import WorkerSupervisor, recover_jobs
 
     settings = _settings(config, db_url=db, data_dir=data_dir, host=host, port=port)
     settings.worker = settings.worker and worker
@@ -47,18 +47,14 @@ def serve(
     failed = recover_jobs(settings)
     if failed:
         typer.echo(f"marked {len(failed)} interrupted job(s) failed: {', '.join(map(str, failed))}", err=True)
-    proc = start_worker_process(settings) if settings.worker else None
+    supervisor = WorkerSupervisor(settings).start() if settings.worker else None
+    app = create_app(settings, migrate=False)
+    app.state.supervisor = supervisor
     try:
-        uvicorn.run(
-            create_app(settings, migrate=False), host=settings.host, port=settings.port, log_level="info"
-        )
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_keep_alive=30)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except Exception:
-                proc.kill()
+        if supervisor is not None:
+            supervisor.stop()
 
 
 def worker_cmd(config: ConfigOpt = None, db: DbOpt = None, data_dir: DataOpt = None) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hmac
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -21,6 +24,7 @@ __all__ = [
     "ensure_county",
     "error_detail",
     "require_roles",
+    "user_for_cookie",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="Token printed by `cspon-rs users add`.")
@@ -37,44 +41,128 @@ def get_settings(request: Request) -> ServeSettings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One session per request; rolled back on error, always closed."""
-    session: Session = request.app.state.sessionmaker()
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_cleanup_limiter: anyio.CapacityLimiter | None = None
+
+
+def _cleanup() -> anyio.CapacityLimiter:
+    """Threads that only end sessions: never shared with request work, so a session holding the SQLite
+    write lock is always released, even while every request thread waits for that lock."""
+    global _cleanup_limiter
+    if _cleanup_limiter is None:
+        _cleanup_limiter = anyio.CapacityLimiter(16)
+    return _cleanup_limiter
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request; rolled back on error, always closed.
+
+    GET/HEAD/OPTIONS get a read session (SQLite: deferred ``BEGIN``, so they never wait for a writer);
+    other methods a write session (SQLite: ``BEGIN IMMEDIATE``, writers queue instead of failing half-way).
+    The rollback / close runs on its own small thread pool: when a handler raises inside a transaction,
+    the lock it holds is released at once instead of after a free request thread (which, under load,
+    are all waiting for that very lock -- the deadlock of 41 concurrent clients).
+    """
+    state = request.app.state
+    factory = state.read_sessionmaker if request.method in _SAFE_METHODS else state.sessionmaker
+    session: Session = factory()  # no I/O until first use
     try:
         yield session
     except BaseException:
-        session.rollback()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.rollback, limiter=_cleanup())
         raise
     finally:
-        session.close()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.close, limiter=_cleanup())
 
 
 SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _unauthorized(msg: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail=error_detail("Authorization", msg, "header"),
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def user_for_cookie(request: Request, session: Session, value: str) -> ApiUser | None:
+    """The active user of a ``cspon_session`` cookie value whose signature and expiry hold, else ``None``."""
+    from cspon_rs.api.session_cookie import parse_cookie, read_cookie
+
+    parsed = parse_cookie(value)
+    if parsed is None:
+        return None
+    user = session.get(ApiUser, parsed[0])
+    if user is None or not user.active:
+        return None
+    if read_cookie(request.app.state.session_key, value, user.token_hash) is None:
+        return None
+    return user
+
+
 def current_user(
-    session: SessionDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiUser:
-    """The user whose bearer token came with the request; 401 if none or unknown."""
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+    """The caller: ``Authorization: Bearer <token>`` (scripts) or the ``cspon_session`` cookie (browser).
+
+    With the cookie, POST/PUT/PATCH/DELETE also need ``X-CSRF-Token`` equal to the session's CSRF token
+    (403 otherwise). A token in the query string is never accepted. The user is looked up in a short read
+    session of its own (never the request's write session: on SQLite that would take the write lock).
+    """
+    from cspon_rs.api.session_cookie import COOKIE_NAME, CSRF_HEADER, csrf_for
+
+    bearer = credentials is not None and credentials.scheme.lower() == "bearer" and credentials.credentials
+    cookie = request.cookies.get(COOKIE_NAME)
+    if not bearer and not cookie:
+        raise _unauthorized(
+            "missing bearer token (send 'Authorization: Bearer <token>', or sign in: POST /api/v1/session)"
+        )
+    session: Session = request.app.state.read_sessionmaker()
+    try:
+        if bearer:
+            assert credentials is not None
+            user = user_for_token(session, credentials.credentials)
+        else:
+            user = user_for_cookie(request, session, str(cookie))
+        session.commit()
+    finally:
+        session.close()
+    if user is not None and user.role != "admin" and user.county_code is None:
+        # made before counties were required: seeing every county is the admin role's alone
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
+            status.HTTP_403_FORBIDDEN,
             detail=error_detail(
-                "Authorization", "missing bearer token (send 'Authorization: Bearer <token>')", "header"
+                "county_code",
+                f"user {user.name!r} ({user.role}) has no county; an admin must recreate it with one",
+                "header",
             ),
-            headers={"WWW-Authenticate": "Bearer"},
         )
-    user = user_for_token(session, credentials.credentials)
-    # End the read transaction now: SQLite BEGIN IMMEDIATE would otherwise hold the lock during uploads.
-    session.commit()
+    if bearer:
+        if user is None:
+            raise _unauthorized("unknown or revoked token")
+        return user
+    assert cookie is not None
     if user is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail=error_detail("Authorization", "unknown or revoked token", "header"),
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized("session expired or revoked (sign in again: POST /api/v1/session)")
+    if request.method in _UNSAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode("utf-8"), csrf_for(request.app.state.session_key, cookie).encode()):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=error_detail(
+                    CSRF_HEADER,
+                    f"missing or wrong {CSRF_HEADER} header (send the csrf_token from GET /api/v1/session)",
+                    "header",
+                ),
+            )
     return user
 
 

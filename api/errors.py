@@ -71,6 +71,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return _body(exc, 422)
 
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from cspon_rs.store.db import is_locked_error
+
+        if is_locked_error(exc):  # the 30 s busy timeout ran out: nothing was written, the client may retry
+            _log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse(
+                status_code=503,
+                content={"detail": [{"loc": [], "msg": "database busy; nothing was changed, retry shortly",
+                                     "type": "database_busy"}], "error": "DatabaseBusy"},
+                headers={"Retry-After": "5"},
+            )
         _log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(
             status_code=500, content={"detail": "internal server error", "error": "InternalError"}

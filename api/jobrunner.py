@@ -2,8 +2,11 @@
 
 Steps of a ``detect_warn`` job: detect change patches on the scene pair
 (:func:`cspon_rs.inference.detect_pair`), then classify them into warnings and store them
-(:func:`cspon_rs.rules.run_warning_pipeline`, which writes its warnings in one transaction). Progress and
-log lines go to the job row; any exception fails the job with its message.
+(:func:`cspon_rs.rules.run_warning_pipeline`). Detection writes only files under ``<data_dir>/jobs/<id>``;
+the warning-store stage is ONE transaction (warnings, history, raw patches and the job's ``committed``
+record together, see :func:`cspon_rs.store.crud.job_scope`); the lists and chips after it are files again.
+Progress and log lines go to the job row; any exception fails the job with its message, and the final
+state says what stayed committed (:func:`cspon_rs.store.api_crud.finish_job`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
 from cspon_rs.api.settings import ServeSettings, settings_from_env
 from cspon_rs.errors import MissingFileError
 from cspon_rs.store.api_crud import finish_job, get_job, get_scene, set_job_progress
+from cspon_rs.store.crud import JobStoppedError, job_scope
 
 __all__ = ["JobCancelled", "run_job"]
 
@@ -137,18 +141,21 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
         from cspon_rs.rules.pipeline import run_warning_pipeline
 
         progress(0.65, f"classifying warnings for county {county}, period {period}")
-        warned = run_warning_pipeline(
-            changes_path,
-            params["permits_path"],
-            params["control_lines_path"],
-            period=period,
-            county_code=county,
-            out_dir=out_dir / "warn",
-            db_url=settings.db_url,
-            townships_path=params.get("townships_path"),
-            before=scene.before_path,
-            after=scene.after_path,
-        )
+        # The warning-store stage is one transaction that also records itself on this job (``committed``),
+        # and commits only while the job runs without a cancel request (JobStoppedError otherwise).
+        with job_scope(job_id):
+            warned = run_warning_pipeline(
+                changes_path,
+                params["permits_path"],
+                params["control_lines_path"],
+                period=period,
+                county_code=county,
+                out_dir=out_dir / "warn",
+                db_url=settings.db_url,
+                townships_path=params.get("townships_path"),
+                before=scene.before_path,
+                after=scene.after_path,
+            )
         progress(
             0.95,
             f"stored {warned.n_warnings} warnings ({warned.total_area_mu:.1f} mu): "
@@ -165,6 +172,14 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
         with session_scope(factory) as session:
             finish_job(session, job_id, "succeeded", result=result, message="succeeded")
         return "succeeded"
+    except JobStoppedError:
+        with session_scope(factory) as session:
+            cancelled = get_job(session, job_id).cancel_requested
+        state = "cancelled" if cancelled else "failed"
+        why = "cancelled by user" if cancelled else "stopped before its warnings were stored"
+        with session_scope(factory) as session:
+            finish_job(session, job_id, state, error=why, message=f"{state}: {why}")
+        return state
     except JobCancelled:
         with session_scope(factory) as session:
             finish_job(session, job_id, "cancelled", error="cancelled by user", message="cancelled")

@@ -37,12 +37,33 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class WorkerHealth(BaseModel):
+    """The job worker as seen from its heartbeat file (and the supervisor, when this process runs one)."""
+
+    alive: bool = Field(description="a heartbeat newer than stale_after_s from a running process")
+    pid: int | None
+    last_beat_age_s: float | None = Field(description="seconds since the last heartbeat; null = never")
+    stale_after_s: float
+    restarts: int | None = Field(description="restarts by this server's supervisor; null = not supervised here")
+    job_id: int | None = Field(default=None, description="job it is running now")
+
+
+class QueueHealth(BaseModel):
+    """Jobs waiting and running."""
+
+    queued: int
+    running: int
+    oldest_queued_age_s: float | None = Field(description="age of the oldest queued job (seconds)")
+
+
 class HealthOut(BaseModel):
-    """Liveness and database reachability."""
+    """Liveness: database reachable and a live job worker (``degraded`` otherwise, HTTP 200 either way)."""
 
     status: Literal["ok", "degraded"]
     database: bool
     version: str
+    worker: WorkerHealth | None = None
+    queue: QueueHealth | None = None
 
 
 class VersionOut(BaseModel):
@@ -58,7 +79,7 @@ class VersionOut(BaseModel):
 
 
 class UserCreate(_In):
-    """A new API user (admin only). Field users need a ``team``."""
+    """A new API user (admin only). Field users need a ``team``; every role but admin needs a county."""
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal["bureau", "field", "researcher", "admin"]
@@ -69,6 +90,8 @@ class UserCreate(_In):
     def _field_needs_team(self) -> UserCreate:
         if self.role == "field" and not (self.team and self.team.strip()):
             raise ValueError("team: a field user needs a team")
+        if self.role != "admin" and self.county_code is None:
+            raise ValueError(f"county_code: a {self.role} user needs a county; only admin sees every county")
         return self
 
 
@@ -153,6 +176,10 @@ class JobOut(_Out):
     error: str | None
     result: dict[str, Any] | None
     cancel_requested: bool
+    committed: dict[str, Any] | None = Field(
+        default=None,
+        description="what the job committed to the warning store (its one store transaction); null = nothing",
+    )
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None

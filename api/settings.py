@@ -32,6 +32,10 @@ class ServeSettings(StrictModel):
         worker_poll_s: How often the worker looks for queued jobs (seconds).
         checkpoint: Default detector of jobs: ``default`` (the shipped checkpoint), ``spectral`` (CVA + Otsu
             baseline) or a checkpoint path.
+        threads: Threads of the web process that run requests; the database pool holds as many
+            connections (plus a few spare), so concurrent clients queue for a thread, never fail.
+        session_secret: Key that signs browser session cookies; set it when several web processes serve
+            one database. ``None`` = a random key kept in ``<data_dir>/session.key``.
     """
 
     db_url: str = "sqlite:///cspon.db"
@@ -45,10 +49,28 @@ class ServeSettings(StrictModel):
     worker: bool = True
     worker_poll_s: float = Field(default=1.0, gt=0)
     checkpoint: str = "default"
+    threads: int = Field(default=40, ge=1, le=400)
+    session_secret: str | None = Field(default=None, min_length=16)
 
     def allowed_roots(self) -> list[Path]:
-        """Resolved folders from which server-side paths may be used."""
+        """Resolved folders from which the service itself reads (its data directory and ``scene_roots``)."""
         return [self.data_dir.resolve(), *(p.resolve() for p in self.scene_roots)]
+
+    def uploads_of(self, user_id: int) -> Path:
+        """Folder of one user's uploads (scenes, layers): ``<data_dir>/uploads/u<id>``."""
+        return self.data_dir.resolve() / "uploads" / f"u{user_id}"
+
+    def input_roots(self, user_id: int) -> list[Path]:
+        """Folders a user may name as job or scene inputs: their own uploads, then ``scene_roots``.
+
+        Never another user's uploads nor job outputs (``<data_dir>/jobs``), even when an admin lists the data
+        directory itself among ``scene_roots`` (see :meth:`refused_inside`).
+        """
+        return [self.uploads_of(user_id), *(p.resolve() for p in self.scene_roots)]
+
+    def refused_inside(self, user_id: int) -> tuple[Path, list[Path]]:
+        """``(data_dir, allowed)``: inside the data directory only the ``allowed`` folders may be inputs."""
+        return self.data_dir.resolve(), [self.uploads_of(user_id)]
 
 
 def settings_to_env(settings: ServeSettings) -> dict[str, str]:

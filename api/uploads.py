@@ -17,8 +17,9 @@ from typing import Literal
 from fastapi import HTTPException, UploadFile, status
 
 from cspon_rs.api.deps import error_detail
+from cspon_rs.api.settings import ServeSettings
 
-__all__ = ["SavedFile", "resolve_inside", "save_upload", "sniff_type"]
+__all__ = ["SavedFile", "resolve_input", "resolve_inside", "save_upload", "sniff_type"]
 
 FileKind = Literal["jpeg", "png", "tiff", "gpkg"]
 
@@ -67,26 +68,39 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def resolve_inside(raw: str, roots: list[Path], field: str) -> Path:
+def resolve_inside(
+    raw: str, roots: list[Path], field: str, *, only_within: tuple[Path, list[Path]] | None = None
+) -> Path:
     """Resolve a client-given server path; 422 unless it lies inside one of ``roots`` and exists.
 
-    Relative paths are taken relative to the first root (the data directory).
+    Relative paths are taken relative to the first root in which they name an allowed file.
+    ``only_within=(folder, allowed)``: inside ``folder`` only paths under one of ``allowed`` pass (checked
+    before existence, so nothing tells whether a refused file exists).
     """
     if not raw or "\x00" in raw:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, "empty or invalid path")
         )
+
+    def refused(path: Path) -> bool:
+        return only_within is not None and _inside(path, only_within[0]) and not any(
+            _inside(path, a) for a in only_within[1]
+        )
+
     candidate = Path(raw)
     if not candidate.is_absolute():
-        candidate = roots[0] / candidate
+        # relative: to the first root where it names an allowed file, else to the first root
+        found = [r / candidate for r in roots if _inside((r / candidate).resolve(), r)]
+        found = [f for f in found if not refused(f.resolve()) and f.resolve().is_file()]
+        candidate = found[0] if found else roots[0] / candidate
     resolved = candidate.resolve()
-    if not any(_inside(resolved, root) for root in roots):
+    if refused(resolved) or not any(_inside(resolved, root) for root in roots):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=error_detail(
                 field,
-                f"path {raw!r} is outside the service's data directories "
-                f"({', '.join(str(r) for r in roots)})",
+                f"path {raw!r} is not inside your uploads or a configured data root "
+                f"({', '.join(str(r) for r in roots)}); upload it first (POST /scenes/upload, /layers)",
             ),
         )
     if not resolved.is_file():
@@ -94,6 +108,16 @@ def resolve_inside(raw: str, roots: list[Path], field: str) -> Path:
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, f"file {raw!r} does not exist")
         )
     return resolved
+
+
+def resolve_input(raw: str, settings: ServeSettings, user_id: int, field: str) -> Path:
+    """Resolve a client-given input path (scene image, layer, checkpoint) for user ``user_id``.
+
+    Allowed: the user's own uploads (``<data_dir>/uploads/u<id>``) and the admin-configured
+    ``scene_roots``. Refused (422, same message as a path outside): another user's uploads, job outputs and
+    anything else inside the data directory -- so one county's files never become another county's inputs.
+    """
+    return resolve_inside(raw, settings.input_roots(user_id), field, only_within=settings.refused_inside(user_id))
 
 
 async def save_upload(

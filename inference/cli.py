@@ -108,9 +108,9 @@ def detect(
 def _scene_input(path: Path, out: Path) -> Path:
     """A folder of single-band files, or a raster/VRT whose described bands hold B04/B03/B02/B08 in another
     order, becomes a stack in the model's order under ``<out>/stacks``; any other raster is used as it is."""
-    from cspon_rs.geo.bandstack import S2_RGBN, as_scene, band_descriptions
-
     from rasterio.errors import RasterioError
+
+    from cspon_rs.geo.bandstack import S2_RGBN, as_scene, band_descriptions
 
     if path.is_dir():
         typer.echo(f"{path}: folder of band files, stacking {'/'.join(S2_RGBN)}")

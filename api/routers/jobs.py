@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -11,7 +10,9 @@ from fastapi.responses import PlainTextResponse
 
 from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
 from cspon_rs.api.schemas import MAX_ID, JobCreate, JobOut
-from cspon_rs.api.uploads import resolve_inside
+from cspon_rs.api.settings import ServeSettings
+from cspon_rs.api.uploads import resolve_input, resolve_inside
+from cspon_rs.errors import NotFoundError
 from cspon_rs.models.checkpoint import SHIPPED
 from cspon_rs.store.api_crud import cancel_job, create_job, get_job, get_scene, list_jobs
 from cspon_rs.store.api_models import ApiUser, Job
@@ -29,11 +30,11 @@ def _visible_job(session: SessionDep, user: ApiUser, job_id: int) -> Job:
     return job
 
 
-def _vector(raw: str, roots: list[Path], field: str) -> str:
-    """Resolve a layer path inside the allowed roots and check that GDAL reads it as a vector layer."""
+def _vector(raw: str, settings: ServeSettings, user: ApiUser, field: str) -> str:
+    """Resolve a layer path among the user's inputs and check that GDAL reads it as a vector layer."""
     import pyogrio
 
-    path = resolve_inside(raw, roots, field)
+    path = resolve_input(raw, settings, user.id, field)
     try:
         pyogrio.read_info(path)
     except Exception as exc:  # any GDAL/pyogrio failure means "not a readable layer"
@@ -62,14 +63,26 @@ def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: Se
     service's default checkpoint; the log and ``result.model`` say which.
     """
     ensure_county(user, body.county_code)
-    scene = get_scene(session, body.scene_id)
-    if user.county_code is not None and scene.county_code not in (None, user.county_code):
+    try:
+        scene = get_scene(session, body.scene_id)
+    except NotFoundError:
+        scene = None
+    # a county user never runs on another county's scene, nor on a legacy scene without a county
+    if scene is None or (user.county_code is not None and scene.county_code != user.county_code):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("scene_id", "no such scene"))
-    roots = settings.allowed_roots()
+    if scene.county_code is not None and scene.county_code != body.county_code:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail(
+                "county_code",
+                f"scene {scene.id} belongs to county {scene.county_code}, not {body.county_code}; "
+                "a job's warnings stay in its scene's county",
+            ),
+        )
     params: dict[str, str | None] = {
-        "permits_path": _vector(body.permits_path, roots, "permits_path"),
-        "control_lines_path": _vector(body.control_lines_path, roots, "control_lines_path"),
-        "townships_path": _vector(body.townships_path, roots, "townships_path")
+        "permits_path": _vector(body.permits_path, settings, user, "permits_path"),
+        "control_lines_path": _vector(body.control_lines_path, settings, user, "control_lines_path"),
+        "townships_path": _vector(body.townships_path, settings, user, "townships_path")
         if body.townships_path
         else None,
     }
@@ -77,7 +90,16 @@ def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: Se
     # runs (cspon-rs models promote), else the service default -- the job log says which.
     checkpoint = body.checkpoint
     if checkpoint is not None and checkpoint not in ("spectral", "default", *SHIPPED):
-        checkpoint = str(resolve_inside(checkpoint, roots, "checkpoint"))
+        models = settings.data_dir.resolve() / "models"  # registered county models: weights, not county data
+        data_dir, own = settings.refused_inside(user.id)
+        checkpoint = str(
+            resolve_inside(
+                checkpoint,
+                [*settings.input_roots(user.id), models],
+                "checkpoint",
+                only_within=(data_dir, [*own, models]),
+            )
+        )
     params["checkpoint"] = checkpoint
     job = create_job(
         session,

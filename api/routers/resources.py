@@ -44,10 +44,11 @@ async def upload_layer(
     kind: Annotated[Literal["permits", "control_lines", "townships"], Form()],
     file: Annotated[UploadFile, File(description="GeoPackage (.gpkg)")],
 ) -> LayerOut:
-    """Stored as ``<data_dir>/layers/<kind>/<random>.gpkg`` after checking it is a readable vector layer."""
+    """Stored as ``<data_dir>/uploads/u<user id>/layers/<kind>/<random>.gpkg`` after checking it is a readable
+    vector layer (a refused file is removed); only its uploader (and the job it names) can use it."""
     saved = await save_upload(
         file,
-        settings.data_dir / "layers" / kind,
+        settings.uploads_of(user.id) / "layers" / kind,
         settings.data_dir,
         allowed=("gpkg",),
         max_bytes=settings.max_upload_bytes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
 from cspon_rs.api.schemas import COUNTY_PATTERN, MAX_ID, SceneCreate, SceneOut
-from cspon_rs.api.uploads import resolve_inside, save_upload
+from cspon_rs.api.uploads import resolve_input, save_upload
 from cspon_rs.errors import CsponError
 from cspon_rs.store.api_crud import create_scene, get_scene, list_scenes
 from cspon_rs.store.api_models import ApiUser, Scene
@@ -43,6 +44,26 @@ def _grid(path: Path, field: str) -> dict[str, Any]:
     }
 
 
+def _overlap_fraction(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Share of the before image's footprint covered by the after image (0 = disjoint), in its CRS."""
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+
+    b = before["bounds"]
+    a = after["bounds"]
+    if before["crs"] != after["crs"]:
+        try:
+            a = list(transform_bounds(CRS.from_user_input(after["crs"]), CRS.from_user_input(before["crs"]), *a))
+        except Exception:  # CRSs without a transformation between them cannot overlap usefully
+            return 0.0
+    width = min(b[2], a[2]) - max(b[0], a[0])
+    height = min(b[3], a[3]) - max(b[1], a[1])
+    area = (b[2] - b[0]) * (b[3] - b[1])
+    if width <= 0 or height <= 0 or area <= 0:
+        return 0.0
+    return float(width * height / area)
+
+
 def _register(
     session: SessionDep,
     user: ApiUser,
@@ -54,8 +75,24 @@ def _register(
     county_code: str | None,
 ) -> Scene:
     ensure_county(user, county_code)
+    county = county_code or user.county_code
+    if county is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("county_code", "a scene needs a county: give county_code (6 digits)"),
+        )
     before_info = _grid(before, "before_path")
     after_info = _grid(after, "after_path")
+    overlap = _overlap_fraction(before_info, after_info)
+    if overlap <= 0.0:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail(
+                "after_path",
+                f"the after image does not overlap the before image (before bounds {before_info['bounds']} "
+                f"in {before_info['crs']}, after bounds {after_info['bounds']} in {after_info['crs']})",
+            ),
+        )
     if before_info["count"] != after_info["count"]:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -77,8 +114,8 @@ def _register(
         after_path=str(after),
         before_date=before_date.isoformat() if before_date else None,
         after_date=after_date.isoformat() if after_date else None,
-        county_code=county_code or user.county_code,
-        info={"before": before_info, "after": after_info},
+        county_code=county,
+        info={"before": before_info, "after": after_info, "overlap": round(overlap, 4)},
         created_by=user.id,
     )
 
@@ -90,10 +127,10 @@ def _register(
     summary="Register a pair of GeoTIFFs already on the server",
 )
 def register_scene(body: SceneCreate, user: SceneUser, session: SessionDep, settings: SettingsDep) -> Scene:
-    """Paths must lie inside the data directory or a configured ``scene_roots`` folder."""
-    roots = settings.allowed_roots()
-    before = resolve_inside(body.before_path, roots, "before_path")
-    after = resolve_inside(body.after_path, roots, "after_path")
+    """Paths must be the caller's own uploads or lie in an admin-configured ``scene_roots`` folder (never
+    another user's uploads or job outputs); the pair must overlap and have the same bands."""
+    before = resolve_input(body.before_path, settings, user.id, "before_path")
+    after = resolve_input(body.after_path, settings, user.id, "after_path")
     return _register(
         session, user, body.name, before, after, body.before_date, body.after_date, body.county_code
     )
@@ -116,9 +153,31 @@ async def upload_scene(
     before_date: Annotated[dt.date | None, Form()] = None,
     after_date: Annotated[dt.date | None, Form()] = None,
 ) -> Scene:
-    """Files are stored under ``<data_dir>/scenes/<random>/`` (never under the client's filename)."""
+    """Files are stored under ``<data_dir>/uploads/u<user id>/scenes/<random>/`` (never under the client's
+    filename); a pair that is refused is removed again."""
     ensure_county(user, county_code)
-    folder = settings.data_dir / "scenes" / uuid.uuid4().hex
+    folder = settings.uploads_of(user.id) / "scenes" / uuid.uuid4().hex
+    try:
+        return await _save_and_register(
+            user, session, settings, folder, before, after, name, county_code, before_date, after_date
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused upload leaves nothing on disk
+        raise
+
+
+async def _save_and_register(
+    user: ApiUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    folder: Path,
+    before: UploadFile,
+    after: UploadFile,
+    name: str,
+    county_code: str | None,
+    before_date: dt.date | None,
+    after_date: dt.date | None,
+) -> Scene:
     saved_b = await save_upload(
         before,
         folder,

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyogrio
+import shapely
 
 from cspon_rs.errors import CorruptFileError, MissingFileError, SchemaError
 from cspon_rs.geo.vector import read_vector, repair_geometries
@@ -32,6 +34,7 @@ from cspon_rs.rules.config import (
 __all__ = [
     "PATCH_COLUMNS",
     "PERMIT_COLUMNS",
+    "SHAPEFILE_ENCODINGS",
     "drop_suppressed",
     "load_control_lines",
     "load_patches",
@@ -134,6 +137,7 @@ def _layer_names(path: Path) -> list[str]:
 
 
 def _read(path: str | Path, layer: str | None, default_crs: str | None) -> gpd.GeoDataFrame:
+    """Read a layer; Shapefiles without ``.cpg`` get their text encoding detected; coordinates must be finite."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: file not found")
@@ -144,7 +148,79 @@ def _read(path: str | Path, layer: str | None, default_crs: str | None) -> gpd.G
             layer = None
         else:
             raise CorruptFileError(f"{path}: no layer {layer!r}; layers are {names}")
-    return read_vector(path, layer=layer, default_crs=default_crs)
+    if path.suffix.lower() == ".shp" and not _cpg_of(path):
+        gdf = _read_shapefile_detecting_encoding(path, default_crs)
+    else:
+        gdf = read_vector(path, layer=layer, default_crs=default_crs)
+    _check_finite(gdf, path)
+    return gdf
+
+
+#: Encodings tried, in order, for a Shapefile's attribute table when it has no ``.cpg``.
+SHAPEFILE_ENCODINGS: tuple[str, ...] = ("UTF-8", "GBK")
+
+
+def _cpg_of(shp: Path) -> Path | None:
+    """The ``.cpg`` (code page) file next to a Shapefile, any suffix case."""
+    for candidate in shp.parent.glob(f"{shp.stem}.*"):
+        if candidate.suffix.lower() == ".cpg":
+            return candidate
+    return None
+
+
+def _read_shapefile_detecting_encoding(path: Path, default_crs: str | None) -> gpd.GeoDataFrame:
+    """Read a Shapefile without ``.cpg``: its ``.dbf`` text must decode strictly as UTF-8, else as GBK.
+
+    Without a ``.cpg`` GDAL falls back to Latin-1, which turns Chinese field values into mojibake (and
+    permit numbers that never match). The layer is read as Latin-1 -- a lossless byte-for-character
+    mapping -- and every field name and text value is then decoded strictly with each candidate in
+    :data:`SHAPEFILE_ENCODINGS`; the first that decodes all of them is used.
+
+    Raises:
+        SchemaError: The text is neither valid UTF-8 nor GBK (the message says to add a ``.cpg``).
+        CorruptFileError: GDAL cannot read the file.
+    """
+    from cspon_rs.errors import CRSError
+
+    try:
+        raw = gpd.read_file(path, engine="pyogrio", encoding="ISO-8859-1")
+    except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ... for bad files
+        raise CorruptFileError(f"{path}: not a readable vector layer ({exc})") from exc
+    geometry = raw.geometry.name
+    text_columns = [c for c in raw.columns if c != geometry and any(isinstance(v, str) for v in raw[c])]
+    for encoding in SHAPEFILE_ENCODINGS:
+        try:
+            names = {str(c): str(c).encode("latin-1").decode(encoding) for c in raw.columns if c != geometry}
+            columns = {
+                c: [v.encode("latin-1").decode(encoding) if isinstance(v, str) else v for v in raw[c]]
+                for c in text_columns
+            }
+        except UnicodeError:
+            continue
+        gdf = raw.assign(**columns).rename(columns=names)
+        if gdf.crs is None:
+            if default_crs is None:
+                raise CRSError(f"{path}: layer has no CRS; write a .prj / set one, or pass a default CRS")
+            gdf = gdf.set_crs(default_crs)
+        gdf.attrs["encoding"] = encoding
+        return gdf
+    raise SchemaError(
+        f"{path}: the attribute table ({path.with_suffix('.dbf').name}) is neither UTF-8 nor GBK text and there "
+        f"is no {path.stem}.cpg; add a .cpg file naming its encoding (e.g. one line: GB18030, BIG5 or UTF-8)"
+    )
+
+
+def _check_finite(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    """Raise :class:`SchemaError` naming the features (1-based) with NaN or infinite coordinates."""
+    if not len(gdf):
+        return
+    coords, index = shapely.get_coordinates(gdf.geometry.values, return_index=True)  # x, y
+    bad = np.unique(index[~np.isfinite(coords).all(axis=1)]) if len(coords) else np.array([], dtype=int)
+    if len(bad):
+        rows = ", ".join(str(int(i) + 1) for i in bad[:10]) + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise SchemaError(
+            f"{path}: feature(s) {rows} have NaN or infinite coordinates; fix or delete those features"
+        )
 
 
 def load_permits(

@@ -24,6 +24,7 @@ __all__ = [
     "append_job_log",
     "cancel_job",
     "claim_next_job",
+    "committed_statement",
     "create_job",
     "create_scene",
     "create_user",
@@ -62,14 +63,14 @@ def create_user(
         session: Open session (committed here).
         name: Unique user name.
         role: One of ``bureau``, ``field``, ``researcher``, ``admin``.
-        county_code: Region scope (6-digit county code) or ``None`` for all counties.
+        county_code: Region scope (6-digit county code); ``None`` (all counties) only for role ``admin``.
         team: Field team the user belongs to.
 
     Returns:
         ``(user, token)`` -- the token is shown once and only its hash is stored.
 
     Raises:
-        ValueError: Unknown role or empty name.
+        ValueError: Unknown role, empty name, a field user without team or a non-admin without county.
         ConflictError: The name is taken.
     """
     if role not in ROLES:
@@ -78,6 +79,10 @@ def create_user(
         raise ValueError("user name must not be empty")
     if role == "field" and not (team and team.strip()):
         raise ValueError("a field user needs a team (--team), since field users see their team's assignments")
+    if role != "admin" and county_code is None:
+        raise ValueError(
+            f"a {role} user needs a county (--county, 6 digits); only the admin role sees every county"
+        )
     if session.scalar(select(ApiUser.id).where(ApiUser.name == name)) is not None:
         raise ConflictError(f"user {name!r} already exists")
     token = secrets.token_urlsafe(32)
@@ -211,6 +216,18 @@ def claim_next_job(session: Session, worker_pid: int | None = None) -> Job | Non
     return None
 
 
+def committed_statement(committed: dict[str, Any] | None) -> str:
+    """One sentence saying what a job committed to the warning store (``committed`` column), or nothing."""
+    if not committed:
+        return "Nothing was written to the warning store by this job."
+    return (
+        f"Committed before it ended (kept): the warning-store stage at {committed.get('at', '?')} -- "
+        f"{committed.get('created', 0)} new warnings, {committed.get('merged', 0)} merged into earlier periods "
+        f"(seen_again), {committed.get('patches', 0)} raw patches for {committed.get('county_code', '?')} "
+        f"{committed.get('period', '?')}; files of later steps may be missing."
+    )
+
+
 def finish_job(
     session: Session,
     job_id: int,
@@ -222,20 +239,36 @@ def finish_job(
 ) -> bool:
     """Move a running job to a final state (``succeeded``, ``failed`` or ``cancelled``).
 
+    A failed or cancelled job's ``error`` and final log line end with :func:`committed_statement` -- read
+    from the row in this same transaction -- so they say exactly what stayed committed. A succeeded job's
+    ``result`` gets the ``committed`` record.
+
     Returns:
         ``True`` if the job was running and is now final; ``False`` if something else finished it first
         (e.g. the server restarted and marked it failed).
     """
     if state not in ("succeeded", "failed", "cancelled"):
         raise ValueError(f"final job state must be succeeded, failed or cancelled, not {state!r}")
+    # Lock the row (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes): a store stage committing at
+    # this moment either lands before this read or finds the job no longer running and rolls back.
+    job = session.scalars(
+        select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
+    ).one_or_none()
+    if job is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    committed = job.committed
+    if state != "succeeded":
+        statement = committed_statement(committed)
+        error = f"{error.rstrip('.')}. {statement}" if error else statement
+        message = f"{message.rstrip('.')}. {statement}" if message else None
+    elif result is not None:
+        result = {**result, "committed": committed}
     values: dict[str, Any] = {"state": state, "finished_at": utcnow(), "error": error, "result": result}
     if state == "succeeded":
         values["progress"] = 1.0
     if message:
         # The final log line is written in the same commit as the final state, so nobody who sees the
         # job finished reads a log without it.
-        job = get_job(session, job_id)
-        session.refresh(job)
         values["log"] = ((job.log or "") + _line(message))[-MAX_LOG_CHARS:]
     outcome = session.execute(update(Job).where(Job.id == job_id, Job.state == "running").values(**values))
     session.commit()
@@ -245,13 +278,16 @@ def finish_job(
 def cancel_job(session: Session, job_id: int) -> Job:
     """Cancel a job: a queued job is cancelled at once, a running one is asked to stop.
 
+    A running job can be cancelled only until its warning-store stage commits (the two updates of the job
+    row serialize: whichever comes first wins), so a cancelled job never leaves warnings behind.
+
     Raises:
         NotFoundError: No such job.
-        ConflictError: The job already finished.
+        ConflictError: The job already finished, or already committed its warnings.
     """
     job = get_job(session, job_id)
     if job.state == "queued":
-        why = "cancelled before it started"
+        why = "cancelled before it started. Nothing was written to the warning store by this job."
         done = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == "queued")
@@ -263,20 +299,29 @@ def cancel_job(session: Session, job_id: int) -> Job:
         if done.rowcount == 1:  # type: ignore[attr-defined]
             return job
     if job.state == "running":
-        job.cancel_requested = True
-        job.log = ((job.log or "") + _line("cancellation requested"))[-MAX_LOG_CHARS:]
+        asked = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "running", Job.committed.is_(None))
+            .values(cancel_requested=True, log=((job.log or "") + _line("cancellation requested"))[-MAX_LOG_CHARS:])
+        )
         session.commit()
         session.refresh(job)
-        return job
+        if asked.rowcount == 1:  # type: ignore[attr-defined]
+            return job
+        if job.state == "running" and job.committed:
+            raise ConflictError(
+                f"job {job_id} already committed its warnings ({job.committed.get('created', 0)} new, "
+                f"{job.committed.get('merged', 0)} merged); it can no longer be cancelled and is finishing its files"
+            )
     raise ConflictError(f"job {job_id} is already {job.state}; only queued or running jobs can be cancelled")
 
 
 def recover_interrupted_jobs(session: Session, reason: str) -> list[int]:
     """Mark every job left ``running`` (by a worker that no longer exists) as failed.
 
-    Called once when the service starts, before its worker starts. Interrupted jobs are **failed, not
-    re-queued**: the warning pipeline writes its warnings in one transaction, so nothing half-written is
-    left, and the user decides whether to resubmit.
+    Called when the service starts and whenever the supervisor restarts a dead worker. Interrupted jobs
+    are **failed, not re-queued**: each stage that writes to the store is one transaction, and the job's
+    error states which stage committed (see :func:`finish_job`); the user decides whether to resubmit.
 
     Returns:
         Ids of the jobs marked failed.

@@ -14,10 +14,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal, get_args
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cspon_rs.store.base import Base
+from cspon_rs.store.base import Base, UTCDateTime
 
 __all__ = [
     "JOB_STATES",
@@ -58,7 +58,7 @@ class ApiUser(Base):
     #: Hex SHA-256 of the bearer token; the token itself is never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Scene(Base):
@@ -76,7 +76,7 @@ class Scene(Base):
     #: Grid facts of the before image: crs, width, height, bounds, band count.
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("api_users.id"), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Job(Base):
@@ -99,11 +99,14 @@ class Job(Base):
     #: Output summary written on success (counts, output folder).
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: What the job committed to the warning store (written in that stage's own transaction); ``None`` =
+    #: nothing. Keys: ``stage``, ``at``, ``created``, ``merged``, ``unchanged``, ``patches``, ``created_ids``.
+    committed: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("api_users.id"), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Photo(Base):
@@ -123,4 +126,4 @@ class Photo(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     original_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("api_users.id"), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

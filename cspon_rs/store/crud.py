@@ -16,6 +16,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -23,7 +24,7 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 from shapely import wkt as shapely_wkt
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -41,6 +42,7 @@ from cspon_rs.store.models import (
 )
 
 __all__ = [
+    "JobStoppedError",
     "RunProvenance",
     "SaveResult",
     "assign_warning",
@@ -48,6 +50,7 @@ __all__ = [
     "count_warnings",
     "false_change_negatives",
     "get_warning",
+    "job_scope",
     "latest_verifications",
     "list_warnings",
     "provenance_from_patches",
@@ -191,6 +194,56 @@ def _text_or_none(value: Any) -> str | None:
     return None if _json_safe(value) is None else str(value)
 
 
+#: Job whose warning-store stage runs in this context (see :func:`job_scope`).
+_CURRENT_JOB: ContextVar[int | None] = ContextVar("cspon_current_job", default=None)
+
+
+class JobStoppedError(ConflictError):
+    """The job was cancelled or finished before its warnings could be committed; nothing was written."""
+
+
+@contextmanager
+def job_scope(job_id: int) -> Iterator[None]:
+    """Make :func:`save_warnings` calls inside this block part of service job ``job_id``.
+
+    In that transaction -- and only if the job is still ``running`` without a cancel request -- the job row's
+    ``committed`` column records what was stored (counts and new ids), and history events name the job.
+    Either both the warnings and that record are committed or neither is (:class:`JobStoppedError`).
+    """
+    token = _CURRENT_JOB.set(job_id)
+    try:
+        yield
+    finally:
+        _CURRENT_JOB.reset(token)
+
+
+def _record_job_commit(session: Session, job_id: int, result: SaveResult, period: str, county_code: str) -> None:
+    """Inside the store transaction: note on job ``job_id`` what it commits, or raise if it was stopped."""
+    from cspon_rs.store.api_models import Job, utcnow
+
+    summary = {
+        "stage": "warning_store",
+        "at": utcnow().isoformat(),
+        "period": period,
+        "county_code": county_code,
+        "created": len(result.created),
+        "merged": len(result.merged),
+        "unchanged": len(result.unchanged),
+        "patches": result.patches_added,
+        "created_ids": result.created[:200],
+        "merged_into": sorted(set(result.merged.values()))[:200],
+    }
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.cancel_requested.is_(False))
+        .values(committed=summary)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise JobStoppedError(
+            f"job {job_id} was cancelled or stopped before its warnings were committed; nothing was written"
+        )
+
+
 @contextmanager
 def _transaction(session: Session, what: str) -> Iterator[None]:
     """Run the body and commit; roll back on any error; a stale optimistic lock becomes ConflictError."""
@@ -248,6 +301,8 @@ def save_warnings(
         A :class:`SaveResult`.
     """
     _check_keys(period, county_code)
+    if _CURRENT_JOB.get() is not None and by == "cspon-rs":
+        by = f"job {_CURRENT_JOB.get()}"
     result = SaveResult()
     prov = provenance if provenance is not None else provenance_from_patches(patches)
     if warnings.crs is None and len(warnings):
@@ -335,6 +390,9 @@ def save_warnings(
         session.flush()
         if patches is not None and len(patches):
             result.patches_added = _store_patches(session, patches, period, county_code, result.ids, prov, model_id)
+        job_id = _CURRENT_JOB.get()
+        if job_id is not None:
+            _record_job_commit(session, job_id, result, period, county_code)
     return result
 
 
@@ -598,12 +656,17 @@ def assign_warning(
 ) -> WarningRecord:
     """Assign a warning to a field team (``new → assigned``; re-assigning an assigned one is allowed).
 
+    Repeating an identical assignment (already assigned to ``team`` with the same due date) is a no-op:
+    no history event, no version bump -- so a warning's version always counts its changes.
+
     Raises:
         NotFoundError, ConflictError (stale ``expected_version``), InvalidTransitionError.
     """
     with _transaction(session, f"warning {warning_id}"):
         record = get_warning(session, warning_id)
         _check_version(record, expected_version)
+        if record.status == "assigned" and record.assigned_team == team and record.due_date == due_date:
+            return record
         before = record.status
         if before != "assigned":
             _transition(record, "assigned")

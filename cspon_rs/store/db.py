@@ -10,11 +10,15 @@ The schema is created and upgraded by the Alembic scripts shipped in ``cspon_rs/
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cspon_rs.errors import StoreError
@@ -23,11 +27,15 @@ __all__ = [
     "MIGRATIONS_DIR",
     "has_postgis_geom",
     "init_db",
+    "is_locked_error",
     "make_engine",
     "open_existing_store",
     "open_store",
+    "retry_locked",
     "sqlite_url",
 ]
+
+T = TypeVar("T")
 
 #: Alembic scripts (env.py + versions/) inside the package.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -38,21 +46,46 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys, a 30 s busy timeout and ``BEGIN IMMEDIATE``.
 
+    Args:
+        url: SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+        read_only: SQLite only: transactions start with a plain (deferred) ``BEGIN`` so readers never
+            queue behind writers (WAL readers see the last committed snapshot). Use it for sessions that
+            only read; a writer on such a session may get ``database is locked`` when it upgrades.
+        **kwargs: Passed to :func:`sqlalchemy.create_engine` (e.g. ``pool_size``, ``max_overflow``).
+
     Raises:
-        StoreError: The URL cannot be parsed, or the SQLite file's folder does not exist.
+        StoreError: The URL cannot be parsed, names no supported database, or the SQLite file's folder
+            does not exist (or the file is not a SQLite database).
     """
     try:
         parsed = make_url(url)
     except Exception as exc:
         raise StoreError(f"not a database URL: {url!r} (e.g. sqlite:///warnings.sqlite)") from exc
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise StoreError(
+            f"{parsed.render_as_string(hide_password=True)}: unsupported database {backend!r} "
+            "(use sqlite:///file.db or postgresql+psycopg://user:password@host/db)"
+        )
+    if backend != "sqlite":
+        try:
+            return create_engine(url, pool_pre_ping=True, **kwargs)
+        except (ImportError, ArgumentError) as exc:
+            raise StoreError(
+                f"{parsed.render_as_string(hide_password=True)}: {exc} (use postgresql+psycopg://...)"
+            ) from exc
     database = parsed.database
-    if database and database != ":memory:" and not Path(database).parent.exists():
-        raise StoreError(f"{url}: folder {Path(database).parent} does not exist")
+    if database and database != ":memory:":
+        path = Path(database)
+        if not path.parent.exists():
+            raise StoreError(f"{url}: folder {path.parent} does not exist")
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, "rb") as handle:
+                if handle.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{url}: {path} is not a SQLite database (give a .db/.sqlite file)")
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -61,15 +94,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         cursor = dbapi_connection.cursor()
         if database and database != ":memory:":
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
     return engine
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    """True for SQLite's ``database is locked`` / ``database table is locked`` (worth a retry)."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return isinstance(exc, OperationalError | sqlite3.OperationalError) and "locked" in text
+
+
+def retry_locked(fn: Callable[[], T], *, attempts: int = 5, first_wait_s: float = 0.2) -> T:
+    """Run idempotent ``fn``, again after a back-off when SQLite says the database is locked.
+
+    Only for work that can safely run twice (its transaction was rolled back): reads, conditional
+    updates such as claiming a job.
+
+    Raises:
+        OperationalError: Still locked after ``attempts`` tries, or any other database error.
+    """
+    wait = first_wait_s
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if attempt == attempts - 1 or not is_locked_error(exc):
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def init_db(url: str | Engine) -> None:

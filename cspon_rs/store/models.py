@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -26,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from cspon_rs.store.base import Base
+from cspon_rs.store.base import Base, UTCDateTime
 
 __all__ = [
     "LIFECYCLE",
@@ -107,8 +106,8 @@ class WarningRecord(Base):
     detector: Mapped[str | None] = mapped_column(String(128))
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     model_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
     history: Mapped[list[WarningHistory]] = relationship(
@@ -129,7 +128,7 @@ class WarningHistory(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     warning_id: Mapped[str] = mapped_column(ForeignKey("warnings.id", ondelete="CASCADE"), index=True)
     event: Mapped[str] = mapped_column(String(32))  # created | assigned | status | verified | seen_again
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     by: Mapped[str | None] = mapped_column(String(64))
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
@@ -152,9 +151,9 @@ class Verification(Base):
     notes: Mapped[str | None] = mapped_column(Text)
     lon: Mapped[float | None] = mapped_column(Float)
     lat: Mapped[float | None] = mapped_column(Float)
-    observed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    observed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     by: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     warning: Mapped[WarningRecord] = relationship(back_populates="verifications")
 
@@ -184,7 +183,7 @@ class Patch(Base):
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     model_version_id: Mapped[int | None] = mapped_column(Integer)
     geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 #: Life of a registered model: registered → promoted (the county's current model) → retired.
@@ -231,10 +230,10 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(16), default="registered", index=True)
     replaced_id: Mapped[int | None] = mapped_column(Integer)
     registered_by: Mapped[str | None] = mapped_column(String(64))
-    registered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    registered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     promoted_by: Mapped[str | None] = mapped_column(String(64))
-    promoted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class ModelEvent(Base):
@@ -246,6 +245,6 @@ class ModelEvent(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
     county_code: Mapped[str] = mapped_column(String(12), index=True)
     event: Mapped[str] = mapped_column(String(32))
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     by: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -21,7 +21,7 @@ def test_every_other_endpoint_requires_a_token(server: Server) -> None:
     checked = 0
     with server.client() as anon, server.client("not-a-real-token") as bad:
         for path, methods in spec["paths"].items():
-            if path.endswith("/health"):
+            if path.endswith(("/health", "/session")):  # sign-in itself: tests/api/test_session.py
                 continue
             url = path.removeprefix("/api/v1").replace("{", "").replace("}", "")
             url = "/".join("1" if seg.endswith("_id") else seg for seg in url.split("/"))
@@ -35,7 +35,7 @@ def test_every_other_endpoint_requires_a_token(server: Server) -> None:
 
 
 def test_users_admin_only_and_me(server: Server, admin_token: str) -> None:
-    researcher = add_user(server.db_url, "res-users", "researcher")
+    researcher = add_user(server.db_url, "res-users", "researcher", "810000")
     with server.client(admin_token) as admin, server.client(researcher) as res:
         created = admin.post("/users", json={"name": "bureau-x", "role": "bureau", "county_code": "810000"})
         assert created.status_code == 201, created.text
@@ -47,12 +47,27 @@ def test_users_admin_only_and_me(server: Server, admin_token: str) -> None:
         assert res.get("/users").status_code == 403
         bad = admin.post("/users", json={"name": "x", "role": "king"})
         assert bad.status_code == 422 and "role" in bad.text
-        assert admin.post("/users", json={"name": "bureau-x", "role": "bureau"}).status_code == 409
+        dup = {"name": "bureau-x", "role": "bureau", "county_code": "810000"}
+        assert admin.post("/users", json=dup).status_code == 409
         teamless = admin.post("/users", json={"name": "f", "role": "field", "county_code": "810000"})
         assert teamless.status_code == 422 and "team" in teamless.text
+        # every role but admin needs a county: "all counties" is the admin role, never a missing field
+        countyless = admin.post("/users", json={"name": "nowhere", "role": "bureau"})
+        assert countyless.status_code == 422 and "county_code" in countyless.text
+        assert admin.post("/users", json={"name": "admin-2", "role": "admin"}).status_code == 201
     with server.client(token) as bureau:
         me = bureau.get("/users/me").json()
         assert me["role"] == "bureau" and me["county_code"] == "810000"
+    # a non-admin user stored without a county (made before counties were required) sees nothing at all
+    import sqlite3
+
+    legacy = add_user(server.db_url, "legacy-bureau", "bureau", "810000")
+    with sqlite3.connect(server.db_path) as con:
+        con.execute("UPDATE api_users SET county_code = NULL WHERE name = 'legacy-bureau'")
+    with server.client(legacy) as c:
+        for path in ("/users/me", "/warnings", "/statistics"):
+            r = c.get(path)
+            assert r.status_code == 403 and "no county" in r.text, (path, r.text)
 
 
 def test_tokens_are_stored_hashed(server: Server) -> None:
@@ -68,8 +83,9 @@ def test_tokens_are_stored_hashed(server: Server) -> None:
 
 def test_register_scene_by_path_inside_and_outside(server: Server, tmp_path: Path) -> None:
     token = add_user(server.db_url, "res-scenes", "researcher", "810000")
-    before = write_geotiff(server.data_dir / "incoming" / "b.tif", seed=1)
-    after = write_geotiff(server.data_dir / "incoming" / "a.tif", seed=2, shift=True)
+    shared = server.data_dir.parent / "shared"  # the configured scene_roots folder
+    before = write_geotiff(shared / "incoming" / "b.tif", seed=1)
+    after = write_geotiff(shared / "incoming" / "a.tif", seed=2, shift=True)
     outside = write_geotiff(tmp_path / "outside.tif", seed=3)
     with server.client(token) as c:
         ok = c.post(
@@ -77,7 +93,7 @@ def test_register_scene_by_path_inside_and_outside(server: Server, tmp_path: Pat
             json={
                 "name": "s1",
                 "before_path": str(before),
-                "after_path": "incoming/a.tif",
+                "after_path": str(after),
                 "before_date": "2016-09-27",
                 "after_date": "2018-03-23",
             },
@@ -99,10 +115,9 @@ def test_register_scene_by_path_inside_and_outside(server: Server, tmp_path: Pat
             "/scenes", json={"name": "s3", "before_path": "incoming/nope.tif", "after_path": "x"}
         )
         assert missing.status_code == 422
-        (server.data_dir / "incoming" / "fake.tif").write_text("not a tiff")
-        corrupt = c.post(
-            "/scenes", json={"name": "s4", "before_path": "incoming/fake.tif", "after_path": str(after)}
-        )
+        (shared / "incoming" / "fake.tif").write_text("not a tiff")
+        fake = str(shared / "incoming" / "fake.tif")
+        corrupt = c.post("/scenes", json={"name": "s4", "before_path": fake, "after_path": str(after)})
         assert corrupt.status_code == 422 and "before_path" in corrupt.text
         other = c.post(
             "/scenes",
@@ -117,7 +132,7 @@ def test_register_scene_by_path_inside_and_outside(server: Server, tmp_path: Pat
 
 
 def test_scene_upload_type_size_and_traversal(server: Server, tmp_path: Path) -> None:
-    token = add_user(server.db_url, "res-upload", "researcher")
+    token = add_user(server.db_url, "res-upload", "researcher", "810000")
     before = write_geotiff(tmp_path / "b.tif", seed=4)
     after = write_geotiff(tmp_path / "a.tif", seed=5)
     evil_target = server.data_dir.parent / "evil.tif"
@@ -153,8 +168,22 @@ def test_scene_upload_type_size_and_traversal(server: Server, tmp_path: Path) ->
             },
         )
         assert big.status_code == 413
+        far = write_geotiff(tmp_path / "far.tif", seed=6)
+        import rasterio
+
+        with rasterio.open(far, "r+") as ds:  # same grid, 1 degree east: no overlap with "before"
+            ds.transform = ds.transform * ds.transform.translation(1 / ds.transform.a, 0)
+        apart = c.post(
+            "/scenes/upload",
+            data={"name": "apart"},
+            files={"before": ("b.tif", before.read_bytes(), "image/tiff"), "after": ("a.tif", far.read_bytes())},
+        )
+        assert apart.status_code == 422 and "overlap" in apart.text, apart.text
     leftovers = [p for p in server.data_dir.rglob("*.part")]
     assert leftovers == []
+    # refused uploads leave nothing behind: only the accepted pair is on disk
+    kept = sorted(p.name for p in stored.parents[2].rglob("*.tif"))
+    assert kept == ["after.tif", "before.tif"], kept
 
 
 def test_field_users_cannot_use_scenes_or_jobs(server: Server) -> None:
@@ -233,7 +262,7 @@ def test_layer_upload_and_models(server: Server, tmp_path: Path) -> None:
     import geopandas as gpd
     from shapely.geometry import box
 
-    token = add_user(server.db_url, "res-layers", "researcher")
+    token = add_user(server.db_url, "res-layers", "researcher", "810000")
     gpkg = tmp_path / "permits.gpkg"
     gpd.GeoDataFrame({"permit_no": ["P1"]}, geometry=[box(114.1, 22.3, 114.2, 22.4)], crs=4490).to_file(
         gpkg, layer="permits"

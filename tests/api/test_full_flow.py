@@ -18,9 +18,12 @@ COUNTY = "810000"
 def test_full_flow_hongkong(tmp_path: Path) -> None:
     if not (HONGKONG / "before_20160927.tif").exists():
         pytest.skip(f"bundled demo data not found: {HONGKONG}")
-    srv = Server(tmp_path / "cspon.db", tmp_path / "data", tmp_path / "serve.log").start()
+    (tmp_path / "serve.yaml").write_text(f"scene_roots: [{tmp_path / 'shared'}]\n")
+    srv = Server(
+        tmp_path / "cspon.db", tmp_path / "data", tmp_path / "serve.log", ["--config", str(tmp_path / "serve.yaml")]
+    ).start()
     try:
-        hk = srv.data_dir / "hk"
+        hk = tmp_path / "shared" / "hk"
         shutil.copytree(HONGKONG, hk)
         admin = add_user(srv.db_url, "admin", "admin")
         with srv.client(admin) as c:

@@ -24,9 +24,10 @@ def _wait(c: httpx.Client, job_id: int, states: set[str], timeout: float = 120.0
 
 
 def _hongkong_into(data_dir: Path) -> Path:
+    """The demo pair in the server's configured scene root (``<data_dir>/../shared``)."""
     if not (HONGKONG / "before_20160927.tif").exists():
         pytest.skip(f"bundled demo data not found: {HONGKONG}")
-    target = data_dir / "hk"
+    target = data_dir.parent / "shared" / "hk"
     if not target.exists():
         shutil.copytree(HONGKONG, target)
     return target
@@ -65,9 +66,9 @@ def _submit(
 def test_failed_job_says_why(server: Server) -> None:
     token = add_user(server.db_url, "res-fail", "researcher", "810000")
     hk = _hongkong_into(server.data_dir)
-    broken = server.data_dir / "broken_permits.gpkg"
+    broken = hk.parent / "broken_permits.gpkg"
     broken.write_text("this is not a geopackage")
-    before = server.data_dir / "vanishing_before.tif"
+    before = hk.parent / "vanishing_before.tif"
     shutil.copy(hk / "before_20160927.tif", before)
     with server.client(token) as c:
         # the scene's image disappears after registration: the job fails and says why
@@ -116,7 +117,10 @@ def test_cancel_running_job(server: Server) -> None:
 
 
 def test_job_state_survives_kill9(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "cspon.db", tmp_path / "data", tmp_path / "serve.log").start()
+    (tmp_path / "serve.yaml").write_text(f"scene_roots: [{tmp_path / 'shared'}]\n")
+    srv = Server(
+        tmp_path / "cspon.db", tmp_path / "data", tmp_path / "serve.log", ["--config", str(tmp_path / "serve.yaml")]
+    ).start()
     try:
         token = add_user(srv.db_url, "res-restart", "researcher", "810000")
         hk = _hongkong_into(srv.data_dir)

@@ -99,7 +99,7 @@ def test_registry_endpoints_and_a_job_on_the_promoted_model(
         assert r.status_code == 409 and "changed meanwhile" in r.json()["detail"][0]["msg"], r.text
 
         # a job that names no checkpoint runs the county's promoted model and says so
-        hk = server.data_dir / "hk_registry"
+        hk = server.data_dir.parent / "shared" / "hk_registry"  # the configured scene root
         if not hk.exists():
             shutil.copytree(HONGKONG, hk)
         scene = c.post("/scenes", json={"name": "hk", "before_path": str(hk / "before_20160927.tif"),

@@ -1,5 +1,6 @@
 """Property-based fuzzing of every operation in the OpenAPI spec (schemathesis strategies + hypothesis)
-against a real server: no input, valid or not, may produce a 5xx, and 4xx answers carry a JSON ``detail``.
+against a real server: no input, valid or not, may produce a 5xx, 4xx answers carry a JSON ``detail``, and
+every documented response matches its schema (``response_schema_conformance``: e.g. datetimes with offset).
 
 (schemathesis' own pytest plugin does not run under pytest 9, so the strategies are driven directly.)
 """
@@ -19,6 +20,7 @@ from apitest_support import Server, add_user, seed_warnings  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.checks import response_schema_conformance  # noqa: E402
 
 #: Examples per operation and mode (``CSPON_FUZZ_EXAMPLES`` scales them up for a longer run).
 _SCALE = float(os.environ.get("CSPON_FUZZ_EXAMPLES", "1"))
@@ -40,6 +42,7 @@ def test_no_server_errors(fuzz_server: Server, mode: GenerationMode) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzz_server.base}/api/v1/openapi.json")
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[str] = []
+    violations: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
 
@@ -63,9 +66,14 @@ def test_no_server_errors(fuzz_server: Server, mode: GenerationMode) -> None:
                 )
             elif response.status_code >= 400 and "json" in response.headers.get("content-type", ""):
                 assert "detail" in response.json(), response.text
+            try:
+                case.validate_response(response, checks=[response_schema_conformance])
+            except Exception as exc:  # schemathesis reports a non-conforming response as an exception group
+                violations.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {exc!s:.400}")
 
         try:
             run()
         except Unsatisfiable:  # e.g. no invalid input exists for an operation without parameters
             assert mode is GenerationMode.NEGATIVE, operation.label
     assert not failures, "\n".join(failures[:20])
+    assert not violations, f"{len(violations)} response-schema violations:\n" + "\n".join(violations[:10])

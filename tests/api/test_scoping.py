@@ -112,6 +112,16 @@ def test_every_warning_endpoint_is_scoped(
         mark("get", "/statistics")
         mark("get", "/negatives.geojson")
         mark("get", "/exports/warnings.{fmt}")
+        # the 图斑 layers and the PDF report: another county is refused; B's GeoPackage holds none of A's ids
+        for client in (b, rb):
+            for path in ("/exports/tuban.gpkg", "/exports/tuban.zip", "/exports/report.pdf"):
+                other = client.get(path, params={"period": "2018Q1", "county_code": A})
+                assert other.status_code == 403, (path, other.text)
+        own = b.get("/exports/tuban.gpkg", params={"period": "2018Q1"})
+        assert own.status_code == 200, own.text
+        assert wb.encode() in own.content and not any(w.encode() in own.content for w in t["a"])
+        for path in ("/exports/tuban.gpkg", "/exports/tuban.zip", "/exports/report.pdf"):
+            mark("get", path)
         # patrols: team-x exists in both counties; B users get B's targets only
         for client in (b, fb):
             route = client.get("/patrols/team-x", params={"start_lon": 117.2, "start_lat": 39.1}).json()

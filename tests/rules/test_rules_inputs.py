@@ -156,3 +156,47 @@ def test_parse_date_forms() -> None:
         parse_date("2024-02-30")
 
 
+
+
+def test_gbk_shapefile_without_cpg_is_detected(grid: LocalFrame, tmp_path: Path) -> None:
+    rows = [
+        {"permit_no": "粤府批〔2018〕12号", "permit_type": "农转用", "approved_on": "2018-01-05", "status": "已批"},
+        {"permit_no": "深规土〔2017〕3号", "permit_type": "临时用地", "approved_on": "2017-03-01", "status": "撤销"},
+    ]
+    frame = permits_frame(rows, [grid.rect(0, 0, 50, 50), grid.rect(100, 0, 50, 50)], grid.crs)
+    for encoding in ("GBK", "UTF-8"):
+        folder = tmp_path / encoding
+        folder.mkdir()
+        frame.to_file(folder / "p.shp", driver="ESRI Shapefile", engine="pyogrio", encoding=encoding)
+        (folder / "p.cpg").unlink(missing_ok=True)  # as handed over by a bureau: no code page file
+        permits = load_permits(folder / "p.shp")
+        assert list(permits["permit_no"]) == ["粤府批〔2018〕12号", "深规土〔2017〕3号"], encoding
+        assert list(permits["status"]) == ["approved", "revoked"]
+
+
+def test_shapefile_in_neither_encoding_is_a_clear_error(grid: LocalFrame, tmp_path: Path) -> None:
+    frame = permits_frame([{"permit_no": "A", "approved_on": "2024-01-05", "status": "approved"}],
+                          [grid.rect(0, 0, 10, 10)], grid.crs)
+    path = tmp_path / "p.shp"
+    frame.assign(PZWH="AAAA").to_file(path, driver="ESRI Shapefile", engine="pyogrio")
+    (tmp_path / "p.cpg").unlink(missing_ok=True)
+    dbf = path.with_suffix(".dbf")
+    data = dbf.read_bytes()
+    at = data.index(b"AAAA")
+    dbf.write_bytes(data[:at] + b"\xff\xff\xff\xff" + data[at + 4:])  # invalid in UTF-8 and in GBK
+    with pytest.raises(SchemaError, match=r"neither UTF-8 nor GBK.*\.cpg"):
+        load_permits(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_permit_with_nan_or_inf_coordinates_is_named(grid: LocalFrame, tmp_path: Path, bad: float) -> None:
+    from shapely.geometry import Polygon
+
+    ok = grid.rect(0, 0, 10, 10)
+    x0, y0 = ok.exterior.coords[0]
+    broken = Polygon([(x0, y0), (x0 + 10, y0), (bad, y0 + 10), (x0, y0)])
+    rows = [{"permit_no": "A", "approved_on": "2024-01-05"}, {"permit_no": "B", "approved_on": None}]
+    frame = permits_frame(rows, [ok, broken], grid.crs)
+    path = _write(frame, tmp_path / "p.gpkg")
+    with pytest.raises(SchemaError, match=r"p\.gpkg: feature\(s\) 2 have NaN or infinite coordinates"):
+        load_permits(path)

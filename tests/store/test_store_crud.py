@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from typing import Any
 
@@ -243,3 +244,29 @@ def test_failed_save_writes_nothing(sessions: sessionmaker[Session]) -> None:
         assert _counts(session) == (0, 0, 0)
         with pytest.raises(SchemaError):
             save_warnings(session, warnings, period="2025 Q3!", county_code="510000")
+
+
+def test_identical_assign_is_a_no_op(sessions: sessionmaker[Session]) -> None:
+    warnings, _ = _run([(0, 0, 100, 100)])
+    with sessions() as session:
+        wid = save_warnings(session, warnings, period="2025Q3", county_code="510000").ids["p0001"]
+        due = dt.date(2026, 1, 15)
+        first = assign_warning(session, wid, team="A", due_date=due, by="lead")
+        version, events = first.version, len(get_warning(session, wid).history)
+        for _ in range(3):  # the same assignment again: nothing changes, nothing is recorded
+            again = assign_warning(session, wid, team="A", due_date=due, by="lead")
+            assert again.version == version and len(get_warning(session, wid).history) == events
+        moved = assign_warning(session, wid, team="B", due_date=due, by="lead")
+        assert moved.version == version + 1 and len(get_warning(session, wid).history) == events + 1
+        # every change of the row is one history event (the version started at 1 with "created")
+        assert get_warning(session, wid).version == len(get_warning(session, wid).history)
+
+
+def test_timestamps_are_read_back_aware_utc(sessions: sessionmaker[Session]) -> None:
+    warnings, _ = _run([(0, 0, 100, 100)])
+    with sessions() as session:
+        wid = save_warnings(session, warnings, period="2025Q3", county_code="510000").ids["p0001"]
+    with sessions() as session:  # a fresh session: values come from the database, not the identity map
+        record = get_warning(session, wid)
+        stamps = [record.created_at, record.updated_at, *(h.at for h in record.history)]
+        assert all(s.tzinfo is not None and s.utcoffset() == dt.timedelta(0) for s in stamps), stamps
