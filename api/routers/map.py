@@ -1,19 +1,22 @@
 """Map endpoints of the review page: the imagery and layers behind a county's warnings of one period.
 
-The review map (``/``, see ``docs/web.md``) draws warnings over the project's own imagery -- no web tiles.
+The review map (``/``, see ``docs/web.md``) draws warnings over the project's own imagery -- no tiles from the internet.
 For a county and period the *sources* are found like this:
 
 1. the latest **succeeded job** of that county and period gives the scene pair (``api_scenes``) and the
    permit / control-line / township layers it ran with;
 2. failing that (warnings written by ``cspon-rs warn`` / ``cspon-rs demo`` outside the service), the scene
-   paths recorded on the stored change patches give the imagery, and layers with the conventional names
-   :data:`CONVENTIONAL_LAYERS` (``permits.gpkg``, ``control_lines.gpkg``, ``townships.gpkg``) lying next to
-   the before scene are used when present (the layout of ``data_samples/hongkong``).
+   identity recorded on the stored change patches (absolute path + sha256; bare file names of older rows
+   are looked up under the service's ``data_dir`` / ``scene_roots``) gives the imagery, and layers with
+   the conventional names :data:`CONVENTIONAL_LAYERS` (``permits.gpkg``, ``control_lines.gpkg``,
+   ``townships.gpkg``) lying next to the before scene are used when present (``data_samples/hongkong``).
 
-Imagery is rendered once per scene, date and size into ``<data_dir>/cache/map/`` as an RGBA PNG warped to
-Web Mercator (EPSG:3857, the CRS Leaflet draws in), so that ``L.imageOverlay`` with the returned lat/lon
-bounds lines up exactly; both dates are warped onto the *same* grid (the before scene's footprint).
-Bands are contrast-stretched per band between the 2nd and 98th percentile of valid pixels.
+The map draws the imagery as XYZ tiles (:mod:`cspon_rs.api.routers.tiles`, full resolution at any zoom);
+the single-PNG overlay below stays as a fallback. It is rendered once per scene, date and size into
+``<data_dir>/cache/map/`` as an RGBA PNG warped to Web Mercator (EPSG:3857, the CRS Leaflet draws in),
+so that ``L.imageOverlay`` with the returned lat/lon bounds lines up exactly; both dates are warped onto
+the *same* grid (the before scene's footprint). Bands are contrast-stretched per band between the 2nd and
+98th percentile of valid pixels.
 
 All endpoints need a bearer token of any role; county-bound users only see their county.
 """
@@ -26,6 +29,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,6 +51,7 @@ __all__ = [
     "MapContext",
     "MapSources",
     "OverlayGrid",
+    "locate_scene",
     "overlay_grid",
     "render_overlay_png",
     "resolve_sources",
@@ -220,7 +225,20 @@ def cached_overlay(
         json.dump({"transform": list(grid.transform), "width": grid.width, "height": grid.height,
                    "bounds_latlon": grid.bounds_latlon, "source": key}, fh)
     os.replace(tmp, meta)
+    _prune(cache_dir, OVERLAY_CACHE_FILES)
     return png, grid
+
+
+#: Most overlays kept in ``<data_dir>/cache/map`` (each distinct size/bands is one); the oldest go first.
+OVERLAY_CACHE_FILES = 32
+
+
+def _prune(cache_dir: Path, keep: int) -> None:
+    """Delete the least recently written overlays beyond ``keep`` (PNG and its JSON together)."""
+    pngs = sorted(cache_dir.glob("[0-9a-f]*.png"), key=lambda q: q.stat().st_mtime_ns, reverse=True)
+    for old in pngs[keep:]:
+        for path in (old, old.with_suffix(".json")):
+            path.unlink(missing_ok=True)  # another request may have pruned it first
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -242,13 +260,71 @@ class MapSources:
     permits: Path | None = None
     control_lines: Path | None = None
     townships: Path | None = None
+    #: The detection's ``change_prob.tif`` / ``change_mask.tif`` when a job's output folder has them.
+    prob: Path | None = None
+    mask: Path | None = None
+    #: Why something could not be found (shown on the page).
+    notes: list[str] = dc_field(default_factory=list)
 
 
-def resolve_sources(session: Session, county_code: str, period: str) -> MapSources:
-    """Find the scene pair and layers behind the warnings of ``county_code`` / ``period``.
+#: Names of the detection rasters looked for in a job's output folder (``detect/`` first).
+PROB_NAMES = ("detect/change_prob.tif", "change_prob.tif", "prob.tif")
+MASK_NAMES = ("detect/change_mask.tif", "change_mask.tif", "mask.tif")
+_SHA_CACHE: dict[str, str] = {}
 
-    The latest succeeded job of that county and period wins; otherwise the scene paths recorded on the
-    stored change patches are used, with the :data:`CONVENTIONAL_LAYERS` found next to the before scene.
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime)."""
+    key = _file_key(path)
+    found = _SHA_CACHE.get(key)
+    if found is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        found = _SHA_CACHE[key] = digest.hexdigest()
+    return found
+
+
+def locate_scene(stored: str, sha256: str | None, roots: list[Path]) -> tuple[Path | None, str | None]:
+    """The file a patch's stored scene identity names, or ``(None, why)``.
+
+    Args:
+        stored: The stored scene path: absolute (revision 0003 on) or a bare file name (older rows).
+        sha256: The stored checksum, when recorded; a file whose content differs is refused.
+        roots: Folders searched (non-recursively, then one level down) for a bare file name, e.g.
+            the service's ``data_dir`` and ``scene_roots``.
+    """
+    path = Path(stored)
+    candidates: list[Path] = []
+    if path.is_absolute():
+        candidates.append(path)
+    for root in roots:
+        candidates += [root / path.name, *sorted(root.glob(f"*/{path.name}"))]
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        if sha256 and _sha256(candidate) != sha256:
+            continue
+        return candidate, None
+    why = f"scene {stored} is not on this server" + (f" (sha256 {sha256[:12]}…)" if sha256 else "")
+    if not path.is_absolute():
+        why += "; it was stored by file name only: put it under data_dir or a scene_roots folder"
+    return None, why
+
+
+def resolve_sources(
+    session: Session, county_code: str, period: str, *, roots: list[Path] | None = None,
+) -> MapSources:
+    """Find the scene pair, detection rasters and layers behind the warnings of ``county_code`` / ``period``.
+
+    The latest succeeded job of that county and period wins (scene, layers, and ``change_prob.tif`` /
+    ``change_mask.tif`` from its output folder); otherwise the scene identity recorded on the stored change
+    patches (absolute path + sha256, see :func:`locate_scene`) is used, with the :data:`CONVENTIONAL_LAYERS`
+    found next to the before scene.
+
+    Args:
+        roots: Folders where scenes stored by bare file name may be found (the service's allowed roots).
     """
     found = MapSources(county_code=county_code, period=period)
     job = session.scalars(
@@ -264,6 +340,11 @@ def resolve_sources(session: Session, county_code: str, period: str) -> MapSourc
             value = params.get(f"{kind}_path")
             if value:
                 setattr(found, kind, Path(value))
+        out_dir = (job.result or {}).get("out_dir")
+        if out_dir:
+            for kind, names in (("prob", PROB_NAMES), ("mask", MASK_NAMES)):
+                hit = next((Path(out_dir) / n for n in names if (Path(out_dir) / n).is_file()), None)
+                setattr(found, kind, hit)
         if job.scene_id is not None:
             scene = session.get(Scene, job.scene_id)
             if scene is not None:
@@ -281,7 +362,12 @@ def resolve_sources(session: Session, county_code: str, period: str) -> MapSourc
             .limit(1)
         ).first()
         if patch is not None and patch.scene_before and patch.scene_after:
-            found.before, found.after = Path(patch.scene_before), Path(patch.scene_after)
+            before, why_b = locate_scene(patch.scene_before, patch.scene_before_sha256, roots or [])
+            after, why_a = locate_scene(patch.scene_after, patch.scene_after_sha256, roots or [])
+            found.notes += [w for w in (why_b, why_a) if w]
+            # Unresolved names are kept as stored so the messages below name them.
+            found.before = before or Path(patch.scene_before)
+            found.after = after or Path(patch.scene_after)
             found.before_date = patch.t1.isoformat() if patch.t1 else None
             found.after_date = patch.t2.isoformat() if patch.t2 else None
             for kind, name in CONVENTIONAL_LAYERS.items():
@@ -324,6 +410,8 @@ class MapContext(BaseModel):
     imagery: MapImagery | None
     #: kind -> GeoJSON URL, for the layers that are known.
     layers: dict[str, str]
+    #: URL of the tile index (``GET`` it for the XYZ layers: before, after, prob, mask).
+    tiles_url: str | None = None
     #: Why imagery or layers are missing (shown on the page).
     notes: list[str]
 
@@ -355,13 +443,13 @@ def periods(user: CurrentUser, session: SessionDep) -> list[MapPeriod]:
 @router.get("/{county_code}/{period}/context", response_model=MapContext,
             summary="Imagery and layers behind a county's warnings of one period")
 def context(
-    county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep,
+    county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep, settings: SettingsDep,
 ) -> MapContext:
     """Resolved from the latest succeeded job of that county and period (see the module docs)."""
     _visible(user, county_code)
-    src = resolve_sources(session, county_code, period)
+    src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
     base = f"/api/v1/map/{county_code}/{period}"
-    notes: list[str] = []
+    notes: list[str] = list(src.notes)
     imagery: MapImagery | None = None
     if src.before is not None and src.after is not None:
         try:
@@ -382,7 +470,7 @@ def context(
         notes.append("no permit / control-line layers known (they come from the job that made the warnings, "
                      "or permits.gpkg / control_lines.gpkg next to the before scene)")
     return MapContext(county_code=county_code, period=period, job_id=src.job_id, imagery=imagery,
-                      layers=layers, notes=notes)
+                      layers=layers, tiles_url=f"{base}/tiles" if imagery is not None else None, notes=notes)
 
 
 @router.get("/{county_code}/{period}/imagery/{which}.png", summary="Before or after image as a PNG overlay",
@@ -400,7 +488,7 @@ def imagery(
 ) -> FileResponse:
     """RGBA PNG on Web Mercator; the lat/lon bounds come from the ``context`` endpoint."""
     _visible(user, county_code)
-    src = resolve_sources(session, county_code, period)
+    src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
     if src.before is None or src.after is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
             "period", f"no scene known for county {county_code}, period {period}", "path"))
@@ -438,10 +526,11 @@ def _layer_geojson(kind: LayerKind, path: Path) -> dict[str, Any]:
             responses={200: {"content": {"application/geo+json": {}}}})
 def layer(
     county_code: CountyPath, period: PeriodPath, kind: LayerKind, user: CurrentUser, session: SessionDep,
+    settings: SettingsDep,
 ) -> JSONResponse:
     """GeoJSON in EPSG:4326 with the canonical fields (``kind`` on control lines: YJJBNT/STBHHX/CZKFBJ)."""
     _visible(user, county_code)
-    src = resolve_sources(session, county_code, period)
+    src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
     path: Path | None = getattr(src, kind)
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(

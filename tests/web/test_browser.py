@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,7 @@ def _open_review(browser: Any, seeded: Seeded) -> tuple[Any, Any, Console]:
     page.goto(seeded.server.base + "/")
     _login(page, seeded.bureau_token)
     page.wait_for_selector(LOADED)
-    page.wait_for_function("document.querySelectorAll('img.leaflet-image-layer').length >= 1 && "
-                           "Array.from(document.querySelectorAll('img.leaflet-image-layer'))"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => document.querySelectorAll('.tiles-after img.leaflet-tile-loaded').length >= 1")
     return context, page, console
 
 
@@ -71,9 +70,11 @@ def test_review_map_shows_the_stored_warnings(browser: Any, seeded: Seeded, shot
         assert page.locator("path.permit-poly").count() == n_permits
         for kind in ("YJJBNT", "STBHHX", "CZKFBJ"):
             assert page.locator(f"path.control-{kind}").count() >= 1, kind
-        # both dates are image overlays from the service (blob URLs fetched with the token)
-        srcs = page.eval_on_selector_all("img.leaflet-image-layer", "els => els.map(e => e.src)")
-        assert srcs and all(s.startswith("blob:") for s in srcs)
+        # the imagery is XYZ tiles of the service (fetched with the page's credentials into blob URLs)
+        tiles = page.eval_on_selector_all(".tiles-after img.leaflet-tile-loaded",
+                                          "els => els.map(e => [e.src, e.dataset.src])")
+        assert tiles and all(s.startswith("blob:") and f"/map/{COUNTY}/{PERIOD}/tiles/after/" in u for s, u in tiles)
+        assert page.locator("img.leaflet-image-layer").count() == 0  # no single-PNG overlay any more
         page.screenshot(path=str(shots / "review_map.png"))
 
         # filter by category: rows and polygons follow the store's counts
@@ -89,6 +90,16 @@ def test_review_map_shows_the_stored_warnings(browser: Any, seeded: Seeded, shot
         page.select_option("#filter-status", "assigned")
         assert page.locator("#warning-list li.warning-row").count() == seeded.warning_count(status="assigned")
         page.select_option("#filter-status", "")
+        # exports of the period (the files router), downloaded with the page's credentials
+        hrefs = page.eval_on_selector_all("#exports a.export-link", "els => els.map(e => e.getAttribute('href'))")
+        assert hrefs and all(h.startswith("/api/v1/exports/") and f"period={PERIOD}" in h for h in hrefs)
+        with page.expect_download() as dl:
+            page.click("#exports a[data-path='warnings.xlsx']")
+        from openpyxl import load_workbook
+
+        assert dl.value.suggested_filename.endswith(".xlsx"), dl.value.suggested_filename
+        book = load_workbook(io.BytesIO(Path(dl.value.path()).read_bytes()))
+        assert book.active.max_row == 2 + n_db + 1  # two header rows, the warnings, the total row
         assert not console.errors, console.errors
         assert not console.external, f"requests left the machine: {console.external}"
     finally:
@@ -118,9 +129,9 @@ def test_clicking_a_warning_zooms_and_shows_chips_reasons_history(
         with seeded.server.client(seeded.bureau_token) as c:
             n_chips = len(c.get(f"/warnings/{warning_id}").json()["chip_urls"])
         assert n_chips >= 1
-        page.wait_for_function("Array.from(document.querySelectorAll('#detail img.chip-img'))"
+        page.wait_for_function("() => Array.from(document.querySelectorAll('#detail img.chip-img'))"
                                f".filter(i => i.complete && i.naturalWidth > 0).length === {n_chips}")
-        page.wait_for_function(f"window.csponReview.map.getZoom() > {zoom_before}")  # zoomed in on it
+        page.wait_for_function(f"() => window.csponReview.map.getZoom() > {zoom_before}")  # zoomed in on it
         bounds = page.evaluate("(() => { const b = window.csponReview.map.getBounds(); "
                                "return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]; })()")
         with seeded.db() as con:
@@ -170,7 +181,12 @@ def test_bureau_assigns_a_warning_from_the_detail_panel(browser: Any, seeded: Se
         context.close()
 
 
+def _stored_tokens(page: Any) -> list[str]:
+    return page.evaluate("Object.values(localStorage).concat(Object.values(sessionStorage))")
+
+
 def test_page_asks_for_a_token_and_rejects_a_bad_one(browser: Any, seeded: Seeded) -> None:
+    """The token is traded for an HttpOnly session cookie: nothing secret is left in the page's storage."""
     context = browser.new_context()
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -179,13 +195,35 @@ def test_page_asks_for_a_token_and_rejects_a_bad_one(browser: Any, seeded: Seede
         _login(page, "not-a-token")
         page.wait_for_selector("#login-message:has-text('无效')")
         assert page.locator("#login").is_visible()
-        assert page.evaluate("localStorage.getItem('cspon.token')") is None
+        assert seeded.bureau_token not in _stored_tokens(page)
         _login(page, seeded.bureau_token)
         page.wait_for_selector(LOADED)
-        assert page.evaluate("localStorage.getItem('cspon.token')") == seeded.bureau_token
+        assert seeded.bureau_token not in _stored_tokens(page)
+        assert page.evaluate("localStorage.getItem('cspon.token')") is None
+        cookies = {c["name"]: c for c in context.cookies()}
+        assert cookies["cspon_session"]["httpOnly"] and cookies["cspon_session"]["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie").find("cspon_session") < 0  # not readable by scripts
+        page.reload()  # the cookie session survives a reload (GET /session gives the CSRF token back)
+        page.wait_for_selector(LOADED)
+        assert not page.locator("#login").is_visible()
         page.click("#logout")
         page.wait_for_selector("#login-token", state="visible")
+        assert "cspon_session" not in {c["name"] for c in context.cookies()}
+    finally:
+        context.close()
+
+
+def test_a_token_kept_by_the_old_page_is_traded_for_a_session(browser: Any, seeded: Seeded) -> None:
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(seeded.server.base + "/static/favicon.svg")
+        page.evaluate(f"localStorage.setItem('cspon.token', {json.dumps(seeded.bureau_token)})")
+        page.goto(seeded.server.base + "/")
+        page.wait_for_selector(LOADED)
         assert page.evaluate("localStorage.getItem('cspon.token')") is None
+        assert "cspon_session" in {c["name"] for c in context.cookies()}
     finally:
         context.close()
 
@@ -207,6 +245,13 @@ def test_field_view_posts_a_verification_with_a_photo(browser: Any, seeded: Seed
         page.goto(seeded.server.base + "/field")
         _login(page, seeded.field_token)
         page.wait_for_selector("body[data-loaded='1']")
+        # due-date labels against the phone's date: a past date is overdue, not "due today"
+        labels = page.evaluate("() => { const d = new Date(), p = n => String(n).padStart(2, '0'); "
+                               "const today = d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()); "
+                               "return [Cspon.dueLabel('2018-05-01'), Cspon.dueLabel(today), "
+                               "Cspon.dueLabel('2999-01-01'), Cspon.dueLabel(null)]; }")
+        assert labels[0].startswith("逾期") and labels[1].startswith("今日到期") and labels[2].startswith("到期 ")
+        assert labels[3] == ""
         with seeded.db() as con:
             open_ids = {r[0] for r in con.execute(
                 "SELECT id FROM warnings WHERE assigned_team=? AND status='assigned'", (TEAM,))}
@@ -221,6 +266,13 @@ def test_field_view_posts_a_verification_with_a_photo(browser: Any, seeded: Seed
         assert geo.startswith(f"geo:{lat:.6f},{lon:.6f}")
         assert f"position={lon:.6f},{lat:.6f}" in target.locator("a.amap-link").get_attribute("href")
         page.screenshot(path=str(shots / "field_view.png"))
+        # the same route as a GPX file for other apps
+        with page.expect_download() as dl:
+            page.click("#route-files a[data-fmt='gpx']")
+        import gpxpy
+
+        gpx = gpxpy.parse(Path(dl.value.path()).read_text(encoding="utf-8"))
+        assert {w.name for w in gpx.waypoints} == open_ids and len(gpx.routes) == 1
 
         target.locator("button.verify-btn").click()
         form = target.locator("form.vform")
@@ -240,7 +292,12 @@ def test_field_view_posts_a_verification_with_a_photo(browser: Any, seeded: Seed
             n_photos = con.execute("SELECT count(*) FROM api_photos WHERE warning_id=?",
                                    (warning_id,)).fetchone()[0]
         assert (status, result) == ("verified", "illegal")
-        assert notes == "现场已建成两层厂房 two-storey shed built" and by == "field-web"
+        # the card now says what the check found (not "suspected")
+        assert "违法" in page.inner_text(f"li.target[data-id='{warning_id}'] .done-note")
+        # the typed notes, then the facts the phone recorded (device time, the photo's file time)
+        assert by == "field-web"
+        assert notes.replace("\r\n", "\n").startswith("现场已建成两层厂房 two-storey shed built\n[")
+        assert "设备时间 device time" in notes and "照片 photo site.jpg" in notes
         assert n_photos == 1
         assert not console.errors, console.errors
     finally:

@@ -180,3 +180,79 @@ def test_sources_come_from_the_job_else_from_the_patches_and_conventional_layers
             assert src.townships is None
     finally:
         engine.dispose()
+
+
+def test_overlay_cache_keeps_a_bounded_number_of_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cspon_rs.api.routers import map as map_router
+
+    monkeypatch.setattr(map_router, "OVERLAY_CACHE_FILES", 3)
+    before = _utm_scene(tmp_path / "before.tif", seed=1)
+    after = _utm_scene(tmp_path / "after.tif", seed=2)
+    cache = tmp_path / "cache"
+    for size in (64, 80, 96, 112, 128):
+        png, _ = cached_overlay(before, after, "after", cache, max_size=size)
+        assert png.is_file()
+    assert len(list(cache.glob("*.png"))) == 3 and len(list(cache.glob("*.json"))) == 3
+
+
+def test_cli_made_warnings_find_their_scenes_by_stored_identity(tmp_path: Path) -> None:
+    """Patches store the scene's absolute path + sha256; rows stored by bare file name are found under the
+    service's roots when the checksum matches, and named in a note when not."""
+    import datetime as dt
+    import hashlib
+
+    from cspon_rs.api.db import ensure_schema, make_engine, make_sessionmaker, session_scope
+    from cspon_rs.api.routers.map import resolve_sources
+    from cspon_rs.store.models import Patch
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    ensure_schema(url)
+    root = tmp_path / "scenes"
+    (root / "hk").mkdir(parents=True)
+    before = _utm_scene(root / "hk" / "before_x.tif", seed=1)
+    after = _utm_scene(root / "hk" / "after_x.tif", seed=2)
+    sha = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (before, after)}
+    engine = make_engine(url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            session.add(Patch(period="2018Q1", county_code="810000", patch_id="p1", area_m2=10.0,
+                              t1=dt.date(2016, 9, 27), t2=dt.date(2018, 3, 23), scene_before="before_x.tif",
+                              scene_after="after_x.tif", scene_before_sha256=sha[before],
+                              scene_after_sha256=sha[after], geometry_wkt="POLYGON ((0 0, 1 0, 1 1, 0 0))"))
+            session.commit()
+            found = resolve_sources(session, "810000", "2018Q1", roots=[root])
+            assert (found.before, found.after, found.notes) == (before, after, [])
+            lost = resolve_sources(session, "810000", "2018Q1", roots=[tmp_path / "elsewhere"])
+            assert lost.before == Path("before_x.tif") and any("before_x.tif" in n for n in lost.notes)
+            # same name, other content: refused (the checksum is the identity)
+            with rasterio.open(after, "r+") as dst:
+                dst.write(np.full((4, 80, 100), 7, dtype=np.uint16))
+            changed = resolve_sources(session, "810000", "2018Q1", roots=[root])
+            assert changed.before == before and changed.after == Path("after_x.tif") and changed.notes
+    finally:
+        engine.dispose()
+
+
+def test_pages_run_under_a_strict_csp_and_the_field_app_is_a_pwa() -> None:
+    """No inline scripts or event handlers (``script-src 'self'``); the manifest and the service worker's
+    app shell name files that ship."""
+    import json
+
+    for page in PAGES:
+        html = (STATIC_DIR / page).read_text(encoding="utf-8")
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"{page}: inline script"
+        assert not re.search(r"\son[a-z]+\s*=", html), f"{page}: inline event handler"
+        assert "javascript:" not in html
+    field = (STATIC_DIR / "field.html").read_text(encoding="utf-8")
+    assert '<link rel="manifest" href="/static/manifest.webmanifest">' in field
+    manifest = json.loads((STATIC_DIR / "manifest.webmanifest").read_text(encoding="utf-8"))
+    assert manifest["start_url"] == "/field" and manifest["display"] == "standalone"
+    for icon in manifest["icons"]:
+        assert (STATIC_DIR / icon["src"].removeprefix("/static/")).is_file()
+    shell = re.findall(r'"(/[^"]*)"', (STATIC_DIR / "sw.js").read_text(encoding="utf-8").split("];")[0])
+    assert "/field" in shell
+    for ref in re.findall(r'(?:src|href)="(/static/[^"]+)"', field):
+        assert ref in shell, f"{ref} is used by /field but not kept for offline use"
+    for ref in shell:
+        if ref.startswith("/static/"):
+            assert (STATIC_DIR / ref.removeprefix("/static/")).is_file(), ref

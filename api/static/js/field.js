@@ -1,11 +1,20 @@
-/* Field view (phone): the team's open patrol targets in route order, links to the phone's map app and a
- * verification form with photos. */
+/* Field app (phone, works without signal): the team's open patrol targets in route order on a map with the
+ * imagery tiles, chips, links to the phone's map apps, and a verification form whose records are queued in
+ * IndexedDB and sent when there is signal. "Download my targets" stores everything a patrol needs. */
 "use strict";
 
 (function () {
-  var C = Cspon, h = C.h;
-  var state = { user: null, targets: [], here: null, start: null, routeLength: null };
+  var C = Cspon, O = CsponOffline, h = C.h;
+  var state = {
+    user: null, targets: [], details: {}, tiles: null, here: null, start: null, routeLength: null,
+    queue: [], setAside: 0, syncing: false, fromCache: false
+  };
+  /** Zoom levels stored around each target: native - 2 .. native + 1 (native first, so a capped download
+   * still covers every stop); the whole route's box at native - 5 .. - 3. */
+  var NEAR_ZOOMS_BY_PRIORITY = [0, 1, -1, -2], ROUTE_ZOOMS = [-5, -4, -3];
+  var NEAR_BUFFER_DEG = 0.003, MAX_TILES = 3000;
 
+  // ------------------------------------------------------------------------------------------ helpers
   /** Great-circle distance in metres between two [lon, lat] points (WGS84 sphere). */
   function distance(a, b) {
     var R = 6371008.8, rad = Math.PI / 180;
@@ -36,9 +45,109 @@
     return out;
   }
 
-  function today() {
-    var d = new Date();
-    return d.getFullYear() + "-" + String(d.getMonth() + 1).padStart(2, "0") + "-" + String(d.getDate()).padStart(2, "0");
+  function online() { return navigator.onLine !== false; }
+
+  function showNet() {
+    var net = document.getElementById("net");
+    var on = online();
+    net.textContent = on ? "在线 online" : "离线 offline";
+    net.className = "net " + (on ? "on" : "off");
+    document.body.dataset.online = on ? "1" : "0";
+  }
+
+  // ---------------------------------------------------------------------------------------------- map
+  var map = L.map("fmap", { zoomControl: true, attributionControl: false });
+  map.setView([22.3, 114.2], 12);
+  L.control.scale({ imperial: false }).addTo(map);
+  var targetLayer = L.featureGroup().addTo(map);
+  var routeLayer = L.layerGroup().addTo(map);
+  var meLayer = L.layerGroup().addTo(map);
+  var imagery = null, layerControl = null;
+
+  function setTiles(index) {
+    if (!index || !index.layers || !index.layers.after) return;
+    if (imagery) return;
+    var bounds = L.latLngBounds(index.bounds);
+    function layer(name) {
+      var info = index.layers[name];
+      return C.tileLayer(info.url, { bounds: bounds, minNativeZoom: info.minzoom,
+        maxNativeZoom: info.max_native_zoom + 1, maxZoom: 21, className: "imagery-tiles tiles-" + name });
+    }
+    imagery = { after: layer("after"), before: index.layers.before ? layer("before") : null };
+    imagery.after.addTo(map);
+    var base = {};
+    base["后时相 after " + (index.layers.after.date || "")] = imagery.after;
+    if (imagery.before) base["前时相 before " + (index.layers.before.date || "")] = imagery.before;
+    layerControl = L.control.layers(base, { "目标 targets": targetLayer, "路线 route": routeLayer }, { collapsed: true })
+      .addTo(map);
+  }
+
+  function drawTargets() {
+    targetLayer.clearLayers();
+    routeLayer.clearLayers();
+    var line = state.start ? [[state.start[1], state.start[0]]] : [];
+    state.targets.forEach(function (t, i) {
+      var d = state.details[t.id];
+      var color = C.category(t.category).color;
+      var queued = queuedFor(t.id);
+      var done = t.status !== "assigned" || queued;
+      if (d && d.geometry) {
+        L.geoJSON(d.geometry, { style: { color: done ? "#2bb35b" : color, weight: 3, fillOpacity: 0.15,
+          className: "target-poly" } })
+          .bindTooltip(C.h("span", {}, (i + 1) + " · " + C.category(t.category).zh + " · " + t.id))
+          .on("click", function () { focusCard(t.id); })
+          .addTo(targetLayer);
+      }
+      L.marker([t.centroid_lat, t.centroid_lon], {
+        icon: L.divIcon({ className: "stop-icon" + (done ? " done" : ""), html: "", iconSize: [24, 24] }),
+        title: t.id
+      }).on("add", function (ev) { ev.target.getElement().textContent = String(i + 1); })
+        .on("click", function () { focusCard(t.id); }).addTo(targetLayer);
+      line.push([t.centroid_lat, t.centroid_lon]);
+    });
+    if (line.length > 1) L.polyline(line, { color: "#1f6feb", weight: 3, dashArray: "6 6", className: "route-line" }).addTo(routeLayer);
+    if (targetLayer.getLayers().length && !state.fitted) {
+      map.fitBounds(targetLayer.getBounds(), { padding: [20, 20], maxZoom: 17, animate: false });
+      state.fitted = true;
+    }
+  }
+
+  function focusCard(id) {
+    var card = document.querySelector("#targets li.target[data-id='" + CSS.escape(id) + "']");
+    if (card) card.scrollIntoView({ block: "start", behavior: "smooth" });
+  }
+
+  function showMe(pos) {
+    meLayer.clearLayers();
+    if (!pos) return;
+    L.circle([pos.lat, pos.lon], { radius: pos.accuracy || 0, color: "#1f6feb", weight: 1, fillOpacity: 0.1,
+      interactive: false, className: "me-accuracy" }).addTo(meLayer);
+    L.circleMarker([pos.lat, pos.lon], { radius: 7, color: "#fff", weight: 2, fillColor: "#1f6feb", fillOpacity: 1,
+      className: "me-marker" }).addTo(meLayer);
+  }
+
+  function watchPosition() {
+    if (!navigator.geolocation || !window.isSecureContext) return;
+    navigator.geolocation.watchPosition(function (p) {
+      var first = !state.here;
+      state.here = { lon: p.coords.longitude, lat: p.coords.latitude, accuracy: p.coords.accuracy,
+        heading: (p.coords.heading === null || isNaN(p.coords.heading)) ? (state.here && state.here.compass) : p.coords.heading,
+        compass: state.here && state.here.compass, at: new Date(p.timestamp).toISOString() };
+      showMe(state.here);
+      if (first) document.body.dataset.located = "1";
+    }, function () { /* no position: the route starts at the highest-priority target */ },
+    { enableHighAccuracy: true, maximumAge: 10000, timeout: 30000 });
+    // compass heading where the device gives it (deviceorientationabsolute: alpha counter-clockwise from north)
+    window.addEventListener("deviceorientationabsolute", function (ev) {
+      if (ev.alpha === null || ev.alpha === undefined) return;
+      var heading = (360 - ev.alpha) % 360;
+      if (state.here) { state.here.compass = heading; if (state.here.heading === undefined || state.here.heading === null) state.here.heading = heading; }
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------- targets
+  function queuedFor(id) {
+    return state.queue.filter(function (q) { return q.warning_id === id; })[0] || null;
   }
 
   function mapLinks(t) {
@@ -51,8 +160,26 @@
         "&coordinate=wgs84&callnative=1&src=cspon-rs", class: "amap-link", rel: "noopener", target: "_blank" }, "高德 Amap"));
   }
 
+  function chipFigure(t) {
+    var d = state.details[t.id];
+    var url = d && d.chip_urls && d.chip_urls.before_after;
+    if (!url) return null;
+    var img = h("img", { class: "chip-img", alt: "前后对比 before/after " + t.id });
+    var fig = h("figure", { class: "chip field-chip" }, img, h("figcaption", {}, "前时相 before | 后时相 after"));
+    O.cachedBlob(url).then(function (blob) {
+      if (!blob) { fig.replaceChildren(h("div", { class: "chip-missing" }, "切片未下载 chip not downloaded")); return; }
+      img.src = URL.createObjectURL(blob);
+    });
+    return fig;
+  }
+
+  function photoField() {
+    return h("label", {}, "照片 photos ", h("input", { type: "file", name: "photos", accept: "image/jpeg,image/png",
+      multiple: true, capture: "environment" }));
+  }
+
   function verifyForm(t, card) {
-    var gps = h("input", { type: "text", name: "gps", placeholder: "经度,纬度 lon,lat (可选 optional)",
+    var gps = h("input", { type: "text", name: "gps", placeholder: "经度,纬度 lon,lat (默认当前位置 default: here)",
       inputmode: "decimal", "aria-label": "GPS" });
     var message = h("p", { class: "error", role: "alert" });
     var form = h("form", { class: "vform", dataset: { id: t.id } },
@@ -63,95 +190,103 @@
             checked: i === 0 ? true : null }), C.RESULT[key]);
         })),
       h("input", { type: "text", name: "actual_use", placeholder: "实际用途 actual use (e.g. 厂房)", maxlength: "128" }),
-      h("textarea", { name: "notes", rows: "3", placeholder: "现场情况 notes", maxlength: "10000" }),
-      h("label", {}, "照片 photos ", h("input", { type: "file", name: "photos", accept: "image/jpeg,image/png",
-        multiple: true, capture: "environment" })),
+      h("textarea", { name: "notes", rows: "3", placeholder: "现场情况 notes", maxlength: "9000" }),
+      photoField(),
       h("div", { class: "gps-row" }, gps, h("button", { type: "button", class: "link-btn", onclick: function () { locate(gps); } },
         "定位 use my location")),
       message,
-      h("button", { type: "submit" }, "提交核查 submit"));
+      h("button", { type: "submit" }, "保存核查 save"));
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      submit(t, form, card, message, gps);
+      record(t, form, card, message, gps);
     });
     return form;
   }
 
   function locate(input) {
+    if (state.here) { input.value = state.here.lon.toFixed(6) + "," + state.here.lat.toFixed(6); return; }
     if (!navigator.geolocation) { C.toast("此设备无定位 no GPS on this device", "error"); return; }
     navigator.geolocation.getCurrentPosition(function (p) {
       input.value = p.coords.longitude.toFixed(6) + "," + p.coords.latitude.toFixed(6);
     }, function (err) { C.toast("定位失败 " + err.message, "error"); }, { enableHighAccuracy: true, timeout: 15000 });
   }
 
-  function submit(t, form, card, message, gps) {
-    var data = new FormData();
+  /** Put a verification into the queue (IndexedDB), then send it when there is signal. */
+  function record(t, form, card, message, gps) {
     var chosen = form.querySelector("input[name=result]:checked");
-    data.append("result", chosen ? chosen.value : "");
-    data.append("expected_version", String(t.version));
-    ["actual_use", "notes"].forEach(function (name) {
-      var v = form.elements[name].value.trim();
-      if (v) data.append(name, v);
-    });
+    var item = {
+      warning_id: t.id, expected_version: t.version, result: chosen ? chosen.value : "",
+      actual_use: form.elements.actual_use.value.trim(), notes: form.elements.notes.value.trim(),
+      observed_at: new Date().toISOString(), created_at: new Date().toISOString(), state: "pending",
+      photos: Array.prototype.map.call(form.elements.photos.files, function (f) {
+        return { name: f.name, type: f.type, size: f.size, last_modified: new Date(f.lastModified).toISOString(), blob: f };
+      })
+    };
     if (gps.value.trim()) {
       var parts = gps.value.split(",").map(function (x) { return parseFloat(x); });
       if (parts.length !== 2 || parts.some(isNaN)) { message.textContent = "GPS 格式: 经度,纬度 lon,lat"; return; }
-      data.append("lon", String(parts[0]));
-      data.append("lat", String(parts[1]));
+      item.lon = parts[0]; item.lat = parts[1]; item.position_source = "typed";
+    } else if (state.here) {
+      item.lon = state.here.lon; item.lat = state.here.lat; item.accuracy_m = state.here.accuracy;
+      item.position_at = state.here.at; item.position_source = "device";
+      if (state.here.heading !== null && state.here.heading !== undefined) item.heading_deg = state.here.heading;
     }
-    Array.prototype.forEach.call(form.elements.photos.files, function (f) { data.append("photos", f, f.name); });
-    data.append("observed_at", new Date().toISOString());
     var button = form.querySelector("button[type=submit]");
     button.disabled = true;
-    message.textContent = "";
-    C.api("warnings/" + encodeURIComponent(t.id) + "/verifications", { method: "POST", body: data })
-      .then(function (res) {
-        t.status = res.warning.status;
-        t.version = res.warning.version;
-        form.remove();
-        card.classList.add("done");
-        card.querySelector(".status").textContent = C.STATUS[t.status] || t.status;
-        card.appendChild(h("p", { class: "done-note" }, "已提交 submitted: " + (C.RESULT[res.verification.result] || "") +
-          (res.photos.length ? " · " + res.photos.length + " 张照片 photos" : "")));
-        C.toast("已提交 " + t.id, "ok");
-        updateSummary();
-      })
-      .catch(function (err) {
-        button.disabled = false;
-        message.textContent = (err.status === 409 ? "已被他人更新，请刷新 changed by someone else — reload. " : "") + err.message;
-      });
+    O.queueAdd(item).then(function () {
+      form.remove();
+      C.toast("已保存，待同步 saved, will sync " + t.id, "ok");
+      return refreshQueue();
+    }).then(function () {
+      renderTargets();
+      if (online()) sync();
+    }).catch(function (err) {
+      button.disabled = false;
+      message.textContent = "无法保存 cannot save on this phone: " + err.message;
+    });
   }
 
   function card(t, i) {
     var cat = C.category(t.category);
-    var due = t.due_date ? (t.due_date <= today() ? "今日到期 due " : "到期 due ") + t.due_date : "";
-    var box = h("li", { class: "target", dataset: { id: t.id } },
+    var due = C.dueLabel(t.due_date);
+    var queued = queuedFor(t.id);
+    var done = t.status !== "assigned";
+    var box = h("li", { class: "target" + (done ? " done" : "") + (queued ? " queued" : ""), dataset: { id: t.id } },
       h("div", { class: "head" }, h("span", { class: "order" }, String(i + 1)),
         h("div", { class: "title" }, h("strong", {}, cat.zh), " ", h("span", { class: "muted" }, t.id)),
         h("span", { class: "badge status" }, C.STATUS[t.status] || t.status)),
       h("div", { class: "meta" },
         (t.township_name || "–") + " · " + C.fmt(t.area_mu, 1) + " 亩 · P " + C.fmt(t.priority, 0) +
         (t.flags && t.flags.length ? " · " + t.flags.join(", ") : "") +
-        (t.leg_m ? " · " + (i === 0 ? "距起点 from start " : "距上一点 from previous ") + (t.leg_m / 1000).toFixed(1) + " km" : "") +
-        (due ? " · " + due : "")),
+        (t.leg_m ? " · " + (i === 0 ? "距起点 from start " : "距上一点 from previous ") + (t.leg_m / 1000).toFixed(1) + " km" : ""),
+        due ? h("span", { class: "due" + (due.indexOf("逾期") === 0 ? " overdue" : "") }, " · " + due) : null),
+      chipFigure(t),
       mapLinks(t));
-    var open = h("button", { type: "button", class: "verify-btn" }, "核查 verify");
-    open.addEventListener("click", function () {
-      open.remove();
-      box.appendChild(verifyForm(t, box));
-    });
-    box.appendChild(open);
+    if (done) {
+      box.appendChild(h("p", { class: "done-note" }, C.verdict(t)));
+    } else if (queued) {
+      box.appendChild(h("p", { class: "queued-note" }, (queued.state === "conflict" ? "冲突 conflict — 见上方队列 see queue: " :
+        "已保存，待同步 saved, waiting for signal: ") + (C.RESULT[queued.result] || queued.result)));
+    } else {
+      var open = h("button", { type: "button", class: "verify-btn" }, "核查 verify");
+      open.addEventListener("click", function () {
+        open.remove();
+        box.appendChild(verifyForm(t, box));
+      });
+      box.appendChild(open);
+    }
     return box;
   }
 
   function updateSummary() {
-    var open = state.targets.filter(function (t) { return t.status === "assigned"; }).length;
+    var open = state.targets.filter(function (t) { return t.status === "assigned" && !queuedFor(t.id); }).length;
     var total = state.routeLength || state.targets.reduce(function (s, t) { return s + (t.leg_m || 0); }, 0);
-    document.getElementById("summary").textContent = today() + " · " + (state.user.team || "–") + " · " +
-      open + " / " + state.targets.length + " 待核查 open" + (total ? " · 路线 " + (total / 1000).toFixed(1) + " km" : "");
+    document.getElementById("summary").textContent = C.today() + " · " + (state.user.team || "–") + " · " +
+      open + " / " + state.targets.length + " 待核查 open" + (total ? " · 路线 " + (total / 1000).toFixed(1) + " km" : "") +
+      (state.fromCache ? " · 离线数据 offline copy " + C.fmtTime(state.downloadedAt) : "");
   }
 
-  function render() {
+  function renderTargets() {
     var list = C.clear(document.getElementById("targets"));
     var pos = state.start;
     state.targets.forEach(function (t) {
@@ -162,47 +297,382 @@
     state.targets.forEach(function (t, i) { list.appendChild(card(t, i)); });
     if (!state.targets.length) list.appendChild(h("li", { class: "target muted" }, "今日无待核查目标 nothing assigned to your team"));
     updateSummary();
-    document.body.dataset.loaded = "1";
+    drawTargets();
   }
 
+  // ------------------------------------------------------------------------------------------- queue
+  function refreshQueue() {
+    return Promise.all([O.queueAll(), O.setAsideAll()]).then(function (res) {
+      state.queue = res[0];
+      state.setAside = res[1].length;
+      renderQueue();
+    });
+  }
+
+  function renderQueue() {
+    var box = document.getElementById("queue");
+    var list = C.clear(document.getElementById("queue-list"));
+    document.getElementById("queue-count").textContent = String(state.queue.length);
+    box.hidden = !state.queue.length && !state.setAside;
+    state.queue.forEach(function (q) {
+      var label = { pending: "待同步 pending", conflict: "冲突 conflict", error: "被拒绝 refused" }[q.state] || q.state;
+      var row = h("li", { class: "qitem q-" + q.state, dataset: { id: q.warning_id, state: q.state } },
+        h("div", {}, h("strong", {}, q.warning_id), " · ", C.RESULT[q.result] || q.result,
+          q.actual_use ? " · " + q.actual_use : "", q.photos.length ? " · " + q.photos.length + " 张照片 photos" : "",
+          " ", h("span", { class: "badge qstate" }, label)),
+        h("div", { class: "muted" }, "记录于 recorded " + C.fmtTime(q.observed_at)));
+      if (q.state === "conflict" && q.server) {
+        row.appendChild(h("p", { class: "conflict-text" },
+          "服务器上已被更新 changed on the server: " + (C.STATUS[q.server.status] || q.server.status) +
+          (q.server.verification_result ? " · " + (C.RESULT[q.server.verification_result] || q.server.verification_result) : "") +
+          (q.server.by ? " · " + q.server.by : "") + (q.server.at ? " · " + C.fmtTime(q.server.at) : "") +
+          " (v" + q.server.version + ")"));
+      }
+      if (q.state === "error" && q.error) row.appendChild(h("p", { class: "error" }, q.error));
+      if (q.state !== "pending") {
+        row.appendChild(h("div", { class: "qactions" },
+          h("button", { type: "button", class: "resubmit", onclick: function () { resubmit(q); } },
+            q.state === "conflict" ? "按最新版本提交 send on top of theirs" : "重试 retry"),
+          h("button", { type: "button", class: "set-aside", onclick: function () { putAside(q); } },
+            "保留在本机不发送 keep on phone, don't send")));
+      }
+      list.appendChild(row);
+    });
+    if (state.setAside) list.appendChild(h("li", { class: "muted" }, "本机保留 kept on this phone, not sent: " + state.setAside));
+    document.body.dataset.queue = String(state.queue.length);
+    document.body.dataset.conflicts = String(state.queue.filter(function (q) { return q.state === "conflict"; }).length);
+  }
+
+  function resubmit(q) {
+    if (q.server && q.server.version) q.expected_version = q.server.version;
+    q.state = "pending";
+    delete q.error;
+    O.queuePut(q).then(refreshQueue).then(function () { renderTargets(); sync(); });
+  }
+
+  function putAside(q) {
+    O.setAside(q).then(refreshQueue).then(renderTargets);
+  }
+
+  function formFor(q) {
+    var data = new FormData();
+    data.append("result", q.result);
+    data.append("expected_version", String(q.expected_version));
+    if (q.actual_use) data.append("actual_use", q.actual_use);
+    var facts = ["设备时间 device time " + q.observed_at];
+    if (q.lon !== undefined && q.lat !== undefined) {
+      data.append("lon", String(q.lon));
+      data.append("lat", String(q.lat));
+      facts.push("定位 position " + q.lon.toFixed(6) + "," + q.lat.toFixed(6) +
+        (q.accuracy_m !== undefined ? " ±" + Math.round(q.accuracy_m) + " m" : "") +
+        (q.position_at ? " @ " + q.position_at : "") + " (" + (q.position_source || "device") + ")");
+    }
+    if (q.heading_deg !== undefined) facts.push("方向 heading " + Math.round(q.heading_deg) + "°");
+    q.photos.forEach(function (p) { facts.push("照片 photo " + p.name + " 文件时间 file time " + p.last_modified); });
+    var notes = (q.notes ? q.notes + "\n" : "") + "[" + facts.join("; ") + "]";
+    data.append("notes", notes.slice(0, 10000));
+    data.append("observed_at", q.observed_at);
+    q.photos.forEach(function (p) { data.append("photos", p.blob, p.name); });
+    return data;
+  }
+
+  /** Send the pending verifications in order; a 409 becomes a conflict the user resolves, never a loss. */
+  function sync() {
+    if (state.syncing) return Promise.resolve();
+    state.syncing = true;
+    document.body.dataset.syncing = "1";
+    var pending = state.queue.filter(function (q) { return q.state === "pending"; });
+    var sent = 0;
+    var ready = pending.length ? C.ensureSession() : Promise.resolve();
+    function next(i) {
+      if (i >= pending.length) return Promise.resolve();
+      var q = pending[i];
+      return C.api("warnings/" + encodeURIComponent(q.warning_id) + "/verifications", { method: "POST", body: formFor(q) })
+        .then(function (res) {
+          sent++;
+          applyWarning(res.warning);
+          return O.queueDelete(q.qid).then(function () { return next(i + 1); });
+        }, function (err) {
+          if (C.isNetworkError(err)) throw err;  // no signal after all: keep everything pending
+          if (err.status === 401) throw err;
+          if (err.status === 409) {
+            return C.api("warnings/" + encodeURIComponent(q.warning_id)).then(function (w) {
+              var last = (w.verifications || []).slice(-1)[0] || {};
+              q.server = { status: w.status, version: w.version, verification_result: w.verification_result,
+                by: last.by || null, at: last.created_at || w.updated_at || null };
+              applyWarning(w);
+            }, function () { q.server = q.server || { status: "?", version: q.expected_version }; }).then(function () {
+              q.state = "conflict";
+              q.error = err.message;
+              return O.queuePut(q);
+            }).then(function () { return next(i + 1); });
+          }
+          q.state = "error";
+          q.error = err.message;
+          return O.queuePut(q).then(function () { return next(i + 1); });
+        });
+    }
+    return ready.then(function () { return next(0); }).catch(function (err) {
+      C.toast((err.status === 401 ? "请重新登录 sign in again: " : "无信号，稍后同步 no signal, will retry: ") + err.message, "error");
+    }).then(function () {
+      state.syncing = false;
+      delete document.body.dataset.syncing;
+      return refreshQueue();
+    }).then(function () {
+      if (sent) C.toast("已同步 synced " + sent, "ok");
+      renderTargets();
+      document.body.dataset.synced = String(Number(document.body.dataset.synced || 0) + 1);
+    });
+  }
+
+  /** Take a warning as the service now has it into the target list and the offline copy. */
+  function applyWarning(w) {
+    state.targets.forEach(function (t) {
+      if (t.id === w.id) ["status", "version", "verification_result", "assigned_team", "due_date"].forEach(function (k) {
+        if (w[k] !== undefined) t[k] = w[k];
+      });
+    });
+    return O.put("targets", { targets: state.targets, start: state.start, routeLength: state.routeLength,
+      downloadedAt: state.downloadedAt || null });
+  }
+
+  // ---------------------------------------------------------------------------------------- loading
   /**
-   * The team's assigned, unverified warnings in visiting order. The service orders them
-   * (GET /patrols/{team}: nearest neighbour + 2-opt) from the phone's position when known, otherwise from
-   * the highest-priority target; users without a team get the same order computed here.
+   * The team's assigned warnings in visiting order, from the service (GET /patrols/{team}: nearest
+   * neighbour + 2-opt from the phone's position or the highest-priority target), or the offline copy.
    */
-  function load() {
+  function fetchTargets() {
     return C.api("warnings?status=assigned&limit=5000").then(function (page) {
       var items = page.items;
-      if (!items.length) { state.targets = []; render(); return; }
+      if (!items.length) return { targets: [], start: null, routeLength: null };
       var top = items.slice().sort(function (a, b) { return (b.priority || 0) - (a.priority || 0); })[0];
-      state.start = state.here || [top.centroid_lon, top.centroid_lat];
-      if (!state.user.team || items.length > 500) {
-        state.targets = routeOrder(items, state.start);
-        render();
-        return;
-      }
-      return C.api("patrols/" + encodeURIComponent(state.user.team) + "?limit=500&start_lon=" + state.start[0] +
-        "&start_lat=" + state.start[1]).then(function (route) {
-        state.targets = route.stops;
-        state.routeLength = route.length_m;
-        render();
+      var start = state.here ? [state.here.lon, state.here.lat] : [top.centroid_lon, top.centroid_lat];
+      if (!state.user.team || items.length > 500) return { targets: routeOrder(items, start), start: start, routeLength: null };
+      return C.api("patrols/" + encodeURIComponent(state.user.team) + "?limit=500&start_lon=" + start[0] +
+        "&start_lat=" + start[1]).then(function (route) {
+        return { targets: route.stops, start: start, routeLength: route.length_m };
       });
-    }).catch(function (err) { C.toast("加载失败 " + err.message, "error"); });
+    });
   }
 
+  function useTargets(got, fromCache) {
+    state.targets = got.targets || [];
+    state.start = got.start || null;
+    state.routeLength = got.routeLength || null;
+    state.fromCache = !!fromCache;
+    state.downloadedAt = got.downloadedAt || state.downloadedAt || null;
+  }
+
+  function loadOffline() {
+    return Promise.all([O.get("targets"), O.get("details"), O.get("tiles")]).then(function (res) {
+      if (!res[0]) throw new Error("没有离线数据 nothing downloaded on this phone yet");
+      useTargets(res[0], true);
+      state.details = res[1] || {};
+      state.tiles = res[2] || null;
+    });
+  }
+
+  function periodOf(targets) {
+    var t = targets[0];
+    return t ? { county_code: t.county_code, period: t.period } : null;
+  }
+
+  function load() {
+    var work = C.auth.offline || !online() ? loadOffline() : fetchTargets().then(function (got) {
+      useTargets(got, false);
+      return Promise.all([O.get("details"), O.get("tiles")]).then(function (res) {
+        state.details = res[0] || {};
+        state.tiles = res[1] || null;
+        var key = periodOf(state.targets);
+        if (!state.tiles && key) {
+          return C.api("map/" + key.county_code + "/" + key.period + "/tiles").then(function (idx) { state.tiles = idx; })
+            .catch(function () { /* no imagery: map without tiles */ });
+        }
+      }).then(function () {
+        var missing = state.targets.filter(function (t) { return !state.details[t.id]; });
+        if (!missing.length) return;
+        return C.api("warnings.geojson?status=assigned&limit=5000").then(function (gj) {
+          (gj.features || []).forEach(function (f) {
+            var id = String((f.properties || {}).id !== undefined ? f.properties.id : f.id);
+            if (!state.details[id]) state.details[id] = { geometry: f.geometry, id: id };
+          });
+        }).catch(function () { /* polygons are optional */ });
+      });
+    }, function (err) {
+      if (C.isNetworkError(err)) return loadOffline();
+      throw err;
+    });
+    return work.then(function () {
+      setTiles(state.tiles);
+      renderTargets();
+      setupRouteFiles();
+      document.body.dataset.loaded = "1";
+    }).catch(function (err) {
+      C.toast("加载失败 " + err.message, "error");
+      renderTargets();
+      document.body.dataset.loaded = "1";
+    });
+  }
+
+  // --------------------------------------------------------------------------------------- download
+  function status(text) { document.getElementById("download-status").textContent = text; }
+
+  /** Fetch `urls` (tiles, chips) with the page's credentials into the Cache Storage, `limit` at a time. */
+  function store(urls, limit, progress) {
+    var i = 0, ok = 0, failed = 0;
+    function worker() {
+      if (i >= urls.length) return Promise.resolve();
+      var url = urls[i++];
+      return O.cacheHas(url).then(function (has) {
+        if (has) { ok++; return; }
+        return C.api(url, { raw: true }).then(function (resp) { return O.cachePut(url, resp); })
+          .then(function () { ok++; }, function () { failed++; });
+      }).then(function () { progress(ok, failed); return worker(); });
+    }
+    var workers = [];
+    for (var k = 0; k < limit; k++) workers.push(worker());
+    return Promise.all(workers).then(function () { return { ok: ok, failed: failed }; });
+  }
+
+  function tileUrls(index) {
+    var seen = {}, out = [];
+    var layers = ["after", "before"].filter(function (n) { return index.layers[n]; });
+    if (!layers.length) return out;
+    var native = index.layers[layers[0]].max_native_zoom;
+    var ib = index.bounds;  // [[s, w], [n, e]]
+    function clip(b) {
+      return [Math.max(b[0], ib[0][1]), Math.max(b[1], ib[0][0]), Math.min(b[2], ib[1][1]), Math.min(b[3], ib[1][0])];
+    }
+    function add(bbox, zooms) {
+      bbox = clip(bbox);
+      if (bbox[0] > bbox[2] || bbox[1] > bbox[3]) return;
+      zooms.forEach(function (dz) {
+        var z = native + dz;
+        if (z < 0) return;
+        C.tilesFor(bbox, z).forEach(function (t) {
+          layers.forEach(function (name) {
+            var url = C.tileUrl(index.layers[name].url, t.z, t.x, t.y);
+            if (!seen[url] && out.length < MAX_TILES) { seen[url] = 1; out.push(url); }
+          });
+        });
+      });
+    }
+    // zoom by zoom (native first), every target at each: a capped download still covers every stop
+    var boxes = state.targets.map(function (t) {
+      var d = state.details[t.id];
+      var b = d && d.geometry ? C.bboxOf(d.geometry) : [t.centroid_lon, t.centroid_lat, t.centroid_lon, t.centroid_lat];
+      return [b[0] - NEAR_BUFFER_DEG, b[1] - NEAR_BUFFER_DEG, b[2] + NEAR_BUFFER_DEG, b[3] + NEAR_BUFFER_DEG];
+    });
+    var all = boxes.reduce(function (a, b) {
+      return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[2], b[2]), Math.max(a[3], b[3])];
+    }, [Infinity, Infinity, -Infinity, -Infinity]);
+    if (state.start) all = [Math.min(all[0], state.start[0]), Math.min(all[1], state.start[1]),
+      Math.max(all[2], state.start[0]), Math.max(all[3], state.start[1])];
+    if (isFinite(all[0])) add(all, ROUTE_ZOOMS.slice().reverse());
+    NEAR_ZOOMS_BY_PRIORITY.forEach(function (dz) { boxes.forEach(function (b) { add(b, [dz]); }); });
+    return out;
+  }
+
+  function download() {
+    var button = document.getElementById("download");
+    if (!online()) { status("离线，无法下载 offline: cannot download now"); return Promise.resolve(); }
+    button.disabled = true;
+    delete document.body.dataset.downloaded;
+    status("下载目标 downloading targets …");
+    var details = {};
+    return fetchTargets().then(function (got) {
+      useTargets(got, false);
+      var i = 0;
+      function one() {
+        if (i >= state.targets.length) return Promise.resolve();
+        var t = state.targets[i++];
+        status("图斑 polygons " + i + " / " + state.targets.length);
+        return C.api("warnings/" + encodeURIComponent(t.id)).then(function (d) {
+          details[t.id] = { id: d.id, geometry: d.geometry, reasons: d.reasons, chip_urls: d.chip_urls || {},
+            permits: d.permits, version: d.version };
+        }).then(one);
+      }
+      return one();
+    }).then(function () {
+      state.details = details;
+      var key = periodOf(state.targets);
+      return key ? C.api("map/" + key.county_code + "/" + key.period + "/tiles").catch(function () { return null; }) : null;
+    }).then(function (index) {
+      state.tiles = index;
+      var chips = Object.keys(details).map(function (id) { return details[id].chip_urls.before_after; }).filter(Boolean);
+      return store(chips, 2, function (ok, failed) { status("切片 chips " + ok + " / " + chips.length + (failed ? " (" + failed + " ✗)" : "")); })
+        .then(function (chipRes) {
+          var tiles = index ? tileUrls(index) : [];
+          return store(tiles, 4, function (ok, failed) {
+            status("瓦片 tiles " + ok + " / " + tiles.length + (failed ? " (" + failed + " ✗)" : ""));
+          }).then(function (tileRes) { return { chips: chipRes, tiles: tileRes, nTiles: tiles.length }; });
+        });
+    }).then(function (res) {
+      state.downloadedAt = new Date().toISOString();
+      return Promise.all([
+        O.put("targets", { targets: state.targets, start: state.start, routeLength: state.routeLength,
+          downloadedAt: state.downloadedAt }),
+        O.put("details", state.details), O.put("tiles", state.tiles), O.put("user", state.user)
+      ]).then(function () { return res; });
+    }).then(function (res) {
+      status("已下载 downloaded " + C.fmtTime(state.downloadedAt) + ": " + state.targets.length + " 个目标 targets, " +
+        res.chips.ok + " 张切片 chips, " + res.tiles.ok + " / " + res.nTiles + " 个瓦片 tiles" +
+        (res.tiles.failed + res.chips.failed ? " (" + (res.tiles.failed + res.chips.failed) + " 失败 failed)" : ""));
+      setTiles(state.tiles);
+      renderTargets();
+      document.body.dataset.downloaded = String(res.tiles.ok);
+    }).catch(function (err) {
+      status("下载失败 download failed: " + err.message);
+    }).then(function () { button.disabled = false; });
+  }
+
+  /** The team's route as a file for other apps (GET /patrols/{team}?format=...), from the same start. */
+  function setupRouteFiles() {
+    var box = document.getElementById("route-files");
+    box.hidden = !(state.user.team && state.targets.length && online() && !C.auth.offline);
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("#route-files a"), function (a) {
+    a.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      var s = state.start || [state.targets[0].centroid_lon, state.targets[0].centroid_lat];
+      C.download("patrols/" + encodeURIComponent(state.user.team) + "?format=" + a.dataset.fmt + "&limit=500&start_lon=" +
+        s[0] + "&start_lat=" + s[1], "patrol." + a.dataset.fmt).catch(function (err) {
+        C.toast("下载失败 " + err.message, "error");
+      });
+    });
+  });
+
+  // ------------------------------------------------------------------------------------------ start
   function start(user) {
     state.user = user;
     document.getElementById("user-name").textContent = user.name + (user.team ? " · " + user.team : "");
-    load();
-    if (navigator.geolocation && window.isSecureContext) {
-      navigator.geolocation.getCurrentPosition(function (p) {
-        state.here = [p.coords.longitude, p.coords.latitude];
-        load();
-      }, function () { /* no position: route starts at the highest-priority target */ }, { timeout: 10000 });
-    }
+    if (!C.auth.offline) O.put("user", user);
+    refreshQueue().then(load).then(function () { if (online() && state.queue.length) sync(); });
+    watchPosition();
   }
 
-  document.getElementById("logout").addEventListener("click", C.logout);
-  C.login().then(start);
-  window.csponField = { state: state, routeOrder: routeOrder };
+  function registerWorker() {
+    if (!("serviceWorker" in navigator)) return;
+    navigator.serviceWorker.register("/sw.js", { scope: "/" }).then(function (reg) {
+      document.body.dataset.sw = reg.active ? "active" : "installing";
+      return navigator.serviceWorker.ready;
+    }).then(function () { document.body.dataset.sw = "active"; })
+      .catch(function (err) { document.body.dataset.sw = "failed: " + err.message; });
+  }
+
+  window.addEventListener("online", function () { showNet(); sync(); });
+  window.addEventListener("offline", showNet);
+  showNet();
+  registerWorker();
+  document.getElementById("download").addEventListener("click", download);
+  document.getElementById("sync").addEventListener("click", function () {
+    if (!online()) { C.toast("离线 offline: 有信号时自动同步 syncs when there is signal", "error"); return; }
+    sync();
+  });
+  document.getElementById("logout").addEventListener("click", function () {
+    if (state.queue.length && !window.confirm("还有 " + state.queue.length + " 条未同步 unsent verifications stay on this phone. 退出? Log out?")) return;
+    O.wipe(false).then(C.logout, C.logout);
+  });
+  C.login({ offline: function () { return O.get("user").catch(function () { return null; }); } }).then(start);
+  window.csponField = { state: state, routeOrder: routeOrder, sync: sync, download: download, map: map };
 })();

@@ -30,6 +30,7 @@
   var noImagery = L.layerGroup();
 
   var layerControl = null;
+  var extraOverlays = {};  // label -> layer (change probability / mask tiles)
   function buildLayerControl(baseLayers) {
     if (layerControl) layerControl.remove();
     var overlays = {};
@@ -39,6 +40,7 @@
       overlays[C.CONTROL[kind].zh + " " + kind] = controlLayers[kind];
     });
     overlays["乡镇 townships"] = townshipLayer;
+    Object.keys(extraOverlays).forEach(function (label) { overlays[label] = extraOverlays[label]; });
     layerControl = L.control.layers(baseLayers, overlays, { collapsed: false, position: "topright" }).addTo(map);
   }
   buildLayerControl({ "无影像 no imagery": noImagery });
@@ -90,12 +92,51 @@
     });
   }
 
+  /** XYZ tiles of both dates (full resolution at any zoom) plus change probability and mask overlays. */
+  function setTiles(ctx, index, token) {
+    if (token !== state.loadToken) return;
+    var bounds = L.latLngBounds(index.bounds);
+    function layer(name, extra) {
+      var info = index.layers[name];
+      return C.tileLayer(info.url, Object.assign({
+        bounds: bounds, minNativeZoom: info.minzoom, maxNativeZoom: info.max_native_zoom + 1,
+        maxZoom: 21, className: "imagery-tiles tiles-" + name, keepBuffer: 1
+      }, extra || {}));
+    }
+    var before = layer("before"), after = layer("after");
+    state.imagery = { before: before, after: after, bounds: bounds, tiles: index, images: {}, ready: Promise.resolve() };
+    extraOverlays = {};
+    if (index.layers.prob) extraOverlays["变化概率 change probability"] = layer("prob", { opacity: 0.8, pane: "overlayPane" });
+    if (index.layers.mask) extraOverlays["变化掩膜 change mask"] = layer("mask", { pane: "overlayPane" });
+    var base = {};
+    base["前时相 before " + (index.layers.before.date || "")] = before;
+    base["后时相 after " + (index.layers.after.date || "")] = after;
+    buildLayerControl(base);
+    document.getElementById("show-before").textContent = "前时相 before " + (index.layers.before.date || "");
+    document.getElementById("show-after").textContent = "后时相 after " + (index.layers.after.date || "");
+    showImagery("after");
+    syncToggle(after);
+  }
+
   function setImagery(ctx, token) {
     if (state.imagery) {
       map.removeLayer(state.imagery.before);
       map.removeLayer(state.imagery.after);
       state.imagery = null;
     }
+    Object.keys(extraOverlays).forEach(function (k) { map.removeLayer(extraOverlays[k]); });
+    extraOverlays = {};
+    if (ctx.imagery && ctx.tiles_url && !/[?&]overlay=1/.test(window.location.search)) {
+      return C.api(ctx.tiles_url).then(function (index) {
+        if (index.layers.before && index.layers.after) { setTiles(ctx, index, token); return; }
+        return setOverlays(ctx, token);
+      });
+    }
+    return setOverlays(ctx, token);
+  }
+
+  /** Fallback: one PNG of at most 2048 px per date (older services, or ?overlay=1). */
+  function setOverlays(ctx, token) {
     if (!ctx.imagery) {
       buildLayerControl({ "无影像 no imagery": noImagery });
       noImagery.addTo(map);
@@ -285,7 +326,9 @@
         h("div", { class: "row-title" }, h("strong", {}, cat.zh), " ", h("span", { class: "muted" }, id)),
         h("div", { class: "row-sub" },
           (p.township_name || "–") + " · " + C.fmt(p.area_mu, 1) + " 亩 · P " + C.fmt(p.priority, 0), " ",
-          h("span", { class: "badge status-" + p.status }, C.STATUS[p.status] || p.status), flags))));
+          h("span", { class: "badge status-" + p.status }, C.STATUS[p.status] || p.status),
+          p.verification_result ? h("span", { class: "badge verdict verdict-" + p.verification_result },
+            C.RESULT[p.verification_result] || p.verification_result) : null, flags))));
     });
   }
 
@@ -410,11 +453,52 @@
       h("figcaption", {}, label));
   }
 
+  /** Chip of one date cut from the tiles at (up to) full resolution, with the same outlines. */
+  function tileChip(which, feature, permitNos) {
+    var index = state.imagery.tiles, info = index.layers[which];
+    var b = bboxOf(feature.geometry), z = info.max_native_zoom + 1;
+    var crs = L.CRS.EPSG3857;
+    while (z > 0) {
+      var a = crs.latLngToPoint(L.latLng(b[3], b[0]), z), c = crs.latLngToPoint(L.latLng(b[1], b[2]), z);
+      if (Math.max(c.x - a.x, c.y - a.y) * 1.6 <= 512) break;
+      z--;
+    }
+    return C.mosaic(info.url, b, z, 256).then(function (m) {
+      var g = m.canvas.getContext("2d");
+      if (state.controls) {
+        state.controls.features.forEach(function (cf) {
+          var kind = (cf.properties || {}).kind;
+          if (C.CONTROL[kind]) C.strokeGeometry(g, cf.geometry, m.toPx, C.CONTROL[kind].color, [], 1.5);
+        });
+      }
+      if (state.permits) {
+        state.permits.features.forEach(function (pf) {
+          var own = permitNos.indexOf((pf.properties || {}).permit_no) >= 0;
+          C.strokeGeometry(g, pf.geometry, m.toPx, own ? "#ffffff" : "rgba(255,255,255,0.55)", [6, 4], own ? 2 : 1);
+        });
+      }
+      C.strokeGeometry(g, feature.geometry, m.toPx, C.category(props(feature).category).color, [], 2.5);
+      m.canvas.className = "chip-canvas";
+      m.canvas.dataset.which = which;
+      m.canvas.dataset.zoom = String(z);
+      return m.canvas;
+    });
+  }
+
   function renderChips(detail, feature) {
     var permitNos = (detail.permits || []).map(function (p) { return p.permit_no; });
-    var box = h("div", { class: "chips drawn" },
-      chipFigure("before", "前时相 before " + (detail.t1 || ""), chipCanvas("before", feature, permitNos)),
-      chipFigure("after", "后时相 after " + (detail.t2 || ""), chipCanvas("after", feature, permitNos)));
+    var box;
+    if (state.imagery && state.imagery.tiles) {
+      box = h("div", { class: "chips drawn" });
+      Promise.all([tileChip("before", feature, permitNos), tileChip("after", feature, permitNos)]).then(function (cs) {
+        C.append(box, [chipFigure("before", "前时相 before " + (detail.t1 || ""), cs[0]),
+          chipFigure("after", "后时相 after " + (detail.t2 || ""), cs[1])]);
+      });
+    } else {
+      box = h("div", { class: "chips drawn" },
+        chipFigure("before", "前时相 before " + (detail.t1 || ""), chipCanvas("before", feature, permitNos)),
+        chipFigure("after", "后时相 after " + (detail.t2 || ""), chipCanvas("after", feature, permitNos)));
+    }
     var exported = h("div", { class: "chips exported" });
     var urls = chipUrls(detail);
     urls.forEach(function (u) {
@@ -463,7 +547,10 @@
     });
     var verifications = (detail.verifications || []).map(function (v) {
       return h("li", {}, h("strong", {}, C.RESULT[v.result] || v.result), " · ", C.fmtTime(v.observed_at || v.created_at),
-        v.by ? " · " + v.by : "", v.notes ? h("div", { class: "muted" }, v.notes) : null);
+        v.by ? " · " + v.by : "",
+        v.actual_use ? h("div", { class: "actual-use" }, "实际用途 actual use: ", h("strong", {}, v.actual_use)) : null,
+        v.lon !== null && v.lon !== undefined ? h("div", { class: "muted" }, "GPS " + C.fmt(v.lon, 6) + ", " + C.fmt(v.lat, 6)) : null,
+        v.notes ? h("div", { class: "muted notes" }, v.notes) : null);
     });
     var photos = h("div", { class: "photos" });
     (detail.photos || []).forEach(function (p) {
@@ -475,10 +562,16 @@
     var body = C.clear(document.getElementById("detail-body"));
     C.append(body, [
       h("h2", { class: "dtitle" }, h("span", { class: "swatch", style: { background: cat.color } }), cat.zh,
-        h("span", { class: "badge suspect" }, detail.suspected === false ? "已核实" : "疑似 suspected")),
+        h("span", { class: "badge " + (detail.verification_result ? "verdict verdict-" + detail.verification_result : "suspect"),
+          id: "detail-verdict" }, C.verdict(detail))),
       h("div", { class: "muted", id: "detail-id" }, detail.id),
       h("dl", { class: "facts" },
         h("dt", {}, "状态 status"), h("dd", { id: "detail-status" }, C.STATUS[detail.status] || detail.status),
+        detail.verification_result ? [h("dt", {}, "核查结论 result"),
+          h("dd", { id: "detail-result" }, C.RESULT[detail.verification_result] || detail.verification_result)] : null,
+        lastActualUse(detail) ? [h("dt", {}, "实际用途 actual use"), h("dd", { id: "detail-actual-use" }, lastActualUse(detail))] : null,
+        detail.due_date ? [h("dt", {}, "期限 due"), h("dd", { class: detail.due_date < C.today() && detail.status === "assigned" ? "overdue" : "" },
+          C.dueLabel(detail.due_date))] : null,
         h("dt", {}, "面积 area"), h("dd", {}, C.fmt(detail.area_mu, 2) + " 亩 (" + C.fmt(detail.area_m2, 0) + " m²)"),
         h("dt", {}, "优先级 priority"), h("dd", {}, C.fmt(detail.priority, 1) + (detail.rank ? " · #" + detail.rank : "")),
         h("dt", {}, "乡镇 township"), h("dd", {}, detail.township_name || "–"),
@@ -497,6 +590,11 @@
       actions(detail),
       section("历史 history", history.length ? h("ul", { class: "history", id: "detail-history" }, history) : h("p", { class: "muted" }, "–"))
     ]);
+  }
+
+  function lastActualUse(detail) {
+    var vs = (detail.verifications || []).filter(function (v) { return v.actual_use; });
+    return vs.length ? vs[vs.length - 1].actual_use : null;
   }
 
   /** Bureau actions on the lifecycle new → assigned → verified → closed (the API enforces the rules). */
@@ -577,6 +675,7 @@
   function loadPeriod(key) {
     var token = ++state.loadToken;
     state.key = key;
+    setupExports(key);
     state.selected = null;
     detailBox.hidden = true;
     var notes = document.getElementById("notes");
@@ -606,6 +705,28 @@
       document.body.dataset.loaded = "error";
     });
   }
+
+  // ------------------------------------------------------------------------------------------ exports
+  /** Exports of the selected county and period (GET /exports/..., the files router), downloaded with the
+   * page's credentials (a plain link would carry no bearer token). */
+  function setupExports(key) {
+    var box = document.getElementById("exports");
+    var role = state.user && state.user.role;
+    box.hidden = !(role === "bureau" || role === "researcher" || role === "admin");
+    Array.prototype.forEach.call(box.querySelectorAll("a.export-link"), function (a) {
+      a.dataset.url = C.API + "/exports/" + a.dataset.path + "?period=" + encodeURIComponent(key.period) +
+        "&county_code=" + encodeURIComponent(key.county_code);
+      a.setAttribute("href", a.dataset.url);
+    });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("#exports a.export-link"), function (a) {
+    a.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      C.download(a.dataset.url, a.dataset.path).catch(function (err) {
+        C.toast("导出失败 export failed: " + err.message, "error");
+      });
+    });
+  });
 
   function start(user) {
     state.user = user;

@@ -1,0 +1,304 @@
+"""XYZ map tiles (Web Mercator, 256 px PNG) of a county's scenes, change probability and change mask.
+
+``GET /api/v1/map/{county}/{period}/tiles/{layer}/{z}/{x}/{y}.png`` with ``layer`` one of
+
+* ``before`` / ``after`` -- bands 1,2,3 of the scene pair (B04,B03,B02 of the demo stacks), linearly
+  stretched per band between the 2nd and 98th percentile of a low-resolution preview of *that* scene (so a
+  tile looks the same whichever zoom it was cut at);
+* ``prob`` -- the detection's ``change_prob.tif`` (0..1, float32), coloured with the ``magma`` colour map,
+  transparent below 0.05 and at nodata;
+* ``mask`` -- the detection's ``change_mask.tif`` (1 = change) in red, everything else transparent.
+
+Tiles are cut from the files with rio-tiler on the ``WebMercatorQuad`` tile matrix set (morecantile), which
+reads from the GeoTIFF's internal overviews when there are any (COG), so a county-sized scene is served at
+any zoom without reading it whole. ``GET .../tiles`` says which layers exist, their zoom range and URL
+templates. Which files belong to a county and period is decided by :func:`cspon_rs.api.routers.map.resolve_sources`
+(the latest succeeded job, else the scene identity stored on the change patches: absolute path + sha256).
+
+Rendered tiles are kept in a process-wide LRU cache bounded by bytes (:data:`TILE_CACHE_BYTES`, env
+``CSPON_TILE_CACHE_BYTES``) and sent with ``Cache-Control: private, max-age=86400`` and an ``ETag`` that
+changes when a source file changes. Same auth and county scoping as the other map endpoints: a county-bound
+user asking for another county gets 403; a tile outside the scene is 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import Path as PathParam
+from pydantic import BaseModel
+
+from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_county, error_detail
+from cspon_rs.api.routers.map import CountyPath, MapSources, PeriodPath, resolve_sources
+
+__all__ = ["TILE_CACHE_BYTES", "TileCache", "TileLayer", "TilesOut", "render_tile", "router"]
+
+router = APIRouter(prefix="/map", tags=["map"])
+
+TileLayer = Literal["before", "after", "prob", "mask"]
+#: Upper bound of the in-process tile cache in bytes (PNG bytes), 64 MiB unless ``CSPON_TILE_CACHE_BYTES``.
+TILE_CACHE_BYTES = int(os.environ.get("CSPON_TILE_CACHE_BYTES", str(64 * 1024 * 1024)))
+#: Zoom levels served above the file's native zoom (pixels drawn as blocks, never resampled away).
+OVERZOOM = 2
+TILESIZE = 256
+_MASK_RGBA = (255, 40, 40, 170)
+_PROB_FLOOR = 0.05
+_HTTP_CACHE = "private, max-age=86400"
+
+
+class TileCache:
+    """Thread-safe LRU of rendered tiles, bounded by the total size of the stored bytes.
+
+    Args:
+        max_bytes: Largest total size kept; the least recently used tiles are dropped beyond it.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: bytes) -> None:
+        if len(value) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= len(old)
+            self._items[key] = value
+            self.bytes += len(value)
+            while self.bytes > self.max_bytes and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self.bytes -= len(dropped)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_CACHE = TileCache(TILE_CACHE_BYTES)
+_STRETCH: dict[str, list[tuple[float, float]]] = {}
+_STRETCH_LOCK = threading.Lock()
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _stretch_for(path: Path, key: str) -> list[tuple[float, float]]:
+    """2nd/98th percentiles of bands 1..3 of a ≤1024 px preview of ``path`` (cached per file version)."""
+    from rio_tiler.io import Reader
+
+    with _STRETCH_LOCK:
+        found = _STRETCH.get(key)
+    if found is not None:
+        return found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Reader(str(path)) as reader:
+            preview = reader.preview(indexes=(1, 2, 3), max_size=1024)
+    valid = preview.mask > 0
+    out: list[tuple[float, float]] = []
+    for band in preview.data:
+        values = band[valid]
+        if values.size == 0:
+            out.append((0.0, 1.0))
+            continue
+        lo, hi = (float(v) for v in np.percentile(values, (2.0, 98.0)))
+        out.append((lo, hi if hi > lo else lo + 1.0))
+    with _STRETCH_LOCK:
+        _STRETCH[key] = out
+    return out
+
+
+def native_zooms(path: Path) -> tuple[int, int]:
+    """``(minzoom, maxzoom)`` of ``path`` on WebMercatorQuad as rio-tiler computes them (maxzoom: native)."""
+    from rio_tiler.io import Reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Reader(str(path)) as reader:
+            return int(reader.minzoom), int(reader.maxzoom)
+
+
+def render_tile(path: Path, layer: TileLayer, z: int, x: int, y: int) -> bytes:
+    """One 256 px PNG tile of ``path`` for ``layer`` (see the module docs for the styling).
+
+    At and above the native zoom pixels are taken by nearest neighbour, so every tile pixel is a file
+    pixel; below it overviews are averaged by rio-tiler/GDAL.
+
+    Raises:
+        rio_tiler.errors.TileOutsideBounds: The tile does not touch the file.
+    """
+    from rio_tiler.colormap import cmap
+    from rio_tiler.io import Reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Reader(str(path)) as reader:
+            native = z >= reader.maxzoom
+            resampling = "nearest" if native or layer == "mask" else "average"
+            indexes = (1, 2, 3) if layer in ("before", "after") else (1,)
+            img = reader.tile(x, y, z, tilesize=TILESIZE, indexes=indexes, resampling_method=resampling,
+                              reproject_method="nearest")
+    if layer in ("before", "after"):
+        ranges = _stretch_for(path, _file_key(path))
+        img = img.rescale(in_range=ranges)
+        rendered: bytes = img.render(img_format="PNG")
+        return rendered
+    band = np.ma.getdata(img.data[0]).astype("float64")
+    valid = img.mask > 0
+    if layer == "mask":
+        on = valid & (band == 1)
+        rgba = np.zeros((4, TILESIZE, TILESIZE), dtype=np.uint8)
+        for i, v in enumerate(_MASK_RGBA):
+            rgba[i][on] = v
+    else:
+        on = valid & (band >= _PROB_FLOOR) & (band <= 1.0)
+        lut = np.array([cmap.get("magma")[i] for i in range(256)], dtype=np.uint8)  # (256, 4)
+        idx = np.clip(np.round(band * 255), 0, 255).astype(np.int64)
+        rgba = lut[idx].transpose(2, 0, 1).copy()
+        rgba[3] = np.where(on, 200, 0).astype(np.uint8)
+    return _png(rgba)
+
+
+def _png(rgba: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba.transpose(1, 2, 0)), mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- endpoints
+
+
+def layer_paths(src: MapSources) -> dict[str, Path]:
+    """The files behind each tile layer that exist on this server (``before``/``after``/``prob``/``mask``)."""
+    found: dict[str, Path] = {}
+    for name in ("before", "after", "prob", "mask"):
+        path: Path | None = getattr(src, name)
+        if path is not None and path.is_file():
+            found[name] = path
+    return found
+
+
+class TileLayerOut(BaseModel):
+    """One tile layer: URL template (``{z}/{x}/{y}`` as Leaflet wants it) and zoom range."""
+
+    url: str
+    minzoom: int
+    #: Native zoom of the file (tile pixel ≈ file pixel); tiles are served up to ``max_native_zoom + 2``.
+    max_native_zoom: int
+    date: str | None = None
+
+
+class TilesOut(BaseModel):
+    """The tile layers of a county and period."""
+
+    county_code: str
+    period: str
+    #: ``[[south, west], [north, east]]`` of the before scene in degrees.
+    bounds: list[list[float]] | None
+    layers: dict[str, TileLayerOut]
+    notes: list[str]
+
+
+@router.get("/{county_code}/{period}/tiles", response_model=TilesOut,
+            summary="Tile layers (imagery, change probability, change mask) of a county and period")
+def tiles_index(
+    county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+) -> TilesOut:
+    """URL templates for ``L.tileLayer`` and the zoom range of each layer that exists on this server."""
+    ensure_county(user, county_code)
+    src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
+    session.commit()
+    base = f"/api/v1/map/{county_code}/{period}/tiles"
+    layers: dict[str, TileLayerOut] = {}
+    notes = list(src.notes)
+    bounds: list[list[float]] | None = None
+    for name, path in layer_paths(src).items():
+        try:
+            lo, hi = native_zooms(path)
+        except Exception as exc:  # unreadable file: the map still works without this layer
+            notes.append(f"{name}: unreadable ({exc})")
+            continue
+        date = src.before_date if name == "before" else src.after_date if name == "after" else None
+        layers[name] = TileLayerOut(url=f"{base}/{name}/{{z}}/{{x}}/{{y}}.png", minzoom=max(0, lo - 2),
+                                    max_native_zoom=hi, date=date)
+        if name == "before":
+            from rio_tiler.io import Reader
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Reader(str(path)) as reader:
+                    w, s, e, n = reader.get_geographic_bounds("EPSG:4326")
+            bounds = [[s, w], [n, e]]
+    return TilesOut(county_code=county_code, period=period, bounds=bounds, layers=layers, notes=notes)
+
+
+@router.get("/{county_code}/{period}/tiles/{layer}/{z}/{x}/{y}.png", summary="One XYZ tile (Web Mercator)",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}, 304: {}})
+def tile(
+    county_code: CountyPath,
+    period: PeriodPath,
+    layer: TileLayer,
+    z: Annotated[int, PathParam(ge=0, le=24)],
+    x: Annotated[int, PathParam(ge=0)],
+    y: Annotated[int, PathParam(ge=0)],
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """PNG with an alpha channel; 404 outside the scene or above ``max_native_zoom + 2``."""
+    from rio_tiler.errors import TileOutsideBounds
+
+    ensure_county(user, county_code)
+    if x >= 2**z or y >= 2**z:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
+            "x", f"tile {z}/{x}/{y} does not exist (x and y must be below 2^z)", "path"))
+    src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
+    session.commit()
+    path = layer_paths(src).get(layer)
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
+            "layer", f"no {layer} raster known on this server for county {county_code}, period {period}"
+            + (f" ({'; '.join(src.notes)})" if src.notes else ""), "path"))
+    key = f"{_file_key(path)}|{layer}|{z}/{x}/{y}"
+    etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": _HTTP_CACHE, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    body = _CACHE.get(key)
+    if body is None:
+        _, maxzoom = native_zooms(path)
+        if z > maxzoom + OVERZOOM:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
+                "z", f"zoom {z} is above {maxzoom + OVERZOOM} (native zoom {maxzoom} + {OVERZOOM})", "path"))
+        try:
+            body = render_tile(path, layer, z, x, y)
+        except TileOutsideBounds:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
+                "x", f"tile {z}/{x}/{y} lies outside the {layer} raster of county {county_code}", "path"),
+                headers={"Cache-Control": _HTTP_CACHE}) from None
+        _CACHE.put(key, body)
+    return Response(content=body, media_type="image/png", headers=headers)
