@@ -363,7 +363,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     parser.add_argument("--model-size", type=int, default=None, help="scene edge (px) of the model runs "
                         "(default 2048; 1536 with --quick)")
-    parser.add_argument("--model-small", type=int, default=1536, help="second size for the worker-memory check")
+    parser.add_argument("--model-large", type=int, default=3072, help="second size for the worker-memory check")
     parser.add_argument("--vector-size", type=int, default=8000, help="mask edge (px) of the vectorise run")
     parser.add_argument("--vector-patches", type=int, default=45000, help="patches in the vectorise run")
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
@@ -456,14 +456,17 @@ def main() -> None:
             f"{q['whole_step_ratio']:.2f}; target <= 1.05)")
 
     if not ns.quick:
-        bs, as_ = (str(p) for p in make_scene_pair(work, ns.model_small))
-        small = _sub({"what": "detect", "before": bs, "after": as_, "out": str(work / "m_small"),
-                      "checkpoint": ckpt, "workers": 2, "threads": 1, "mode": "dask", "min_area": 200.0,
-                      "backend": "onnx"})
-        big = e2e["Dask 2 workers x 1 thread, onnx"]
-        figures["worker_rss_mb"] = {str(ns.model_small): small["worker_rss_mb"], str(m): big["worker_rss_mb"]}
-        say(f"worker peak RSS, 2 workers: {ns.model_small} px scene {_worker_mem(small)} vs {m} px scene "
-            f"{_worker_mem(big)}")
+        # Flat worker memory: the same 1024 px blocks over two scene sizes (2.25 x the pixels) on 2 workers.
+        peaks: dict[str, list[float]] = {}
+        for size in (m, ns.model_large):
+            bs, as_ = (str(p) for p in make_scene_pair(work, size))
+            run = _sub({"what": "detect", "before": bs, "after": as_, "out": str(work / f"mem_{size}"),
+                        "checkpoint": ckpt, "workers": 2, "threads": 1, "mode": "dask", "min_area": 200.0,
+                        "backend": "onnx", "block_size": 1024})
+            peaks[str(size)] = run["worker_rss_mb"]
+            say(f"worker peak RSS, Dask 2 x 1, 1024 px blocks, {size} px scene: {_worker_mem(run)} "
+                f"({run['mpx_s']:.3f} Mpx/s)")
+        figures["worker_rss_mb"] = peaks
 
     load = os.getloadavg()
     figures["load_end"] = load

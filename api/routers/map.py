@@ -16,7 +16,7 @@ the single-PNG overlay below stays as a fallback. It is rendered once per scene,
 ``<data_dir>/cache/map/`` as an RGBA PNG warped to Web Mercator (EPSG:3857, the CRS Leaflet draws in),
 so that ``L.imageOverlay`` with the returned lat/lon bounds lines up exactly; both dates are warped onto
 the *same* grid (the before scene's footprint). Bands are contrast-stretched per band between the 2nd and
-98th percentile of valid pixels.
+98th percentile of valid pixels (:func:`cspon_rs.geo.stretch.common_stretch`, the stretch of every picture).
 
 All endpoints need a bearer token of any role; county-bound users only see their county.
 """
@@ -122,19 +122,6 @@ def overlay_grid(reference: str | Path, max_size: int = 2048) -> OverlayGrid:
     return OverlayGrid(transform, int(width), int(height), ((south, west), (north, east)))
 
 
-def _stretch(band: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """Linear stretch of ``band`` between two percentiles of its valid pixels to 0..255 (uint8)."""
-    values = band[valid]
-    if values.size == 0:
-        return np.zeros(band.shape, dtype=np.uint8)
-    lo, hi = np.percentile(values, percentiles)
-    if hi <= lo:
-        hi = lo + 1
-    scaled = (band.astype(np.float64) - lo) / (hi - lo)
-    out: np.ndarray = (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
-    return out
-
-
 def render_overlay_png(
     source: str | Path,
     out_png: str | Path,
@@ -178,8 +165,10 @@ def render_overlay_png(
     valid = alpha > 0
     if src.nodata is not None:
         valid &= ~np.all(rgb == src.nodata, axis=0)
-    channels = [_stretch(rgb[i], valid, percentiles) for i in range(3)]
-    rgba = np.dstack([*channels, np.where(valid, 255, 0).astype(np.uint8)])
+    from cspon_rs.geo.stretch import common_stretch
+
+    (rgb8,) = common_stretch([np.where(valid, rgb, np.nan)], low=percentiles[0], high=percentiles[1])
+    rgba = np.dstack([rgb8, np.where(valid, 255, 0).astype(np.uint8)])
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out_png.parent)
     os.close(fd)

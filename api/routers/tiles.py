@@ -3,8 +3,9 @@
 ``GET /api/v1/map/{county}/{period}/tiles/{layer}/{z}/{x}/{y}.png`` with ``layer`` one of
 
 * ``before`` / ``after`` -- bands 1,2,3 of the scene pair (B04,B03,B02 of the demo stacks), linearly
-  stretched per band between the 2nd and 98th percentile of a low-resolution preview of *that* scene (so a
-  tile looks the same whichever zoom it was cut at);
+  stretched per band between the 2nd and 98th percentile of low-resolution previews of *both* dates together
+  (:func:`cspon_rs.geo.stretch.stretch_limits`, the limits chips and quicklook use), so a tile looks the same
+  whichever zoom it was cut at and a brightness change between the dates stays visible;
 * ``prob`` -- the detection's ``change_prob.tif`` (0..1, float32), coloured with the ``magma`` colour map,
   transparent below 0.05 and at nodata;
 * ``mask`` -- the detection's ``change_mask.tif`` (1 = change) in red, everything else transparent.
@@ -28,6 +29,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -101,27 +103,26 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _stretch_for(path: Path, key: str) -> list[tuple[float, float]]:
-    """2nd/98th percentiles of bands 1..3 of a ≤1024 px preview of ``path`` (cached per file version)."""
+def _stretch_for(paths: Sequence[Path]) -> list[tuple[float, float]]:
+    """Per-band limits of bands 1..3 shared by both dates (``stretch_limits`` of the chips and quicklook),
+    from a ≤1024 px preview of each file; cached per file versions."""
     from rio_tiler.io import Reader
 
+    from cspon_rs.geo.stretch import stretch_limits
+
+    key = "|".join(_file_key(p) for p in paths)
     with _STRETCH_LOCK:
         found = _STRETCH.get(key)
     if found is not None:
         return found
+    previews = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with Reader(str(path)) as reader:
-            preview = reader.preview(indexes=(1, 2, 3), max_size=1024)
-    valid = preview.mask > 0
-    out: list[tuple[float, float]] = []
-    for band in preview.data:
-        values = band[valid]
-        if values.size == 0:
-            out.append((0.0, 1.0))
-            continue
-        lo, hi = (float(v) for v in np.percentile(values, (2.0, 98.0)))
-        out.append((lo, hi if hi > lo else lo + 1.0))
+        for path in paths:
+            with Reader(str(path)) as reader:
+                preview = reader.preview(indexes=(1, 2, 3), max_size=1024)
+            previews.append(np.where(preview.mask > 0, np.ma.getdata(preview.data), np.nan))
+    out = stretch_limits(previews)
     with _STRETCH_LOCK:
         _STRETCH[key] = out
     return out
@@ -137,8 +138,13 @@ def native_zooms(path: Path) -> tuple[int, int]:
             return int(reader.minzoom), int(reader.maxzoom)
 
 
-def render_tile(path: Path, layer: TileLayer, z: int, x: int, y: int) -> bytes:
+def render_tile(
+    path: Path, layer: TileLayer, z: int, x: int, y: int, stretch_with: Sequence[Path] = ()
+) -> bytes:
     """One 256 px PNG tile of ``path`` for ``layer`` (see the module docs for the styling).
+
+    Imagery is stretched with limits shared with ``stretch_with`` (the other date), so a real brightness
+    change stays visible when the reviewer switches dates.
 
     At and above the native zoom pixels are taken by nearest neighbour, so every tile pixel is a file
     pixel; below it overviews are averaged by rio-tiler/GDAL.
@@ -158,7 +164,7 @@ def render_tile(path: Path, layer: TileLayer, z: int, x: int, y: int) -> bytes:
             img = reader.tile(x, y, z, tilesize=TILESIZE, indexes=indexes, resampling_method=resampling,
                               reproject_method="nearest")
     if layer in ("before", "after"):
-        ranges = _stretch_for(path, _file_key(path))
+        ranges = _stretch_for([path, *stretch_with])
         img = img.rescale(in_range=ranges)
         rendered: bytes = img.render(img_format="PNG")
         return rendered
@@ -278,12 +284,14 @@ def tile(
             "x", f"tile {z}/{x}/{y} does not exist (x and y must be below 2^z)", "path"))
     src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
     session.commit()
-    path = layer_paths(src).get(layer)
+    paths = layer_paths(src)
+    path = paths.get(layer)
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
             "layer", f"no {layer} raster known on this server for county {county_code}, period {period}"
             + (f" ({'; '.join(src.notes)})" if src.notes else ""), "path"))
-    key = f"{_file_key(path)}|{layer}|{z}/{x}/{y}"
+    partner = [paths[d] for d in ("before", "after") if layer in ("before", "after") and d != layer and d in paths]
+    key = f"{'|'.join(_file_key(p) for p in (path, *partner))}|{layer}|{z}/{x}/{y}"
     etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
     headers = {"Cache-Control": _HTTP_CACHE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
@@ -295,7 +303,7 @@ def tile(
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
                 "z", f"zoom {z} is above {maxzoom + OVERZOOM} (native zoom {maxzoom} + {OVERZOOM})", "path"))
         try:
-            body = render_tile(path, layer, z, x, y)
+            body = render_tile(path, layer, z, x, y, stretch_with=partner)
         except TileOutsideBounds:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
                 "x", f"tile {z}/{x}/{y} lies outside the {layer} raster of county {county_code}", "path"),

@@ -142,3 +142,30 @@ def test_tile_cache_stays_within_its_byte_bound() -> None:
     assert cache.get("k0") is None and cache.get("k49") == bytes(100)
     cache.put("big", bytes(5000))  # larger than the whole cache: not kept
     assert cache.get("big") is None and cache.bytes <= 1000
+
+
+def test_both_dates_share_one_stretch(tmp_path: Path) -> None:
+    """A scene that got brighter shows brighter in the after tile (per-date stretches would hide it)."""
+    from rasterio.transform import from_origin
+
+    from cspon_rs.api.routers.tiles import render_tile
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(200, 1200, (3, 256, 256)).astype(np.uint16)
+    tile = TMS.tile(114.17, 22.30, 15)
+    bounds = TMS.xy_bounds(tile)
+    transform = from_origin(bounds.left, bounds.top, (bounds.right - bounds.left) / 256,
+                            (bounds.top - bounds.bottom) / 256)
+    paths = []
+    for name, data in (("before", base), ("after", base + 600)):
+        paths.append(tmp_path / f"{name}.tif")
+        with rasterio.open(paths[-1], "w", driver="GTiff", width=256, height=256, count=3, dtype="uint16",
+                           crs="EPSG:3857", transform=transform) as dst:
+            dst.write(data)
+    before, after = paths
+    shared = [_png(render_tile(p, name, tile.z, tile.x, tile.y, stretch_with=[other]))[..., :3].mean()
+              for p, name, other in ((before, "before", after), (after, "after", before))]
+    alone = [_png(render_tile(p, name, tile.z, tile.x, tile.y))[..., :3].mean()
+             for p, name in ((before, "before"), (after, "after"))]
+    assert shared[1] > shared[0] + 60  # +600 of a ~1900 wide common range is about +80 of 255
+    assert abs(alone[1] - alone[0]) < 5  # the same picture twice: the change is normalised away
