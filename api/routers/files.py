@@ -61,6 +61,16 @@ def _patrol_chips(session: SessionDep, settings: SettingsDep, records: list[Any]
     return chips
 
 
+def _period_rows(user: ApiUser, session: SessionDep, period: str, county_code: str | None) -> tuple[str | None, Any]:
+    """The caller's county (403 for another one) and the period's stored rows with their field results."""
+    from cspon_rs.exports.bundle import store_frame
+
+    county = scoped_county(user, county_code)
+    frame = store_frame(session, period=period, county_code=county)
+    session.commit()
+    return county, frame
+
+
 def _scratch(settings: SettingsDep) -> Path:
     folder = Path(settings.data_dir) / "tmp" / uuid.uuid4().hex
     folder.mkdir(parents=True)
@@ -155,12 +165,9 @@ def export_list(
 ) -> FileResponse:
     """Same writers (and columns) as the files ``cspon-rs warn`` puts next to its run, from the store's
     current state (statuses and verification results included)."""
-    from cspon_rs.exports.bundle import store_frame
     from cspon_rs.exports.lists import write_warning_csv, write_warning_gpkg, write_warning_xlsx
 
-    county = scoped_county(user, county_code)
-    frame = store_frame(session, period=period, county_code=county)
-    session.commit()
+    county, frame = _period_rows(user, session, period, county_code)
     folder = _scratch(settings)
     path = folder / f"warnings_{_safe(county or 'all')}_{_safe(period)}.{fmt}"
     if fmt == "xlsx":
@@ -191,12 +198,9 @@ def export_tuban_shapefile(
 ) -> FileResponse:
     """Chinese 卫片执法 field codes (TBBH, XZQDM, ...; schema ``configs/export_fields.yaml``), planar GK and
     ellipsoidal areas, field results from the store."""
-    from cspon_rs.exports.bundle import store_frame
     from cspon_rs.exports.layers import write_tuban, zip_shapefile
 
-    county = scoped_county(user, county_code)
-    frame = store_frame(session, period=period, county_code=county)
-    session.commit()
+    county, frame = _period_rows(user, session, period, county_code)
     folder = _scratch(settings)
     stem = f"tuban_{_safe(county or 'all')}_{_safe(period)}"
     shp = write_tuban(frame, folder / "shp" / f"{stem}.shp", out_crs=out_crs, encoding=encoding)
@@ -219,12 +223,9 @@ def export_tuban_gpkg(
     gpkg_version: Annotated[Literal["1.2", "1.3"], Query()] = "1.2",
 ) -> FileResponse:
     """Same fields as the Shapefile, named by their Chinese aliases; the area method is in the layer metadata."""
-    from cspon_rs.exports.bundle import store_frame
     from cspon_rs.exports.layers import write_tuban
 
-    county = scoped_county(user, county_code)
-    frame = store_frame(session, period=period, county_code=county)
-    session.commit()
+    county, frame = _period_rows(user, session, period, county_code)
     folder = _scratch(settings)
     path = folder / f"tuban_{_safe(county or 'all')}_{_safe(period)}.gpkg"
     write_tuban(frame, path, out_crs=out_crs, gpkg_version=gpkg_version)

@@ -3,8 +3,10 @@ concurrent verifications, statistics, negatives."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,10 @@ def test_patrol_and_exports(server: Server, seeded: dict[str, Any]) -> None:
         assert gpx.status_code == 200 and b"<gpx" in gpx.content and gpx.content.count(b"<wpt") == 4
         kml = f.get("/patrols/team-p", params={"start_lon": 114.10, "start_lat": 22.30, "format": "kml"})
         assert kml.status_code == 200 and b"<kml" in kml.content
+        kmz = f.get("/patrols/team-p", params={"start_lon": 114.10, "start_lat": 22.30, "format": "kmz"})
+        assert kmz.status_code == 200 and kmz.headers["content-type"].startswith("application/vnd.google-earth.kmz")
+        with zipfile.ZipFile(io.BytesIO(kmz.content)) as z:
+            assert z.read("doc.kml").count(b"<Placemark") >= 4
         gj = f.get("/patrols/team-p", params={"start_lon": 114.10, "start_lat": 22.30, "format": "geojson"})
         assert gj.status_code == 200 and gj.json()["type"] == "FeatureCollection"
         assert f.get("/patrols/team-w", params={"start_lon": 114.1, "start_lat": 22.3}).status_code == 403
@@ -228,8 +234,6 @@ def test_patrol_and_exports(server: Server, seeded: dict[str, Any]) -> None:
         assert c.get("/patrols/nobody", params={"start_lon": 114.1, "start_lat": 22.3}).status_code == 404
         xlsx = c.get("/exports/warnings.xlsx", params={"period": "2018Q1"})
         assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
-        import io
-
         import openpyxl
 
         sheet = openpyxl.load_workbook(io.BytesIO(xlsx.content)).worksheets[0]
