@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "CountyCode",
@@ -257,6 +257,12 @@ class VerificationOut(_Out):
     lon: float | None
     lat: float | None
     observed_at: dt.datetime | None
+    position_accuracy_m: float | None = Field(
+        default=None, ge=0, description="GPS accuracy radius of lon/lat, metres (null: not reported)")
+    heading_deg: float | None = Field(
+        default=None, ge=0, le=360, description="direction the device faced, degrees clockwise from north")
+    position_at: AwareDatetime | None = Field(default=None, description="when the position fix was taken")
+    recorded_at: AwareDatetime | None = Field(default=None, description="device time of the check")
     by: str | None
     created_at: dt.datetime
 
@@ -270,6 +276,8 @@ class PhotoOut(BaseModel):
     sha256: str
     url: str
     verification_id: int | None
+    taken_at: AwareDatetime | None = Field(
+        default=None, description="EXIF DateTimeOriginal when the file has it, else the file time the client sent")
 
 
 class WarningDetail(WarningOut):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
+from PIL import ExifTags, Image
 from shapely import wkt as shapely_wkt
 from shapely.geometry import mapping
 
@@ -33,7 +35,9 @@ from cspon_rs.api.schemas import (
     WarningPage,
 )
 from cspon_rs.api.uploads import SavedFile, save_upload
+from cspon_rs.errors import SchemaError
 from cspon_rs.store.api_models import ApiUser, Photo
+from cspon_rs.store.crud import MAX_ACCURACY_M, field_time
 from cspon_rs.store.models import WarningRecord
 
 router = APIRouter(prefix="/warnings", tags=["warnings"])
@@ -143,6 +147,7 @@ def _photo_out(request: Request, photo: Photo) -> PhotoOut:
         sha256=photo.sha256,
         url=url,
         verification_id=photo.verification_id,
+        taken_at=photo.taken_at,
     )
 
 
@@ -381,11 +386,42 @@ async def verify(
     lon: Annotated[float | None, Form(ge=-180, le=180, description="GPS longitude, EPSG:4326")] = None,
     lat: Annotated[float | None, Form(ge=-90, le=90, description="GPS latitude, EPSG:4326")] = None,
     observed_at: Annotated[dt.datetime | None, Form(description="when the check was made (ISO 8601)")] = None,
+    accuracy_m: Annotated[
+        float | None,
+        Form(ge=0, le=MAX_ACCURACY_M, allow_inf_nan=False, description="GPS accuracy radius of lon/lat, metres"),
+    ] = None,
+    heading_deg: Annotated[
+        float | None,
+        Form(ge=0, le=360, allow_inf_nan=False, description="direction the device faced, degrees from north"),
+    ] = None,
+    position_at: Annotated[
+        str | None, Form(max_length=64, description="when the position fix was taken (ISO 8601 with offset or Z)")
+    ] = None,
+    recorded_at: Annotated[
+        str | None, Form(max_length=64, description="device time of the check (ISO 8601 with offset or Z)")
+    ] = None,
+    photo_times: Annotated[
+        list[str] | None,
+        Form(description="file time of each photo, in the order of `photos` (ISO 8601 with offset or Z; "
+                         "'' = unknown); EXIF DateTimeOriginal in the file wins"),
+    ] = None,
     photos: Annotated[list[UploadFile] | None, File(description="JPEG or PNG photos")] = None,
 ) -> VerificationCreated:
     """Moves the warning ``assigned → verified`` and keeps history. Two verifications based on the same
-    version: the first wins, the second gets 409. Photos are checked by magic bytes and size."""
+    version: the first wins, the second gets 409. Photos are checked by magic bytes and size.
+
+    Capture details (``accuracy_m``, ``heading_deg``, ``position_at``, ``recorded_at``, ``photo_times``) are
+    optional; times must carry a UTC offset, be after 2000-01-01 and at most 10 minutes ahead of the server."""
     from cspon_rs.store.crud import get_warning, record_verification
+
+    position_time = _form_time("position_at", position_at)
+    recorded_time = _form_time("recorded_at", recorded_at)
+    if (accuracy_m is not None or position_time is not None) and lon is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("accuracy_m" if accuracy_m is not None else "position_at",
+                                "describes the position: give lon and lat too"),
+        )
 
     def _check() -> WarningRecord:
         found = visible_warning(session, user, warning_id)
@@ -405,6 +441,16 @@ async def verify(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=error_detail("lat" if lat is None else "lon", "give both lon and lat or neither"),
         )
+    times = list(photo_times or [])
+    if times and len(times) != len(uploads):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("photo_times", f"{len(times)} times for {len(uploads)} photos: give one per photo "
+                                               "('' when unknown) or none"),
+        )
+    file_times = [_form_time("photo_times", t) for t in times] or [None] * len(uploads)
+    # EXIF times carry no offset unless OffsetTimeOriginal is set: read them in the device's zone
+    zone = next((t.tzinfo for t in (*file_times, recorded_time, position_time) if t is not None), None)
     folder = settings.data_dir / "photos" / _safe_segment(record.id)
     saved: list[SavedFile] = []
 
@@ -417,9 +463,10 @@ async def verify(
                 size=s.size,
                 sha256=s.sha256,
                 original_name=(s.original_name or "")[:255] or None,
+                taken_at=_exif_taken_at(s.path, zone) or (t.astimezone(dt.UTC) if t else None),
                 uploaded_by=user.id,
             )
-            for s in saved
+            for s, t in zip(saved, file_times, strict=True)
         ]
         session.add_all(rows)  # committed together with the verification, or not at all
         verification = record_verification(
@@ -434,6 +481,10 @@ async def verify(
             lat=lat,
             observed_at=observed_at,
             by=user.name,
+            position_accuracy_m=accuracy_m,
+            heading_deg=heading_deg,
+            position_at=position_time,
+            recorded_at=recorded_time,
         )
         for row in rows:
             row.verification_id = verification.id
@@ -463,6 +514,63 @@ async def verify(
         for s in saved:
             s.path.unlink(missing_ok=True)
         raise
+
+
+def _form_time(field: str, raw: str | None) -> dt.datetime | None:
+    """A form field holding a device time (ISO 8601 with an offset or ``Z``), as given; ``''`` → ``None``.
+
+    Raises:
+        HTTPException: 422 naming the field and value when it does not parse, has no offset, is before 2000 or
+            more than 10 minutes in the future.
+    """
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail(field, f"{raw!r} is not an ISO 8601 time; give e.g. 2026-05-01T10:00:00+08:00"),
+        ) from None
+    try:
+        field_time(field, value, shown=raw.strip())
+    except SchemaError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, str(exc))) from None
+    return value
+
+
+def _exif_taken_at(path: Path, zone: dt.tzinfo | None) -> dt.datetime | None:
+    """EXIF ``DateTimeOriginal`` of a saved photo in UTC, or ``None`` (no EXIF, unreadable, implausible).
+
+    The EXIF time is local to the camera: ``OffsetTimeOriginal`` gives its offset when present, else ``zone``
+    (the offset of the times the device sent); with neither the time is ambiguous and ``None`` is returned.
+    """
+    try:
+        with Image.open(path) as image:
+            exif = image.getexif().get_ifd(ExifTags.IFD.Exif)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    raw = exif.get(ExifTags.Base.DateTimeOriginal)
+    if not isinstance(raw, str):
+        return None
+    try:
+        local = dt.datetime.strptime(raw.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    offset = exif.get(ExifTags.Base.OffsetTimeOriginal)
+    if isinstance(offset, str) and offset.strip("\x00 "):
+        try:
+            tz: dt.tzinfo | None = dt.datetime.strptime(offset.strip("\x00 "), "%z").tzinfo
+        except ValueError:
+            tz = zone
+    else:
+        tz = zone
+    if tz is None:
+        return None
+    try:
+        return field_time("taken_at", local.replace(tzinfo=tz))
+    except SchemaError:
+        return None  # camera clock unset (1970, 2080 ...): the client's file time is better than this
 
 
 def _safe_segment(text: str) -> str:

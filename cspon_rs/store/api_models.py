@@ -125,5 +125,8 @@ class Photo(Base):
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     original_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: When the photo was taken: EXIF ``DateTimeOriginal`` when the file has it, else the file time the
+    #: client sent; ``None`` when neither is known.
+    taken_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("api_users.id"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -49,6 +49,7 @@ __all__ = [
     "change_status",
     "count_warnings",
     "false_change_negatives",
+    "field_time",
     "get_warning",
     "job_scope",
     "latest_verifications",
@@ -60,6 +61,13 @@ __all__ = [
     "verification_reason",
     "warnings_frame",
 ]
+
+#: Field-capture times earlier than this are a device with a reset clock, not a real check.
+EARLIEST_FIELD_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+#: How far ahead of the server clock a device time may be (phones drift).
+FIELD_TIME_SLACK = dt.timedelta(minutes=10)
+#: Largest GPS accuracy radius accepted (metres); anything bigger is no position at all.
+MAX_ACCURACY_M = 100_000.0
 
 VerificationResult = Literal["illegal", "legal", "false_change"]
 _PERIOD = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,15}$")
@@ -722,6 +730,10 @@ def record_verification(
     lat: float | None = None,
     observed_at: dt.datetime | None = None,
     by: str | None = None,
+    position_accuracy_m: float | None = None,
+    heading_deg: float | None = None,
+    position_at: dt.datetime | None = None,
+    recorded_at: dt.datetime | None = None,
 ) -> Verification:
     """Record a field check and move the warning ``assigned → verified``.
 
@@ -730,12 +742,25 @@ def record_verification(
             as a negative for retraining).
         expected_version: The ``version`` the verifier saw; a different stored version (someone else
             verified or edited it meanwhile) raises :class:`ConflictError` and nothing is written.
+        lon, lat: Position of the check, EPSG:4326 degrees.
+        position_accuracy_m: GPS accuracy radius of ``lon``/``lat`` in metres (0 to 100 km).
+        heading_deg: Direction the device faced, degrees clockwise from north (0-360).
+        position_at: When the position fix was taken; recorded_at: device time of the check. Both
+            timezone-aware, see :func:`field_time`.
 
     Raises:
-        NotFoundError, ConflictError, InvalidTransitionError, SchemaError (unknown result).
+        NotFoundError, ConflictError, InvalidTransitionError, SchemaError (unknown result, a capture value
+        out of range or a naive/implausible time).
     """
     if result not in ("illegal", "legal", "false_change"):
         raise SchemaError(f"verification result {result!r}: use illegal, legal or false_change")
+    if position_accuracy_m is not None and not 0.0 <= position_accuracy_m <= MAX_ACCURACY_M:
+        raise SchemaError(f"position_accuracy_m {position_accuracy_m!r}: give metres between 0 and "
+                          f"{MAX_ACCURACY_M:.0f}")
+    if heading_deg is not None and not 0.0 <= heading_deg <= 360.0:
+        raise SchemaError(f"heading_deg {heading_deg!r}: give degrees clockwise from north between 0 and 360")
+    position_at = field_time("position_at", position_at)
+    recorded_at = field_time("recorded_at", recorded_at)
     with _transaction(session, f"warning {warning_id}"):
         record = get_warning(session, warning_id)
         _check_version(record, expected_version)
@@ -743,7 +768,8 @@ def record_verification(
         before = record.status
         verification = Verification(
             result=result, reason=reason, actual_use=actual_use, notes=notes, lon=lon, lat=lat,
-            observed_at=aware(observed_at) or utcnow(), by=by,
+            observed_at=aware(observed_at) or utcnow(), by=by, position_accuracy_m=position_accuracy_m,
+            heading_deg=heading_deg, position_at=position_at, recorded_at=recorded_at,
         )
         record.verifications.append(verification)
         record.status = "verified"
@@ -852,6 +878,34 @@ def verification_reason(verification: Verification) -> str:
     words = {"illegal": "illegal construction", "legal": "legal construction", "false_change": "no real change"}
     use = f" (actual use: {verification.actual_use})" if verification.actual_use else ""
     return f"field check: {words.get(verification.result, verification.result)}{use}"
+
+
+def field_time(
+    field: str, value: dt.datetime | None, now: dt.datetime | None = None, *, shown: str | None = None
+) -> dt.datetime | None:
+    """Check a time the field device reported and return it in UTC.
+
+    Args:
+        field: Name used in the error message (e.g. ``recorded_at``).
+        value: The time; must carry a UTC offset. ``None`` passes through.
+        now: Server time to compare with (default: now).
+        shown: The value as the client wrote it, for the message (default: ``value`` in ISO 8601).
+
+    Raises:
+        SchemaError: naive, before 2000-01-01 or more than 10 minutes ahead of ``now``.
+    """
+    if value is None:
+        return None
+    text = shown if shown is not None else value.isoformat()
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise SchemaError(f"{field} {text!r}: give a UTC offset, e.g. 2026-05-01T10:00:00+08:00 or ...Z")
+    at = value.astimezone(dt.UTC)
+    limit = (now or utcnow()) + FIELD_TIME_SLACK
+    if at < EARLIEST_FIELD_TIME:
+        raise SchemaError(f"{field} {text!r}: before 2000-01-01; check the device clock")
+    if at > limit:
+        raise SchemaError(f"{field} {text!r}: more than 10 minutes in the future; check the device clock")
+    return at
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:

@@ -152,6 +152,14 @@ class Verification(Base):
     lon: Mapped[float | None] = mapped_column(Float)
     lat: Mapped[float | None] = mapped_column(Float)
     observed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: GPS accuracy radius of ``lon``/``lat`` in metres (>= 0), as the device reported it.
+    position_accuracy_m: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Direction the device faced, degrees clockwise from true north (0-360).
+    heading_deg: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: When the position fix was taken (device clock).
+    position_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Device time of the check (may differ from ``created_at`` when it was queued offline).
+    recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

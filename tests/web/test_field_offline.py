@@ -4,6 +4,7 @@ sync when back online, a conflict surfaced (never lost), and the result on the r
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from webtest_support import COUNTY, PERIOD, TEAM, Seeded
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 120_000
+FAST_CLOCK = "2031-01-05T16:00:00+08:00"  # a phone clock years ahead: the server refuses it as recorded_at
+LEGACY_NOTES = "旧版 old app\n[设备时间 device time 2026-01-05T08:00:00.000Z; 定位 position 114.1,22.3 ±9 m]"
 
 
 def _jpeg(path: Path) -> Path:
@@ -54,11 +57,12 @@ def _verify(card: Any, result: str, actual_use: str, notes: str, photo: Path | N
 def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
     browser: Any, seeded: Seeded, shots: Path, tmp_path: Path,
 ) -> None:
-    targets = _open_targets(seeded, 2)
-    here = {"latitude": targets[0]["centroid_lat"] + 0.0005, "longitude": targets[0]["centroid_lon"]}
+    targets = _open_targets(seeded, 3)
+    here = {"latitude": targets[0]["centroid_lat"] + 0.0005, "longitude": targets[0]["centroid_lon"], "accuracy": 12}
+    # a phone in China: the app sends its times with +08:00, the server stores them in UTC
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                                   has_touch=True, locale="zh-CN", geolocation=here, permissions=["geolocation"],
-                                  service_workers="allow")
+                                  service_workers="allow", timezone_id="Asia/Shanghai")
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
@@ -70,7 +74,7 @@ def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
         page.click("#login-submit")
         page.wait_for_selector("body[data-loaded='1']")
         page.wait_for_selector("body[data-sw='active']")
-        open_ids = {t["id"] for t in _open_targets(seeded, 2)}
+        open_ids = {t["id"] for t in _open_targets(seeded, 3)}
         page.click("#download")
         page.wait_for_selector("body[data-downloaded]")
         n_tiles = int(page.get_attribute("body", "data-downloaded"))
@@ -101,13 +105,24 @@ def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
             r = c.post(f"/warnings/{b}/verifications", data={"result": "legal", "expected_version": str(w["version"]),
                                                               "notes": "colleague"})
             assert r.status_code == 201, r.text
-        _verify(page.locator(f"#targets li.target[data-id='{a}']"), "illegal", "厂房 factory", "offline check",
-                _jpeg(tmp_path / "site.jpg"))
+        site = _jpeg(tmp_path / "site.jpg")
+        checked_from = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        _verify(page.locator(f"#targets li.target[data-id='{a}']"), "illegal", "厂房 factory", "offline check", site)
         page.wait_for_selector("body[data-queue='1']")
         _verify(page.locator(f"#targets li.target[data-id='{b}']"), "illegal", "仓库 warehouse", "second")
         page.wait_for_selector("body[data-queue='2']")
         assert page.inner_text("#queue-count") == "2"
         assert page.locator("#queue-list li.qitem[data-state='pending']").count() == 2
+        # an item queued by the previous app version (capture details only in its notes line) still syncs, and
+        # a phone whose clock ran years ahead still gets its check through (the rejected time goes to the notes)
+        c_id = cards.nth(2).get_attribute("data-id")
+        c_version = next(t["version"] for t in _open_targets(seeded, 3) if t["id"] == c_id)
+        page.evaluate("""([id, version, notes, clock]) => CsponOffline.queueAdd({warning_id: id,
+            expected_version: version, result: "legal", actual_use: "", notes: notes, recorded_at: clock,
+            observed_at: "2026-01-05T08:00:00.000Z", created_at: "2026-01-05T08:00:00.000Z", state: "pending",
+            photos: []})""", [c_id, c_version, LEGACY_NOTES, FAST_CLOCK])
+        page.reload()
+        page.wait_for_selector("body[data-loaded='1'][data-queue='3']")
         page.screenshot(path=str(shots / "field_queue.png"))
         with seeded.db() as con:
             assert con.execute("SELECT status FROM warnings WHERE id=?", (a,)).fetchone()[0] == "assigned"
@@ -123,13 +138,32 @@ def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
         with seeded.db() as con:
             status, result = con.execute("SELECT status, verification_result FROM warnings WHERE id=?",
                                          (a,)).fetchone()
-            use, lon, lat, notes = con.execute("SELECT actual_use, lon, lat, notes FROM verifications "
-                                               "WHERE warning_id=? ORDER BY id DESC", (a,)).fetchone()
+            use, lon, lat, notes, accuracy, recorded, fixed = con.execute(
+                "SELECT actual_use, lon, lat, notes, position_accuracy_m, recorded_at, position_at FROM verifications "
+                "WHERE warning_id=? ORDER BY id DESC", (a,)).fetchone()
             n_photos = con.execute("SELECT count(*) FROM api_photos WHERE warning_id=?", (a,)).fetchone()[0]
+            taken = con.execute("SELECT taken_at FROM api_photos WHERE warning_id=?", (a,)).fetchone()[0]
             b_rows = con.execute("SELECT result, notes FROM verifications WHERE warning_id=?", (b,)).fetchall()
+            c_rows = con.execute("SELECT result, notes, recorded_at, position_accuracy_m FROM verifications "
+                                 "WHERE warning_id=?", (c_id,)).fetchall()
         assert (status, result, use, n_photos) == ("verified", "illegal", "厂房 factory", 1)
         assert lon == pytest.approx(here["longitude"], abs=1e-6) and lat == pytest.approx(here["latitude"], abs=1e-6)
-        assert "±" in notes and "设备时间 device time" in notes and "site.jpg" in notes
+        # capture details are columns now, not a line packed into the notes
+        assert notes == "offline check"
+        assert accuracy == pytest.approx(here["accuracy"])
+        recorded_at = dt.datetime.fromisoformat(recorded).replace(tzinfo=dt.UTC)
+        assert checked_from <= recorded_at <= dt.datetime.now(dt.UTC)
+        assert fixed is not None and dt.datetime.fromisoformat(fixed).replace(tzinfo=dt.UTC) <= recorded_at
+        # no EXIF in this photo: the file time the phone gave (the file's mtime) is stored
+        taken_at = dt.datetime.fromisoformat(taken).replace(tzinfo=dt.UTC)
+        mtime = dt.datetime.fromtimestamp(site.stat().st_mtime, dt.UTC)
+        assert abs(taken_at - mtime) < dt.timedelta(seconds=2)
+        # (multipart form data turns the notes' line break into CRLF, as browsers do)
+        ((c_result, c_notes, c_recorded, c_accuracy),) = c_rows
+        assert (c_result, c_recorded, c_accuracy) == ("legal", None, None)
+        c_notes = c_notes.replace("\r\n", "\n")
+        assert c_notes.startswith(LEGACY_NOTES + "\n[设备时间 device time " + FAST_CLOCK)
+        assert "时钟异常 clock rejected: recorded_at" in c_notes
         assert b_rows == [("legal", "colleague")]  # the colleague's check stands until the user decides
         conflict = page.locator(f"#queue-list li.qitem[data-id='{b}'][data-state='conflict']")
         assert "legal" in conflict.inner_text() or "合法" in conflict.inner_text()
@@ -155,5 +189,7 @@ def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
         assert "verified" in page.inner_text("#detail-status")
         assert "违法" in page.inner_text("#detail-verdict")
         assert page.inner_text("#detail-actual-use") == "厂房 factory"
+        shown = page.inner_text("#detail-verifications")
+        assert "±12 m" in shown and "设备时间 device time" in shown and "照片拍摄 photos taken" in shown
     finally:
         review.close()

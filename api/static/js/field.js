@@ -217,7 +217,8 @@
     var item = {
       warning_id: t.id, expected_version: t.version, result: chosen ? chosen.value : "",
       actual_use: form.elements.actual_use.value.trim(), notes: form.elements.notes.value.trim(),
-      observed_at: new Date().toISOString(), created_at: new Date().toISOString(), state: "pending",
+      observed_at: new Date().toISOString(), recorded_at: localIso(Date.now()), created_at: new Date().toISOString(),
+      state: "pending",
       photos: Array.prototype.map.call(form.elements.photos.files, function (f) {
         return { name: f.name, type: f.type, size: f.size, last_modified: new Date(f.lastModified).toISOString(), blob: f };
       })
@@ -354,24 +355,42 @@
     O.setAside(q).then(refreshQueue).then(renderTargets);
   }
 
+  /** A time as ISO 8601 with the phone's own UTC offset (2026-05-01T09:30:00+08:00): the server reads the
+   * photos' EXIF times, which carry no zone, in that offset. Unparseable input gives "". */
+  function localIso(value) {
+    var d = new Date(value);
+    if (isNaN(d.getTime())) return "";
+    var off = -d.getTimezoneOffset(), sign = off >= 0 ? "+" : "-", a = Math.abs(off);
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + "T" + two(d.getHours()) + ":" +
+      two(d.getMinutes()) + ":" + two(d.getSeconds()) + sign + two(Math.floor(a / 60)) + ":" + two(a % 60);
+  }
+
+  function finite(x) { return typeof x === "number" && isFinite(x); }
+
+  /** The multipart body of a queued verification. Capture details travel as their own fields (accuracy_m,
+   * heading_deg, position_at, recorded_at, photo_times); items queued by older versions of the app have the
+   * same keys (or fewer) and sync the same way; notes are sent as the user typed them. */
   function formFor(q) {
     var data = new FormData();
     data.append("result", q.result);
     data.append("expected_version", String(q.expected_version));
     if (q.actual_use) data.append("actual_use", q.actual_use);
-    var facts = ["设备时间 device time " + q.observed_at];
-    if (q.lon !== undefined && q.lat !== undefined) {
+    if (q.notes) data.append("notes", q.notes.slice(0, 10000));
+    if (finite(q.lon) && finite(q.lat)) {
       data.append("lon", String(q.lon));
       data.append("lat", String(q.lat));
-      facts.push("定位 position " + q.lon.toFixed(6) + "," + q.lat.toFixed(6) +
-        (q.accuracy_m !== undefined ? " ±" + Math.round(q.accuracy_m) + " m" : "") +
-        (q.position_at ? " @ " + q.position_at : "") + " (" + (q.position_source || "device") + ")");
+      if (finite(q.accuracy_m) && q.accuracy_m >= 0) data.append("accuracy_m", String(q.accuracy_m));
+      if (!q.drop_times && q.position_at && localIso(q.position_at)) data.append("position_at", localIso(q.position_at));
     }
-    if (q.heading_deg !== undefined) facts.push("方向 heading " + Math.round(q.heading_deg) + "°");
-    q.photos.forEach(function (p) { facts.push("照片 photo " + p.name + " 文件时间 file time " + p.last_modified); });
-    var notes = (q.notes ? q.notes + "\n" : "") + "[" + facts.join("; ") + "]";
-    data.append("notes", notes.slice(0, 10000));
-    data.append("observed_at", q.observed_at);
+    if (finite(q.heading_deg)) data.append("heading_deg", String(((q.heading_deg % 360) + 360) % 360));
+    var recorded = q.recorded_at || q.observed_at;
+    if (!q.drop_times && recorded && localIso(recorded)) data.append("recorded_at", localIso(recorded));
+    if (q.observed_at) data.append("observed_at", q.observed_at);
+    var times = q.photos.map(function (p) { return p.last_modified ? localIso(p.last_modified) : ""; });
+    if (!q.drop_times && times.some(function (t) { return t; })) {
+      times.forEach(function (t) { data.append("photo_times", t); });
+    }
     q.photos.forEach(function (p) { data.append("photos", p.blob, p.name); });
     return data;
   }
@@ -406,6 +425,14 @@
               q.error = err.message;
               return O.queuePut(q);
             }).then(function () { return next(i + 1); });
+          }
+          if (err.status === 422 && !q.drop_times && /^(recorded_at|position_at|photo_times)\b/.test(err.message)) {
+            // The phone's clock is off (a time in the future or before 2000): the check itself is still
+            // good, so send it again without the device times and keep them, as recorded, in the notes.
+            q.drop_times = true;
+            q.notes = (q.notes ? q.notes + "\n" : "") + "[设备时间 device time " + (q.recorded_at || q.observed_at) +
+              " — 时钟异常 clock rejected: " + err.message + "]";
+            return O.queuePut(q).then(function () { return next(i); });
           }
           q.state = "error";
           q.error = err.message;

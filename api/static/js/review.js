@@ -545,11 +545,26 @@
         ev.from_status || ev.to_status ? " " + (ev.from_status || "") + " → " + (ev.to_status || "") : "",
         ev.by ? " · " + ev.by : "", ev.why ? h("div", { class: "muted" }, ev.why) : null);
     });
+    function isNum(x) { return typeof x === "number" && isFinite(x); }
+    /** "拍摄 taken …" for the photos of one verification that have a time (EXIF or the phone's file time). */
+    function photoTimes(vid) {
+      var times = (detail.photos || []).filter(function (p) { return p.verification_id === vid && p.taken_at; })
+        .map(function (p) { return C.fmtTime(p.taken_at); });
+      return times.length ? h("div", { class: "muted capture-photos" }, "照片拍摄 photos taken " + times.join(", ")) : null;
+    }
     var verifications = (detail.verifications || []).map(function (v) {
       return h("li", {}, h("strong", {}, C.RESULT[v.result] || v.result), " · ", C.fmtTime(v.observed_at || v.created_at),
         v.by ? " · " + v.by : "",
         v.actual_use ? h("div", { class: "actual-use" }, "实际用途 actual use: ", h("strong", {}, v.actual_use)) : null,
-        v.lon !== null && v.lon !== undefined ? h("div", { class: "muted" }, "GPS " + C.fmt(v.lon, 6) + ", " + C.fmt(v.lat, 6)) : null,
+        v.lon !== null && v.lon !== undefined ? h("div", { class: "muted capture-position" },
+          "GPS " + C.fmt(v.lon, 6) + ", " + C.fmt(v.lat, 6),
+          isNum(v.position_accuracy_m) ? " ±" + C.fmt(v.position_accuracy_m, 0) + " m" : "",
+          v.position_at ? " · 定位于 fix at " + C.fmtTime(v.position_at) : "") : null,
+        isNum(v.heading_deg) ? h("div", { class: "muted capture-heading" },
+          "方向 heading " + C.fmt(v.heading_deg, 0) + "°") : null,
+        v.recorded_at ? h("div", { class: "muted capture-recorded" },
+          "设备时间 device time " + C.fmtTime(v.recorded_at)) : null,
+        photoTimes(v.id),
         v.notes ? h("div", { class: "muted notes" }, v.notes) : null);
     });
     var photos = h("div", { class: "photos" });
