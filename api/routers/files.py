@@ -23,6 +23,9 @@ from cspon_rs.store.api_models import ApiUser
 patrol_router = APIRouter(prefix="/patrols", tags=["patrols"])
 export_router = APIRouter(prefix="/exports", tags=["exports"])
 
+PeriodQuery = Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")]
+CountyQuery = Annotated[str | None, Query(max_length=12, description="6-digit county code (yours by default)")]
+OutCrsQuery = Annotated[str, Query(max_length=32, description="auto-gk | scene | EPSG:4490 | EPSG:45xx")]
 PatrolUser = Annotated[ApiUser, Depends(require_roles("field", "bureau"))]
 ExportUser = Annotated[ApiUser, Depends(require_roles("bureau", "researcher"))]
 
@@ -101,7 +104,7 @@ def patrol(
     start_lat: Annotated[float, Query(ge=-90, le=90, description="start latitude, EPSG:4326")],
     format: Annotated[Literal["json", "kml", "kmz", "gpx", "geojson"], Query()] = "json",
     period: Annotated[str | None, Query(max_length=16)] = None,
-    county_code: Annotated[str | None, Query(max_length=12)] = None,
+    county_code: CountyQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
     """Field users may only ask for their own team. The route visits the highest-priority ``limit`` targets
@@ -160,8 +163,8 @@ def export_list(
     user: ExportUser,
     session: SessionDep,
     settings: SettingsDep,
-    period: Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")],
-    county_code: Annotated[str | None, Query(max_length=12)] = None,
+    period: PeriodQuery,
+    county_code: CountyQuery = None,
 ) -> FileResponse:
     """Same writers (and columns) as the files ``cspon-rs warn`` puts next to its run, from the store's
     current state (statuses and verification results included)."""
@@ -191,9 +194,9 @@ def export_tuban_shapefile(
     user: ExportUser,
     session: SessionDep,
     settings: SettingsDep,
-    period: Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")],
-    county_code: Annotated[str | None, Query(max_length=12)] = None,
-    out_crs: Annotated[str, Query(max_length=32, description="auto-gk | scene | EPSG:4490 | EPSG:45xx")] = "auto-gk",
+    period: PeriodQuery,
+    county_code: CountyQuery = None,
+    out_crs: OutCrsQuery = "auto-gk",
     encoding: Annotated[Literal["UTF-8", "GBK"], Query(description="DBF encoding written to the .cpg")] = "UTF-8",
 ) -> FileResponse:
     """Chinese 卫片执法 field codes (TBBH, XZQDM, ...; schema ``configs/export_fields.yaml``), planar GK and
@@ -217,9 +220,9 @@ def export_tuban_gpkg(
     user: ExportUser,
     session: SessionDep,
     settings: SettingsDep,
-    period: Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")],
-    county_code: Annotated[str | None, Query(max_length=12)] = None,
-    out_crs: Annotated[str, Query(max_length=32, description="auto-gk | scene | EPSG:4490 | EPSG:45xx")] = "auto-gk",
+    period: PeriodQuery,
+    county_code: CountyQuery = None,
+    out_crs: OutCrsQuery = "auto-gk",
     gpkg_version: Annotated[Literal["1.2", "1.3"], Query()] = "1.2",
 ) -> FileResponse:
     """Same fields as the Shapefile, named by their Chinese aliases; the area method is in the layer metadata."""
@@ -242,8 +245,8 @@ def export_report(
     user: ExportUser,
     session: SessionDep,
     settings: SettingsDep,
-    period: Annotated[str, Query(min_length=1, max_length=16, description="e.g. 2018Q1")],
-    county_code: Annotated[str | None, Query(max_length=12)] = None,
+    period: PeriodQuery,
+    county_code: CountyQuery = None,
     ids: Annotated[str | None, Query(max_length=4000, description="comma-separated ids for 核查表 pages")] = None,
     top: Annotated[int, Query(ge=0, le=50)] = 6,
 ) -> FileResponse:
