@@ -51,8 +51,8 @@ class PatrolOut(BaseModel):
     stops: list[WarningOut]
 
 
-def _patrol_chips(session: SessionDep, settings: SettingsDep, records: list[Any]) -> dict[str, Path]:
-    """Before/after chip of each record for a KMZ (records whose scenes are gone go without one)."""
+def _chips(session: SessionDep, settings: SettingsDep, records: list[Any]) -> dict[str, Path]:
+    """Before/after chip of each record, for a KMZ or the report (records whose scenes are gone go without)."""
     from cspon_rs.api.chips import chip_for_warning
 
     chips: dict[str, Path] = {}
@@ -130,7 +130,7 @@ def patrol(
         raise NotFoundError(
             f"team {team!r} has no assigned, unverified warnings" + (f" in county {county}" if county else "")
         )
-    chips = _patrol_chips(session, settings, records) if format == "kmz" else {}
+    chips = _chips(session, settings, records) if format == "kmz" else {}
     folder = _scratch(settings)
     suffix = "geojson" if format == "json" else format
     result = write_patrol(
@@ -252,30 +252,24 @@ def export_report(
 ) -> FileResponse:
     """Chips come from the scenes known for each warning (as ``GET /warnings/{id}/chip``); warnings
     without known scenes get their sheet without a chip."""
-    from cspon_rs.api.chips import chip_for_warning
-    from cspon_rs.exports.bundle import store_frame
     from cspon_rs.exports.report import write_report
     from cspon_rs.store.api_crud import list_photos
     from cspon_rs.store.crud import get_warning
 
-    county = scoped_county(user, county_code)
-    frame = store_frame(session, period=period, county_code=county)
+    county, frame = _period_rows(user, session, period, county_code)
     selected = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
     ranked = frame[frame["is_warning"].astype(bool)].sort_values("priority", ascending=False)["warning_id"]
-    wanted = list(dict.fromkeys([*ranked.head(top), *(selected or ranked)]))
-    chips: dict[str, Path] = {}
+    # Only the period's (and the caller's county's) warnings get pages, so only theirs get chips and photos.
+    in_period = set(frame["warning_id"].astype(str))
+    sheets = [str(i) for i in (selected or ranked) if str(i) in in_period]
+    wanted = list(dict.fromkeys([*map(str, ranked.head(top)), *sheets]))
     root = Path(settings.data_dir).resolve()
     photos = {  # only files inside the data directory, as GET /warnings/{id}/photos/{photo_id} serves them
-        str(i): [f for f in ((root / p.path).resolve() for p in list_photos(session, str(i)))
-                 if f.is_relative_to(root) and f.is_file()]
-        for i in (selected or ranked)
+        i: [f for f in ((root / p.path).resolve() for p in list_photos(session, i))
+            if f.is_relative_to(root) and f.is_file()]
+        for i in sheets
     }
-    for warning_id in wanted:
-        try:
-            chips[str(warning_id)] = chip_for_warning(session, get_warning(session, str(warning_id)),
-                                                      settings.data_dir / "chips")
-        except NotFoundError:
-            continue
+    chips = _chips(session, settings, [get_warning(session, i) for i in wanted])
     session.commit()
     folder = _scratch(settings)
     path = folder / f"report_{_safe(county or 'all')}_{_safe(period)}.pdf"
