@@ -114,16 +114,17 @@ def _scene_input(path: Path, out: Path) -> Path:
 
     if path.is_dir():
         typer.echo(f"{path}: folder of band files, stacking {'/'.join(S2_RGBN)}")
-        (out / "stacks").mkdir(parents=True, exist_ok=True)
-        return as_scene(path, cache_dir=out / "stacks")
-    try:
-        described = {str(d).upper() for d in band_descriptions(path) if d} if path.is_file() else set()
-    except RasterioError:
-        return path  # not a raster: detect_pair's input check names the file
-    if set(S2_RGBN) <= described:
-        (out / "stacks").mkdir(parents=True, exist_ok=True)
-        return as_scene(path, cache_dir=out / "stacks")
-    return path
+    elif not path.is_file():
+        return path  # detect_pair's input check names the missing file
+    else:
+        try:
+            described = {str(d).upper() for d in band_descriptions(path) if d}
+        except RasterioError:
+            return path  # not a raster: detect_pair's input check names the file
+        if not set(S2_RGBN) <= described:
+            return path
+    (out / "stacks").mkdir(parents=True, exist_ok=True)
+    return as_scene(path, cache_dir=out / "stacks")
 
 
 def _county_checkpoint(db: str, county: str, fallback: str) -> str:

@@ -30,6 +30,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -129,12 +130,18 @@ def _stretch_for(paths: Sequence[Path]) -> list[tuple[float, float]]:
 
 
 def native_zooms(path: Path) -> tuple[int, int]:
-    """``(minzoom, maxzoom)`` of ``path`` on WebMercatorQuad as rio-tiler computes them (maxzoom: native)."""
+    """``(minzoom, maxzoom)`` of ``path`` on WebMercatorQuad as rio-tiler computes them (maxzoom: native);
+    remembered per file version, so a tile request does not open the file once more just to check its zoom."""
+    return _native_zooms(_file_key(path), str(path))
+
+
+@lru_cache(maxsize=256)
+def _native_zooms(key: str, path: str) -> tuple[int, int]:
     from rio_tiler.io import Reader
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with Reader(str(path)) as reader:
+        with Reader(path) as reader:
             return int(reader.minzoom), int(reader.maxzoom)
 
 
