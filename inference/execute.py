@@ -1,7 +1,7 @@
 # mypy: disable-error-code="no-untyped-call"
 """Running block jobs: in this process, on a local Dask cluster, or on a remote Dask scheduler.
 
-Results are *streamed*: :func:`iter_block_results` yields each :class:`BlockResult` as soon as it is done
+Results are *streamed*: :func:`iter_owned_results` yields each :class:`OwnedResult` as soon as it is done
 (``distributed.as_completed``) and keeps at most ``max_in_flight`` tasks submitted, so the client holds a
 bounded number of blocks in memory whatever the scene size. Tasks carry only paths and rectangles; each
 worker loads the checkpoint once (cached per process by :func:`cspon_rs.inference.predictors.get_predictor`).
@@ -18,18 +18,15 @@ from typing import Any
 
 from cspon_rs.errors import ConfigError
 from cspon_rs.inference.blocks import (
-    BlockJob,
-    BlockResult,
     OwnedJob,
     OwnedResult,
     PairPixels,
-    predict_block,
     predict_owned,
     predict_owned_pixels,
     read_owned,
 )
 
-__all__ = ["LOCAL", "dask_client", "iter_block_results", "iter_owned_results", "start_local_cluster"]
+__all__ = ["LOCAL", "dask_client", "iter_owned_results", "start_local_cluster"]
 
 #: ``scheduler`` value that starts a local cluster even with one worker (used by the benchmark).
 LOCAL = "local"
@@ -96,30 +93,6 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
-
-
-def iter_block_results(
-    jobs: Sequence[BlockJob],
-    *,
-    client: Any | None = None,
-    max_in_flight: int | None = None,
-) -> Iterator[BlockResult]:
-    """Yield the result of every job, in completion order.
-
-    Args:
-        jobs: Block jobs.
-        client: A ``distributed.Client``; ``None`` runs the jobs one by one in this process.
-        max_in_flight: Most tasks submitted but not yet consumed (default: 2 per worker thread + 1).
-
-    Raises:
-        Exception: The first task error is re-raised here (with its original type, e.g.
-            :class:`~cspon_rs.errors.CorruptFileError`), after cancelling the remaining tasks.
-    """
-    if client is None:
-        for job in jobs:
-            yield predict_block(job)
-        return
-    yield from _iter_dask(predict_block, jobs, client, max_in_flight)
 
 
 def iter_owned_results(
