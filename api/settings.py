@@ -27,6 +27,11 @@ class ServeSettings(StrictModel):
         port: TCP port.
         max_photo_bytes: Largest accepted photo upload.
         max_photos: Most photos per verification.
+        photo_max_distance_m: A photo taken farther than this from its 图斑 (metres, geodesic) is flagged ``far``.
+        photo_window_h: A photo is flagged ``early`` when taken more than this many hours before the check's
+            device time (``recorded_at``, else its arrival), ``late`` when more than 10 minutes after it.
+        photo_originals: Counties (6-digit codes) whose field phones also send each photo's original file next
+            to the 2048 px copy; elsewhere only the downscaled copy (EXIF kept) is sent.
         max_upload_bytes: Largest accepted GeoTIFF / GeoPackage upload.
         worker: Start the job worker process next to the web server.
         worker_poll_s: How often the worker looks for queued jobs (seconds).
@@ -67,6 +72,9 @@ class ServeSettings(StrictModel):
         directory itself among ``scene_roots`` (see :meth:`refused_inside`).
         """
         return [self.uploads_of(user_id), *(p.resolve() for p in self.scene_roots)]
+    photo_max_distance_m: float = Field(default=100.0, gt=0)
+    photo_window_h: float = Field(default=72.0, gt=0)
+    photo_originals: list[str] = Field(default_factory=list)
 
     def refused_inside(self, user_id: int) -> tuple[Path, list[Path]]:
         """``(data_dir, allowed)``: inside the data directory only the ``allowed`` folders may be inputs."""

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
-from PIL import ExifTags, Image
 from shapely import wkt as shapely_wkt
 from shapely.geometry import mapping
 
 from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, error_detail, require_roles
+from cspon_rs.api.photos import Capture, parse_capture, parse_track, photo_evidence
 from cspon_rs.api.schemas import (
     MAX_ID,
     AssignIn,
@@ -138,7 +137,7 @@ def warning_out(record: WarningRecord) -> WarningOut:
     return WarningOut(**data, bbox=[record.minx, record.miny, record.maxx, record.maxy])
 
 
-def _photo_out(request: Request, photo: Photo) -> PhotoOut:
+def _photo_out(request: Request, photo: Photo, by: str | None = None) -> PhotoOut:
     url = str(request.url_for("get_photo", warning_id=photo.warning_id, photo_id=photo.id).path)
     return PhotoOut(
         id=photo.id,
@@ -148,6 +147,14 @@ def _photo_out(request: Request, photo: Photo) -> PhotoOut:
         url=url,
         verification_id=photo.verification_id,
         taken_at=photo.taken_at,
+        lon=photo.lon,
+        lat=photo.lat,
+        position_source=photo.position_source,
+        bearing_deg=photo.bearing_deg,
+        bearing_source=photo.bearing_source,
+        distance_m=photo.distance_m,
+        flags=[f for f in (photo.flags or "").split(",") if f],
+        by=by,
     )
 
 
@@ -278,9 +285,47 @@ def detail(warning_id: str, user: CurrentUser, session: SessionDep, request: Req
         geometry=mapping(shapely_wkt.loads(record.geometry_wkt)),
         history=[HistoryOut.model_validate(h) for h in record.history],
         verifications=[VerificationOut.model_validate(v) for v in record.verifications],
-        photos=[_photo_out(request, p) for p in list_photos(session, record.id)],
+        photos=[_photo_out(request, p, by={v.id: v.by for v in record.verifications}.get(p.verification_id or 0))
+                for p in list_photos(session, record.id)],
         chip_urls=chips,
     )
+
+
+@router.get(
+    "/{warning_id}/verifications/{verification_id}/track.gpx",
+    name="get_track",
+    summary="The GPS track recorded with a verification, as GPX 1.1",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gpx+xml": {}}}},
+)
+def get_track(
+    warning_id: str,
+    verification_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> FileResponse:
+    """One ``<trk>`` of the points the phone recorded during the patrol (404 when none was recorded)."""
+    import shutil
+    import uuid
+
+    from starlette.background import BackgroundTask
+
+    from cspon_rs.exports.patrol import write_track_gpx
+    from cspon_rs.store.models import Verification
+
+    record = visible_warning(session, user, warning_id)
+    found = session.get(Verification, verification_id)
+    session.commit()
+    if found is None or found.warning_id != record.id or not found.track_json:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=error_detail("verification_id", "no track with this check", "path")
+        )
+    folder = settings.data_dir / "tmp" / uuid.uuid4().hex
+    path = write_track_gpx(json.loads(found.track_json), folder / f"track_{_safe_segment(record.id)}_"
+                           f"{verification_id}.gpx", name=f"{record.id} 巡查轨迹 track ({found.by or ''})")
+    return FileResponse(path, media_type="application/gpx+xml", filename=path.name,
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
 
 
 @router.get(
@@ -405,6 +450,15 @@ async def verify(
         Form(description="file time of each photo, in the order of `photos` (ISO 8601 with offset or Z; "
                          "'' = unknown); EXIF DateTimeOriginal in the file wins"),
     ] = None,
+    photo_capture: Annotated[
+        list[str] | None,
+        Form(description="per photo, in the order of `photos`: the phone's fix and compass when it was added, "
+                         "JSON {\"lon\", \"lat\", \"heading\"} or ''; EXIF GPS / GPSImgDirection in the file win"),
+    ] = None,
+    track: Annotated[
+        str | None,
+        Form(max_length=2_000_000, description="GPS track of the patrol, JSON [[lon, lat, iso_time], ...]"),
+    ] = None,
     photos: Annotated[list[UploadFile] | None, File(description="JPEG or PNG photos")] = None,
 ) -> VerificationCreated:
     """Moves the warning ``assigned → verified`` and keeps history. Two verifications based on the same
@@ -449,25 +503,48 @@ async def verify(
                                                "('' when unknown) or none"),
         )
     file_times = [_form_time("photo_times", t) for t in times] or [None] * len(uploads)
+    captures_raw = list(photo_capture or [])
+    if captures_raw and len(captures_raw) != len(uploads):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail("photo_capture", f"{len(captures_raw)} values for {len(uploads)} photos: give one "
+                                                 "per photo ('' when unknown) or none"),
+        )
+    try:
+        captures = [parse_capture(c) for c in captures_raw] or [Capture()] * len(uploads)
+        track_json = parse_track(track)
+    except SchemaError as exc:
+        field = "track" if str(exc).startswith("track") else "photo_capture"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, str(exc))) from None
     # EXIF times carry no offset unless OffsetTimeOriginal is set: read them in the device's zone
     zone = next((t.tzinfo for t in (*file_times, recorded_time, position_time) if t is not None), None)
     folder = settings.data_dir / "photos" / _safe_segment(record.id)
     saved: list[SavedFile] = []
 
     def _write() -> VerificationCreated:
-        rows = [
-            Photo(
-                warning_id=record.id,
-                path=str(s.path.resolve().relative_to(settings.data_dir.resolve())),
-                content_type=s.content_type,
-                size=s.size,
-                sha256=s.sha256,
-                original_name=(s.original_name or "")[:255] or None,
-                taken_at=_exif_taken_at(s.path, zone) or (t.astimezone(dt.UTC) if t else None),
-                uploaded_by=user.id,
+        check_time = recorded_time or dt.datetime.now(dt.UTC)
+        known = {p.sha256: p.path for p in session.query(Photo).filter(Photo.warning_id == record.id)}
+        rows: list[Photo] = []
+        for s, t, cap in zip(saved, file_times, captures, strict=True):
+            if any(r.sha256 == s.sha256 for r in rows):
+                s.path.unlink(missing_ok=True)  # the same photo twice in one check: stored once
+                continue
+            ev = photo_evidence(
+                s.path, capture=cap, file_time=t, zone=zone,
+                check_lonlat=(lon, lat) if lon is not None and lat is not None else None,
+                check_heading=heading_deg, geometry_wkt=record.geometry_wkt, check_time=check_time,
+                window_h=settings.photo_window_h, max_distance_m=settings.photo_max_distance_m,
             )
-            for s, t in zip(saved, file_times, strict=True)
-        ]
+            path = str(s.path.resolve().relative_to(settings.data_dir.resolve()))
+            if s.sha256 in known and (settings.data_dir / known[s.sha256]).is_file():
+                s.path.unlink(missing_ok=True)  # sent before (another check of this warning): one file
+                path = known[s.sha256]
+            rows.append(Photo(
+                warning_id=record.id, path=path, content_type=s.content_type, size=s.size, sha256=s.sha256,
+                original_name=(s.original_name or "")[:255] or None, taken_at=ev.taken_at, uploaded_by=user.id,
+                lon=ev.lon, lat=ev.lat, position_source=ev.position_source, bearing_deg=ev.bearing_deg,
+                bearing_source=ev.bearing_source, distance_m=ev.distance_m, flags=ev.flags,
+            ))
         session.add_all(rows)  # committed together with the verification, or not at all
         verification = record_verification(
             session,
@@ -486,13 +563,14 @@ async def verify(
             position_at=position_time,
             recorded_at=recorded_time,
         )
+        verification.track_json = track_json
         for row in rows:
             row.verification_id = verification.id
         session.commit()
         out = VerificationCreated(
             verification=VerificationOut.model_validate(verification),
             warning=warning_out(get_warning(session, warning_id)),
-            photos=[_photo_out(request, r) for r in rows],
+            photos=[_photo_out(request, r, by=user.name) for r in rows],
         )
         session.commit()
         return out
@@ -537,40 +615,6 @@ def _form_time(field: str, raw: str | None) -> dt.datetime | None:
     except SchemaError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, str(exc))) from None
     return value
-
-
-def _exif_taken_at(path: Path, zone: dt.tzinfo | None) -> dt.datetime | None:
-    """EXIF ``DateTimeOriginal`` of a saved photo in UTC, or ``None`` (no EXIF, unreadable, implausible).
-
-    The EXIF time is local to the camera: ``OffsetTimeOriginal`` gives its offset when present, else ``zone``
-    (the offset of the times the device sent); with neither the time is ambiguous and ``None`` is returned.
-    """
-    try:
-        with Image.open(path) as image:
-            exif = image.getexif().get_ifd(ExifTags.IFD.Exif)
-    except (OSError, ValueError, SyntaxError):
-        return None
-    raw = exif.get(ExifTags.Base.DateTimeOriginal)
-    if not isinstance(raw, str):
-        return None
-    try:
-        local = dt.datetime.strptime(raw.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
-    except ValueError:
-        return None
-    offset = exif.get(ExifTags.Base.OffsetTimeOriginal)
-    if isinstance(offset, str) and offset.strip("\x00 "):
-        try:
-            tz: dt.tzinfo | None = dt.datetime.strptime(offset.strip("\x00 "), "%z").tzinfo
-        except ValueError:
-            tz = zone
-    else:
-        tz = zone
-    if tz is None:
-        return None
-    try:
-        return field_time("taken_at", local.replace(tzinfo=tz))
-    except SchemaError:
-        return None  # camera clock unset (1970, 2080 ...): the client's file time is better than this
 
 
 def _safe_segment(text: str) -> str:

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -322,6 +322,36 @@ def _write_gpx(stops: list[_Stop], start: Point, path: Path) -> None:
 
 
 def _replace_into(path: Path, write: Any) -> None:
+def write_track_gpx(points: Sequence[Sequence[Any]], path: str | Path, *, name: str = "巡查轨迹 track") -> Path:
+    """Write a GPS track recorded during a patrol as GPX 1.1 (one ``<trk>`` with one ``<trkseg>``).
+
+    Args:
+        points: ``[lon, lat, iso_time_or_None]`` in EPSG:4326 degrees, in recording order.
+        path: Target ``.gpx``.
+        name: Track name.
+
+    Raises:
+        ValueError: ``points`` is empty.
+    """
+    import gpxpy.gpx
+
+    if not points:
+        raise ValueError(f"no track points to write to {path}")
+    path = Path(path)
+    gpx = gpxpy.gpx.GPX()
+    gpx.creator = "cspon-rs"
+    track = gpxpy.gpx.GPXTrack(name=name)
+    segment = gpxpy.gpx.GPXTrackSegment()
+    for p in points:
+        when = dt.datetime.fromisoformat(str(p[2])) if len(p) > 2 and p[2] else None
+        segment.points.append(gpxpy.gpx.GPXTrackPoint(latitude=float(p[1]), longitude=float(p[0]), time=when))
+    track.segments.append(segment)
+    gpx.tracks.append(track)
+    text = gpx.to_xml(version="1.1")
+    _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
     """Call ``write(tmp)`` on a private temporary path beside ``path`` (same name), then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))

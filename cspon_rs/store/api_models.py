@@ -128,5 +128,17 @@ class Photo(Base):
     #: When the photo was taken: EXIF ``DateTimeOriginal`` when the file has it, else the file time the
     #: client sent; ``None`` when neither is known.
     taken_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Where it was taken (EPSG:4326) and from what: ``exif``, ``device`` (the phone's fix when the photo was
+    #: added) or ``check`` (the verification's position); revision 0008.
+    lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    position_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: Direction the camera faced, degrees clockwise from north, and from what (``exif``, ``device``, ``check``).
+    bearing_deg: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bearing_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: Geodesic distance to the warning polygon in metres (0 inside) and the checks' flags, comma-separated
+    #: (``far``, ``early``, ``late``, ``no_position``, ``no_time``; see :mod:`cspon_rs.geo.evidence`).
+    distance_m: Mapped[float | None] = mapped_column(Float, nullable=True)
+    flags: Mapped[str | None] = mapped_column(String(64), nullable=True)
     uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("api_users.id"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

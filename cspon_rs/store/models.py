@@ -170,11 +170,18 @@ class Patch(Base):
     """A raw change patch of one run (kept for audit and retraining)."""
 
     __tablename__ = "patches"
+    #: GPS track recorded during the patrol, JSON ``[[lon, lat, iso_time], ...]`` (EPSG:4326; revision 0008).
+    track_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (UniqueConstraint("period", "county_code", "patch_id", name="uq_patches_run_patch"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     period: Mapped[str] = mapped_column(String(16), index=True)
     county_code: Mapped[str] = mapped_column(String(12))
+    @property
+    def has_track(self) -> bool:
+        """Whether a GPS track was recorded with this check (``track_json``)."""
+        return bool(self.track_json)
+
     patch_id: Mapped[str] = mapped_column(String(128))
     warning_id: Mapped[str | None] = mapped_column(ForeignKey("warnings.id", ondelete="SET NULL"), index=True)
     area_m2: Mapped[float] = mapped_column(Float)
