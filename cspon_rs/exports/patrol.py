@@ -55,7 +55,8 @@ CATEGORY_COLORS: dict[str, str] = {
     "approved_not_built": "#8a8f98",
     "none": "#2bb35b",
 }
-_STATUS_ZH = {"new": "新增", "assigned": "已派发", "verified": "已核查", "closed": "已办结"}
+_STATUS_ZH = {"new": "新增", "desk_excluded": "内业排除", "to_field": "待外业", "assigned": "已派发",
+              "verified": "已核查", "closed": "已办结"}
 _SUFFIXES = {".kml": "kml", ".kmz": "kmz", ".gpx": "gpx", ".geojson": "geojson", ".json": "geojson"}
 
 
@@ -321,7 +322,6 @@ def _write_gpx(stops: list[_Stop], start: Point, path: Path) -> None:
     _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _replace_into(path: Path, write: Any) -> None:
 def write_track_gpx(points: Sequence[Sequence[Any]], path: str | Path, *, name: str = "巡查轨迹 track") -> Path:
     """Write a GPS track recorded during a patrol as GPX 1.1 (one ``<trk>`` with one ``<trkseg>``).
 
@@ -352,6 +352,7 @@ def write_track_gpx(points: Sequence[Sequence[Any]], path: str | Path, *, name: 
     return path
 
 
+def _replace_into(path: Path, write: Any) -> None:
     """Call ``write(tmp)`` on a private temporary path beside ``path`` (same name), then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))

@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 #: Warning lifecycle states as bureaus say them.
-STATUS_ZH: dict[str, str] = {"new": "待核查", "assigned": "核查中", "verified": "已核查", "closed": "已办结"}
+STATUS_ZH: dict[str, str] = {"new": "待核查", "desk_excluded": "内业排除", "to_field": "待外业", "assigned": "核查中",
+                             "verified": "已核查", "closed": "已办结"}
 #: Field-check results as bureaus say them (``None``: not checked yet).
 RESULT_ZH: dict[str, str] = {"illegal": "违法用地", "legal": "合法用地", "false_change": "伪变化(无实际变化)"}
 

@@ -24,7 +24,8 @@ def labels_export(
 ) -> None:
     """Write the county's verified warnings as training labels (layer verified_labels; 1 real change, 0 false).
 
-    Verifications whose scene file is gone or changed (sha256) are listed on stderr and skipped.
+    Field verifications and desk triage decisions (column source = field / desk; a field check overrides
+    the desk). Labels whose scene file is gone or changed (sha256) are listed on stderr and skipped.
     """
     from cspon_rs.store.db import open_existing_store
     from cspon_rs.store.labels import LABEL_LAYER, export_labels
@@ -38,13 +39,16 @@ def labels_export(
     for skipped in result.skipped:
         typer.echo(f"skipped {skipped}", err=True)
     scope = f"county {county}" + (f" period {period}" if period else "")
+    n_field_skipped = sum(1 for s in result.skipped if s.source == "field")
     if result.n_labels == 0:
         typer.echo(f"no usable verified warnings for {scope}"
                    + (f" ({len(result.skipped)} skipped, listed above)" if result.skipped else "")
                    + f"; wrote an empty {LABEL_LAYER} layer with the label schema to {result.path}")
         return
     typer.echo(f"wrote {result.n_labels} labels for {scope} ({result.n_real} real change, {result.n_false} false "
-               f"change; {len(result.skipped)} verifications skipped) to {result.path} (layer {LABEL_LAYER})")
+               f"change; {result.n_labels - result.n_desk} field, {result.n_desk} desk; {n_field_skipped} "
+               f"verifications skipped, {len(result.skipped) - n_field_skipped} desk decisions skipped) to "
+               f"{result.path} (layer {LABEL_LAYER})")
 
 
 def _version_line(model: object) -> str:

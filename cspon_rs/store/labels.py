@@ -1,10 +1,13 @@
-"""Training labels from field verifications: ``cspon-rs labels export``.
+"""Training labels from field verifications and desk triage: ``cspon-rs labels export``.
 
 Every field check says whether a warning was real change. :func:`export_labels` writes one feature per
 *verified* warning of a county (its latest verification) to a GeoPackage layer ``verified_labels``:
 ``label`` 1 = real change (result ``illegal`` or ``legal``), 0 = ``false_change``, with the verification,
 the before/after scenes (absolute path + sha256 recorded at detection) and the model that raised it.
-``cspon_rs.training.verified`` reads that layer to fine-tune the county's model.
+Desk decisions (内业判读, :mod:`cspon_rs.store.triage`) are labels too: ``illegal`` / ``legal`` → 1,
+``false_alarm`` → 0 (``unsure`` is none), with ``source`` = ``desk`` and their ``decision_id`` (field rows
+have ``source`` = ``field``). A field check overrides the desk: a warning that has one is exported once,
+from the field. ``cspon_rs.training.verified`` reads that layer to fine-tune the county's model.
 
 Never a label: unverified warnings, warnings re-opened for a re-check, 批而不建 permit rows (no detected
 change), and verifications whose scene file is gone, changed since detection (sha256) or was never
@@ -27,7 +30,8 @@ from sqlalchemy.orm import Session
 
 from cspon_rs.geo.files import SceneCheck
 from cspon_rs.store.crud import aware, latest_verifications, provenance_fields, verification_reason
-from cspon_rs.store.models import Patch, Verification, WarningRecord
+from cspon_rs.store.models import Patch, TriageDecision, Verification, WarningRecord
+from cspon_rs.store.triage import DECISION_ZH, DESK_LABEL, desk_labels
 
 __all__ = ["LABEL_COLUMNS", "LABEL_LAYER", "LabelExport", "SkippedLabel", "export_labels", "verified_labels"]
 
@@ -38,8 +42,10 @@ LABEL_LAYER = "verified_labels"
 #: ``geometry`` in EPSG:4326: the warning polygon as stored).
 LABEL_COLUMNS: dict[str, str] = {
     "label": "int32",  # 1 real change (illegal / legal construction), 0 false change
-    "verification_id": "int64",
-    "result": "object",  # illegal | legal | false_change
+    "source": "object",  # field (a field verification) | desk (a desk triage decision)
+    "verification_id": "Int64",  # null for desk labels
+    "decision_id": "Int64",  # the desk decision (triage_decisions.id); null for field labels
+    "result": "object",  # illegal | legal | false_change (field); illegal | legal | false_alarm (desk)
     "reason": "object",  # the verifier's reason, else notes, else the result in words
     "actual_use": "object",
     "verified_by": "object",
@@ -66,12 +72,14 @@ _REAL = {"illegal": 1, "legal": 1, "false_change": 0}
 class SkippedLabel:
     """A verification that did not become a label, and why."""
 
-    verification_id: int
+    verification_id: int  # the desk decision's id when ``source`` is ``desk``
     warning_id: str
     reason: str
+    source: str = "field"
 
     def __str__(self) -> str:
-        return f"verification {self.verification_id} (warning {self.warning_id}): {self.reason}"
+        what = "desk decision" if self.source == "desk" else "verification"
+        return f"{what} {self.verification_id} (warning {self.warning_id}): {self.reason}"
 
 
 @dataclass
@@ -80,8 +88,9 @@ class LabelExport:
 
     Attributes:
         path: The GeoPackage (layer :data:`LABEL_LAYER`).
-        n_labels: Features written; ``n_real`` with label 1, ``n_false`` with label 0.
-        skipped: Verifications left out, with the reason.
+        n_labels: Features written; ``n_real`` with label 1, ``n_false`` with label 0; ``n_desk`` of them
+            from desk decisions (source ``desk``).
+        skipped: Verifications and desk decisions left out, with the reason.
     """
 
     path: Path
@@ -89,6 +98,7 @@ class LabelExport:
     n_real: int
     n_false: int
     skipped: list[SkippedLabel] = field(default_factory=list)
+    n_desk: int = 0
 
 
 class _SceneCheck(SceneCheck):
@@ -106,7 +116,9 @@ def _row(record: WarningRecord, verification: Verification, patch: Patch | None)
     at = aware(verification.observed_at or verification.created_at)
     return {
         "label": _REAL[verification.result],
+        "source": "field",
         "verification_id": verification.id,
+        "decision_id": None,
         "result": verification.result,
         "reason": verification_reason(verification),
         "actual_use": verification.actual_use,
@@ -122,16 +134,46 @@ def _row(record: WarningRecord, verification: Verification, patch: Patch | None)
     }
 
 
+def _desk_row(record: WarningRecord, decision: TriageDecision, patch: Patch | None) -> dict[str, Any]:
+    at = aware(decision.at)
+    return {
+        "label": DESK_LABEL[decision.decision],
+        "source": "desk",
+        "verification_id": None,
+        "decision_id": decision.id,
+        "result": decision.decision,
+        "reason": f"desk triage: {decision.decision} ({DECISION_ZH.get(decision.decision, '?')})",
+        "actual_use": None,
+        "verified_by": decision.by,
+        "verified_at": at.isoformat(timespec="seconds") if at is not None else None,
+        "warning_id": record.id,
+        "period": record.period,
+        "county_code": record.county_code,
+        "category": record.category,
+        "t1": record.t1.isoformat() if record.t1 else None,
+        "t2": record.t2.isoformat() if record.t2 else None,
+        **provenance_fields(record, patch),
+        # the model that raised the warning, as the decision recorded it
+        "detector": decision.detector or record.detector,
+        "model_sha256": decision.model_sha256 or record.model_sha256,
+        "model_version_id": decision.model_version_id if decision.model_version_id is not None
+        else record.model_version_id,
+    }
+
+
 def verified_labels(
     session: Session, *, county_code: str, period: str | None = None, check_scenes: bool = True
 ) -> tuple[gpd.GeoDataFrame, list[SkippedLabel]]:
-    """The county's verified warnings as labels (EPSG:4326, columns :data:`LABEL_COLUMNS`), and the skipped.
+    """The county's labels (EPSG:4326, columns :data:`LABEL_COLUMNS`), and the skipped.
+
+    Field verifications first (source ``field``), then the active desk decisions of warnings without a field
+    check (source ``desk``, see :func:`cspon_rs.store.triage.desk_labels`).
 
     Args:
-        county_code: County whose verifications are read.
+        county_code: County whose verifications and desk decisions are read.
         period: Only warnings of this period.
         check_scenes: Check that both scene files still exist with the sha256 recorded at detection
-            (each file hashed once); a failed check skips the verification.
+            (each file hashed once); a failed check skips the label.
     """
     checks = _SceneCheck()
     rows: list[dict[str, Any]] = []
@@ -157,6 +199,24 @@ def verified_labels(
                        or checks.problem("after", row["scene_after"], row["scene_after_sha256"]))
             if problem:
                 skip(problem)
+                continue
+        rows.append(row)
+        geoms.append(shapely_wkt.loads(record.geometry_wkt))
+    for record, decision, patch in desk_labels(session, county_code=county_code, period=period):
+        def skip_desk(reason: str, d: TriageDecision = decision, r: WarningRecord = record) -> None:
+            skipped.append(SkippedLabel(d.id, r.id, reason, source="desk"))
+
+        if record.source_key.startswith("permit:") or patch is None:
+            skip_desk("批而不建 permit warning: no detected change patch to label"
+                      if record.source_key.startswith("permit:")
+                      else "no stored change patch for this warning, so no scene identity")
+            continue
+        row = _desk_row(record, decision, patch)
+        if check_scenes:
+            problem = (checks.problem("before", row["scene_before"], row["scene_before_sha256"])
+                       or checks.problem("after", row["scene_after"], row["scene_after_sha256"]))
+            if problem:
+                skip_desk(problem)
                 continue
         rows.append(row)
         geoms.append(shapely_wkt.loads(record.geometry_wkt))
@@ -187,4 +247,4 @@ def export_labels(
         tmp.unlink(missing_ok=True)
     n_real = int((labels["label"] == 1).sum())
     return LabelExport(path=path, n_labels=len(labels), n_real=n_real, n_false=len(labels) - n_real,
-                       skipped=skipped)
+                       skipped=skipped, n_desk=int((labels["source"] == "desk").sum()))

@@ -33,15 +33,20 @@ __all__ = [
     "ModelEvent",
     "ModelVersion",
     "Patch",
+    "TriageDecision",
     "Verification",
     "WarningHistory",
     "WarningRecord",
     "utcnow",
 ]
 
-#: Allowed status transitions: new → assigned → verified → closed (plus un-assign and re-check).
+#: Allowed status transitions: new → assigned → verified → closed (plus un-assign and re-check). The desk
+#: triage (内业判读, :mod:`cspon_rs.store.triage`) moves ``new`` to ``desk_excluded`` (内业排除) or ``to_field``
+#: (待外业) and back on undo; either can still be assigned to a field team, whose result overrides the desk.
 LIFECYCLE: dict[str, frozenset[str]] = {
-    "new": frozenset({"assigned"}),
+    "new": frozenset({"assigned", "desk_excluded", "to_field"}),
+    "desk_excluded": frozenset({"assigned"}),
+    "to_field": frozenset({"assigned"}),
     "assigned": frozenset({"verified", "new"}),
     "verified": frozenset({"closed", "assigned"}),
     "closed": frozenset(),
@@ -106,6 +111,11 @@ class WarningRecord(Base):
     detector: Mapped[str | None] = mapped_column(String(128))
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     model_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: Land class before the change (revision 0007, :mod:`cspon_rs.rules.landuse`): m² by GB/T 21010 code,
+    #: 占用耕地 (01xx) in m², the main code; ``NULL`` when the run had no land-use layer.
+    landuse_areas: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    cropland_m2: Mapped[float | None] = mapped_column(Float, nullable=True)
+    landuse_main: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
@@ -160,28 +170,28 @@ class Verification(Base):
     position_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: Device time of the check (may differ from ``created_at`` when it was queued offline).
     recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: GPS track recorded during the patrol, JSON ``[[lon, lat, iso_time], ...]`` (EPSG:4326; revision 0008).
+    track_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     warning: Mapped[WarningRecord] = relationship(back_populates="verifications")
+
+    @property
+    def has_track(self) -> bool:
+        """Whether a GPS track was recorded with this check (``track_json``)."""
+        return bool(self.track_json)
 
 
 class Patch(Base):
     """A raw change patch of one run (kept for audit and retraining)."""
 
     __tablename__ = "patches"
-    #: GPS track recorded during the patrol, JSON ``[[lon, lat, iso_time], ...]`` (EPSG:4326; revision 0008).
-    track_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (UniqueConstraint("period", "county_code", "patch_id", name="uq_patches_run_patch"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     period: Mapped[str] = mapped_column(String(16), index=True)
     county_code: Mapped[str] = mapped_column(String(12))
-    @property
-    def has_track(self) -> bool:
-        """Whether a GPS track was recorded with this check (``track_json``)."""
-        return bool(self.track_json)
-
     patch_id: Mapped[str] = mapped_column(String(128))
     warning_id: Mapped[str | None] = mapped_column(ForeignKey("warnings.id", ondelete="SET NULL"), index=True)
     area_m2: Mapped[float] = mapped_column(Float)
@@ -263,3 +273,36 @@ class ModelEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     by: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class TriageDecision(Base):
+    """A desk decision (内业判读) on a warning: a label with source ``desk`` (field checks are ``field``).
+
+    ``decision`` is ``illegal`` (疑似违法 → field), ``legal`` (合法/已批), ``false_alarm`` (误报) or ``unsure``
+    (不确定 → field). The row keeps who decided, when, the status move it made and the model that raised the
+    warning. An undone decision keeps its row with ``undone_at``/``undone_by`` set; at most one decision per
+    warning is active (not undone). See :mod:`cspon_rs.store.triage`.
+    """
+
+    __tablename__ = "triage_decisions"
+    __table_args__ = (Index("ix_triage_decisions_county_period", "county_code", "period"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    warning_id: Mapped[str] = mapped_column(ForeignKey("warnings.id", ondelete="CASCADE"), index=True)
+    county_code: Mapped[str] = mapped_column(String(12))
+    period: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(16))  # illegal | legal | false_alarm | unsure
+    source: Mapped[str] = mapped_column(String(8), default="desk")
+    by: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    #: Confidence of the warning when it was judged, and the model that raised it (as on the warning).
+    confidence: Mapped[float | None] = mapped_column(Float)
+    detector: Mapped[str | None] = mapped_column(String(128))
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_version_id: Mapped[int | None] = mapped_column(Integer)
+    #: How a bulk decision selected it (e.g. ``confidence 0.20-0.40``); ``None`` for one-by-one decisions.
+    batch: Mapped[str | None] = mapped_column(String(128))
+    undone_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    undone_by: Mapped[str | None] = mapped_column(String(64))
