@@ -18,6 +18,8 @@ def _fine_tune_cmd(
     epochs: int | None,
     max_minutes: float | None,
     lr: float | None = None,
+    pixel_labels: bool = False,
+    positive_only: bool = False,
 ) -> None:
     """``cspon-rs train --labels``: one fine-tune round on field verifications."""
     from cspon_rs.errors import ConfigError
@@ -31,7 +33,12 @@ def _fine_tune_cmd(
         if len(parts) != 2:
             raise ConfigError(f"--scenes must be BEFORE.tif,AFTER.tif, got {scenes!r}")
         pair = (parts[0], parts[1])
-    kw: dict[str, object] = {"scenes": pair, "holdout": holdout}
+    kw: dict[str, object] = {
+        "scenes": pair,
+        "holdout": holdout,
+        "pixel_labels": pixel_labels,
+        "positive_only": positive_only,
+    }
     if epochs is not None:
         kw["epochs"] = epochs
     if max_minutes is not None:
@@ -49,7 +56,13 @@ def _fine_tune_cmd(
                 f"{name:<10} held-back F1 {s['f1']:.3f}, warning precision {s['warning_precision']:.2f} "
                 f"({s['raised']} raised, {s['false_kept']} false), threshold {s['threshold']:.2f}"
             )
-    typer.echo(f"{'better' if result.better else 'NOT better'} than the parent on held-back verifications")
+    if not result.comparable:
+        typer.echo(
+            f"cannot tell whether it is better than the parent ({result.label_mode}): the held-back pixels hold "
+            "one class only, so F1 there cannot count false alarms"
+        )
+    else:
+        typer.echo(f"{'better' if result.better else 'NOT better'} than the parent on held-back verifications")
     typer.echo(f"checkpoint: {result.checkpoint}\nscores: {result.holdout_json}")
 
 
@@ -99,8 +112,24 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--holdout", help="Share of verifications held back to score and pick the threshold")
         ] = 0.3,
         lr: Annotated[
-            float | None, typer.Option("--lr", help="With --labels: learning rate of the fine-tune (default 1e-4)")
+            float | None,
+            typer.Option("--lr", help="Learning rate (overrides optim.lr; with --labels default 1e-4)"),
         ] = None,
+        pixel_labels: Annotated[
+            bool,
+            typer.Option(
+                "--pixel-labels",
+                help="With --labels: the polygons map all the change around them; the rest of each window is no "
+                "change (needed for one-class labels)",
+            ),
+        ] = False,
+        positive_only: Annotated[
+            bool,
+            typer.Option(
+                "--positive-only",
+                help="With --labels: train on one-class labels (only real change) anyway; never reported as better",
+            ),
+        ] = False,
     ) -> None:
         """Train a change-detection model; writes best.safetensors/.json, last.pt, history.json, curves.png.
 
@@ -111,7 +140,9 @@ def register(app: typer.Typer) -> None:
         from cspon_rs.errors import ConfigError
 
         if labels is not None:
-            _fine_tune_cmd(labels, init_from, out, scenes, holdout, epochs, max_minutes, lr)
+            _fine_tune_cmd(
+                labels, init_from, out, scenes, holdout, epochs, max_minutes, lr, pixel_labels, positive_only
+            )
             return
         if config is None:
             raise ConfigError("give --config (a training YAML), or --labels with --init-from to fine-tune")
@@ -133,6 +164,8 @@ def register(app: typer.Typer) -> None:
                 cfg.optim.max_minutes = max_minutes
             if workers is not None:
                 cfg.optim.loader_workers = workers
+            if lr is not None:
+                cfg.optim.lr = lr
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "command-line option")) from exc
         result = train(cfg, out_dir=out, resume=resume, init_from=init_from, max_epochs=max_epochs, pack=pack)
@@ -140,6 +173,15 @@ def register(app: typer.Typer) -> None:
             f"best epoch {result.best_epoch} (validation score {result.best_score:.4f}), "
             f"threshold {result.threshold:.2f}"
         )
+        if result.parent_val:
+            pv = result.parent_val
+            delta = result.best_score - float(pv["score"])
+            verdict = "WORSE than the parent" if result.worse_than_parent else "better than the parent"
+            typer.echo(
+                f"validation {pv['selected_on']}: parent {pv['checkpoint']} {pv['score']:.3f}, fine-tuned "
+                f"{result.best_score:.3f} ({delta:+.3f}): {verdict}"
+                + ("; keep the parent, or try a lower --lr / fewer epochs" if result.worse_than_parent else "")
+            )
         if result.test_metrics:
             m = result.test_metrics
             typer.echo(
@@ -247,6 +289,7 @@ def register(app: typer.Typer) -> None:
         patches per km². With --before/--after (no labels): patches and flagged area per km².
         """
         from cspon_rs.errors import ConfigError, LabelError
+        from cspon_rs.exports.fileio import write_json
         from cspon_rs.models.checkpoint import default_checkpoint, load_card, resolve_checkpoint
         from cspon_rs.training.datasets import load_pairs_from
         from cspon_rs.training.evaluate import (
@@ -254,7 +297,6 @@ def register(app: typer.Typer) -> None:
             evaluate,
             evaluate_unlabelled,
             load_unlabelled_pair,
-            write_json,
         )
 
         if checkpoint not in BASELINES:
@@ -326,10 +368,10 @@ def register(app: typer.Typer) -> None:
         import shutil
 
         from cspon_rs.errors import ConfigError, LabelError
+        from cspon_rs.exports.fileio import atomic_write_text
         from cspon_rs.models.calibration import calibrate_checkpoint
         from cspon_rs.models.checkpoint import checkpoint_paths, load_card, resolve_checkpoint
         from cspon_rs.training.datasets import load_pairs_from
-        from cspon_rs.training.evaluate import atomic_write_text
 
         weights = resolve_checkpoint(checkpoint)
         _, card_path = checkpoint_paths(weights)

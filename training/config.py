@@ -44,6 +44,11 @@ class PairSpec(StrictModel):
     label: Path | None = None
     label_vector: Path | None = None
     label_layer: str | None = None
+    aoi: Path | None = Field(
+        None,
+        description="Polygons of the area that was labelled (any CRS); pixels outside are ignored by loss and "
+        "metrics (partly labelled scenes).",
+    )
 
     @model_validator(mode="after")
     def _one_label(self) -> PairSpec:
@@ -72,13 +77,24 @@ class SourceConfig(StrictModel):
         None,
         ge=0,
         description="Binarise labels as change = value > label_threshold (e.g. 127 for 0/255 labels with "
-        "stray grey or JPEG-artefact values); default: labels must be exactly 0/1 or 0/255.",
+        "stray grey or JPEG-artefact values); default: the encoding is found from the values (0/1, 0/255, or "
+        "OSCD's 1/2 with 2 = change).",
+    )
+    label_map: dict[int, Literal[0, 1, "ignore"]] | None = Field(
+        None,
+        description="Raw label value -> 0 (no change), 1 (change) or 'ignore' (unlabelled), for multi-class or "
+        "other encodings, e.g. {0: 0, 1: 1, 2: 1, 3: ignore}; every value found must be named.",
+    )
+    ignore_value: int | None = Field(
+        None, description="Label value meaning 'not labelled' (e.g. 255): excluded from loss and metrics."
     )
 
     @model_validator(mode="after")
     def _check_pairs(self) -> SourceConfig:
         if self.kind == "geotiff_pairs" and not self.pairs:
             raise ValueError("kind 'geotiff_pairs' needs a non-empty 'pairs' list")
+        if self.label_map is not None and self.label_threshold is not None:
+            raise ValueError("give either label_map or label_threshold, not both")
         return self
 
 
@@ -228,7 +244,15 @@ class TrainConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     pixel_size_m: float | None = Field(None, description="Ground sampling distance of the data (m).")
-    init_from: Path | None = Field(None, description="Checkpoint to fine-tune from (weights + normalisation).")
+    init_from: Path | None = Field(
+        None,
+        description="Checkpoint to fine-tune from (weights + normalisation): a .safetensors path or a shipped "
+        "name (rgb, s2-rgbn).",
+    )
+
+
+#: Checkpoint names that ``init_from`` takes besides paths (the shipped checkpoints).
+SHIPPED_NAMES = ("default", "rgb", "s2-rgbn")
 
 
 def _against(base: Path, p: Path) -> Path:
@@ -243,7 +267,7 @@ def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
         src.root = _against(base, src.root)
     if data.synthetic is not None:
         data.synthetic.hosts = [_against(base, h) for h in data.synthetic.hosts]
-    if config.init_from is not None:
+    if config.init_from is not None and str(config.init_from) not in SHIPPED_NAMES:
         config.init_from = _against(base, config.init_from)
     config.output.dir = _against(base, config.output.dir)
     return config

@@ -19,7 +19,7 @@ with :func:`sample_batch`.
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,14 @@ from cspon_rs.training.config import DataConfig, PairSpec, SourceConfig, Split
 from cspon_rs.training.synthetic import SyntheticSampler
 
 __all__ = [
+    "IGNORE",
+    "KNOWN_LABEL_ENCODINGS",
     "OSCD_DEFAULT_BANDS",
     "ChangePair",
     "all_ids",
     "band_stats",
     "data_fingerprint",
+    "decode_label",
     "levir_ids",
     "load_geotiff_pair",
     "load_levir",
@@ -88,6 +91,117 @@ class ChangePair:
         return int(self.label.shape[0]), int(self.label.shape[1])
 
 
+#: Label encodings recognised from the values, in this order: value sets and the value meaning change.
+#: ``1/2`` is OSCD's (1 = no change, 2 = change). A label whose values fit several (only 0s, only 1s) takes
+#: the first in the caller's order; ``label_map`` in a data config removes any doubt.
+KNOWN_LABEL_ENCODINGS: tuple[set[int], ...] = ({0, 1}, {0, 255}, {1, 2})
+
+#: ``label_map`` value that marks a raw label value as "not labelled" (excluded from loss and metrics).
+IGNORE = "ignore"
+
+
+def _label_hint(values: list[int]) -> str:
+    """The config change that decodes a label with these values (for error messages)."""
+    if max(values) <= 31:  # class codes (multi-class or another encoding): a mapping, never a threshold
+        guess = ", ".join(f"{v}: {0 if v == min(values) else 1}" for v in values)
+        return (
+            f"map every value to 0 (no change), 1 (change) or ignore in the data config, e.g. "
+            f"'label_map: {{{guess}}}' (or --set data.label_map='{{{guess}}}')"
+        )
+    return (
+        "set 'label_threshold: 127' in the data config (change = value > 127; for 0/255 labels with stray grey "
+        "or JPEG-artefact values), or map each value with 'label_map'"
+    )
+
+
+def decode_label(
+    array: np.ndarray,
+    source: str | Path,
+    *,
+    allowed: Sequence[set[int]] = KNOWN_LABEL_ENCODINGS,
+    threshold: int | None = None,
+    label_map: Mapping[int, int | str] | None = None,
+    ignore_value: int | None = None,
+    first_fit: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn a label raster into 0/1 change and a mask of labelled pixels, finding the encoding from its values.
+
+    Recognised without configuration (``allowed``, in order): 0/1, 0/255 and OSCD's 1/2 (2 = change).
+    ``label_map`` maps every raw value to 0 (no change), 1 (change) or ``"ignore"`` (multi-class labels,
+    partial labels); ``threshold`` binarises any values (change = value > threshold); ``ignore_value``
+    marks unlabelled pixels (e.g. 255) whatever the encoding.
+
+    Args:
+        array: ``(H, W)`` label pixels.
+        source: File name used in messages.
+        allowed: Value sets recognised from the values; the largest value of the matching set means change.
+        threshold: Binarisation asked for by the user (``data.label_threshold``).
+        label_map: Raw value -> 0, 1 or ``"ignore"`` (``data.label_map``); values it does not name are an error.
+        ignore_value: Raw value excluded from loss and metrics (``data.ignore_value``).
+        first_fit: When the values fit several encodings that read differently (a label of only 1s: all change
+            in 0/1, no change in 1/2), take the first of ``allowed`` instead of raising (a loader that knows its
+            dataset's encoding).
+
+    Returns:
+        ``(label, labelled)``: ``(H, W)`` uint8 0/1 and ``(H, W)`` bool, False where the pixel is ignored.
+
+    Raises:
+        LabelError: Values outside every known encoding (the message lists them, names the file and gives the
+            config change that decodes them), or a label with change values that decodes to no change at all
+            (e.g. a threshold above the change value).
+    """
+    labelled = np.ones(array.shape, dtype=bool) if ignore_value is None else array != ignore_value
+    values = sorted(int(v) for v in np.unique(array[labelled]))
+    if label_map is not None:
+        unknown = [v for v in values if v not in label_map]
+        if unknown:
+            raise LabelError(
+                f"{source}: label values {unknown[:10]} are not in data.label_map {dict(label_map)}; "
+                "add them (0 = no change, 1 = change, ignore = unlabelled)"
+            )
+        change = [int(k) for k, v in label_map.items() if v == 1]
+        ignored = [int(k) for k, v in label_map.items() if v == IGNORE]
+        labelled &= ~np.isin(array, ignored)
+        label = (np.isin(array, change) & labelled).astype(np.uint8)
+    elif threshold is not None:
+        label = ((array > threshold) & labelled).astype(np.uint8)
+        how = f"label_threshold {threshold} (change = value > {threshold})"
+        if not label.any() and len(values) > 1:
+            fits = [o for o in allowed if set(values) <= o]
+            lo = values[-2]  # the largest value that is not the largest: change = value > it
+            fix = (
+                f"remove label_threshold ({'/'.join(map(str, sorted(fits[0])))} labels are recognised as they are, "
+                f"change = {max(fits[0])}) or set label_threshold: {lo}"
+                if fits
+                else f"set label_threshold: {lo} or map each value with label_map"
+            )
+            raise LabelError(
+                f"{source}: {how} turns every pixel into 'no change' (values {values}); {fix}"
+            )
+        return label, labelled
+    else:
+        fits = [o for o in allowed if set(values) <= o]
+        if len({max(o) in values for o in fits}) > 1 and not first_fit:
+            readings = ", ".join(
+                f"{'/'.join(map(str, sorted(o)))} -> {'all change' if max(o) in values else 'no change'}" for o in fits
+            )
+            raise LabelError(
+                f"{source}: label holds only the value(s) {values}, which reads differently in the encodings "
+                f"{readings}; say which with data.label_map (e.g. 'label_map: {{{values[0]}: 0}}' for no change)"
+            )
+        if fits:
+            label = ((array == max(fits[0])) & labelled).astype(np.uint8)
+            return label, labelled
+        bad = sorted(set(values) - set().union(*allowed))
+        shown = bad[:10] if bad else values
+        raise LabelError(
+            f"{source}: label has values {shown}{' ...' if len(bad) > 10 else ''} (all values: {values[:20]}); "
+            f"expected one of the encodings {' or '.join('/'.join(map(str, sorted(o))) for o in allowed)} -- "
+            + _label_hint(values)
+        )
+    return label, labelled
+
+
 def validate_label(
     array: np.ndarray,
     source: str | Path,
@@ -95,35 +209,13 @@ def validate_label(
     allowed: Sequence[set[int]] = ({0, 1}, {0, 255}),
     threshold: int | None = None,
 ) -> np.ndarray:
-    """Check a label's values and return it as 0/1 uint8.
-
-    Args:
-        array: Label pixels.
-        source: File name used in the error message.
-        allowed: Accepted value sets; the label's values must be a subset of one of them, and the largest
-            value of that set means change.
-        threshold: When given, any values are accepted and change = value > threshold (binarisation asked
-            for by the user, ``data.label_threshold`` in a training config).
+    """Check a label's values and return it as 0/1 uint8 (see :func:`decode_label`, which also returns the
+    mask of labelled pixels and knows more encodings).
 
     Raises:
         LabelError: Values outside every allowed set (the message lists the offending values and file).
     """
-    if threshold is not None:
-        thresholded: np.ndarray = (array > threshold).astype(np.uint8)
-        return thresholded
-    values = {int(v) for v in np.unique(array)}
-    for option in allowed:
-        if values <= option:
-            binary: np.ndarray = (array == max(option)).astype(np.uint8)
-            return binary
-    bad = sorted(values - set().union(*allowed))
-    shown = bad[:10] if bad else sorted(values)
-    raise LabelError(
-        f"{source}: label has values {shown}{' ...' if len(bad) > 10 else ''} "
-        f"(all values: {sorted(values)[:20]}); expected only "
-        f"{' or '.join(str(sorted(o)) for o in allowed)} -- set 'label_threshold: 127' in the data config "
-        "(change = value > 127) to binarise it"
-    )
+    return decode_label(array, source, allowed=allowed, threshold=threshold, first_fit=True)[0]
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -173,19 +265,26 @@ def levir_ids(root: str | Path) -> list[str]:
 
 
 def load_levir(
-    root: str | Path, ids: Sequence[str] | None = None, *, label_threshold: int | None = None
+    root: str | Path,
+    ids: Sequence[str] | None = None,
+    *,
+    label_threshold: int | None = None,
+    label_map: Mapping[int, int | str] | None = None,
+    ignore_value: int | None = None,
 ) -> list[ChangePair]:
     """Load pairs of a LEVIR-style folder (``A/``, ``B/``, ``label/`` with the same file names).
 
     Args:
         root: Dataset folder.
         ids: Names to load (default: all in ``label/``).
-        label_threshold: Binarise labels as value > this (default: labels must be 0/1 or 0/255).
+        label_threshold: Binarise labels as value > this (default: the encoding is found from the values,
+            0/1, 0/255 or 1/2; see :func:`decode_label`).
+        label_map, ignore_value: See :func:`decode_label`.
 
     Raises:
         MissingFileError: A folder or the A/B image of a label is missing.
         GridMismatchError: A, B and label of a pair differ in size, or A and B in band count.
-        LabelError: Empty label folder or label values other than 0/1 or 0/255.
+        LabelError: Empty label folder or label values of no known encoding.
     """
     root = Path(root)
     names = list(ids) if ids is not None else levir_ids(root)
@@ -212,7 +311,9 @@ def load_levir(
             )
         if a.shape[0] == 4 and paths["A"].suffix.lower() == ".png":  # RGBA PNG: drop alpha
             a, b = a[:3], b[:3]
-        label = validate_label(lab[0], paths["label"], threshold=label_threshold)
+        label, labelled = decode_label(
+            lab[0], paths["label"], threshold=label_threshold, label_map=label_map, ignore_value=ignore_value
+        )
         bands = ["R", "G", "B"] if a.shape[0] == 3 else [f"band{i + 1}" for i in range(a.shape[0])]
         pairs.append(
             ChangePair(
@@ -220,7 +321,7 @@ def load_levir(
                 before=a.astype(np.float32),
                 after=b.astype(np.float32),
                 label=label,
-                valid=np.ones(label.shape, dtype=bool),
+                valid=labelled,
                 bands=bands,
                 source=str(root),
             )
@@ -315,8 +416,8 @@ def load_oscd(
             raise GridMismatchError(
                 f"{label_path}: label is {lab.shape} (H, W) but {ref_path.name} is {before.shape[1:]}"
             )
-        label = validate_label(lab, label_path, allowed=({1, 2}, {0, 1}))
-        valid: np.ndarray = np.asarray((before > 0).any(axis=0) & (after > 0).any(axis=0))
+        label, labelled = decode_label(lab, label_path, allowed=({1, 2}, {0, 1}), first_fit=True)
+        valid: np.ndarray = np.asarray((before > 0).any(axis=0) & (after > 0).any(axis=0) & labelled)
         pairs.append(ChangePair(city, before, after, label, valid, list(bands), str(folder_a), crs, transform))
     return pairs
 
@@ -331,6 +432,8 @@ def load_geotiff_pair(
     bands: Sequence[str] | None = None,
     *,
     label_threshold: int | None = None,
+    label_map: Mapping[int, int | str] | None = None,
+    ignore_value: int | None = None,
 ) -> ChangePair:
     """Load one GeoTIFF pair, date 2 warped onto the date-1 grid, label raster or polygons on that grid.
 
@@ -380,7 +483,9 @@ def load_geotiff_pair(
                     resampling=Resampling.nearest,
                 ) as vrt:
                     lab = vrt.read(1)
-        label = validate_label(lab, label_path, threshold=label_threshold)
+        label, labelled = decode_label(
+            lab, label_path, threshold=label_threshold, label_map=label_map, ignore_value=ignore_value
+        )
         source = str(label_path)
     else:
         assert spec.label_vector is not None
@@ -394,9 +499,19 @@ def load_geotiff_pair(
             if shapes
             else np.zeros((height, width), dtype=np.uint8)
         )
+        labelled = np.ones((height, width), dtype=bool)
         source = str(vec_path)
+    if spec.aoi is not None:  # partial labels: only pixels inside the labelled area count
+        from cspon_rs.geo.vector import read_vector
+
+        aoi = read_vector(_resolve(base, spec.aoi), to_crs=crs)
+        aoi_shapes = [(geom, 1) for geom in aoi.geometry if geom is not None and not geom.is_empty]
+        if not aoi_shapes:
+            raise LabelError(f"{_resolve(base, spec.aoi)}: the labelled-area layer has no polygon")
+        labelled &= rasterize(aoi_shapes, out_shape=(height, width), transform=transform, fill=0, dtype="uint8") > 0
     valid = ~(before == nodata_a).all(axis=0) if nodata_a is not None else np.ones((height, width), dtype=bool)
     valid &= (after != 0).any(axis=0) | (before == 0).all(axis=0)
+    valid &= labelled
     return ChangePair(spec.id, before, after, label, valid, names, source, str(crs), tuple(transform)[:6])
 
 
@@ -463,12 +578,17 @@ def load_source_split(src: SourceConfig, which: str) -> list[ChangePair]:
     ids = resolve_split(src, which)
     if not ids:
         return []
+    coding: dict[str, Any] = {
+        "label_threshold": src.label_threshold,
+        "label_map": src.label_map,
+        "ignore_value": src.ignore_value,
+    }
     if src.kind == "levir":
-        return load_levir(src.root, ids, label_threshold=src.label_threshold)
+        return load_levir(src.root, ids, **coding)
     if src.kind == "oscd":
         return load_oscd(src.root, ids, src.bands or OSCD_DEFAULT_BANDS)
     specs = {p.id: p for p in src.pairs}
-    return [load_geotiff_pair(specs[i], src.root, src.bands, label_threshold=src.label_threshold) for i in ids]
+    return [load_geotiff_pair(specs[i], src.root, src.bands, **coding) for i in ids]
 
 
 def load_split(cfg: DataConfig | SourceConfig, which: str) -> list[ChangePair]:
@@ -766,6 +886,11 @@ def data_fingerprint(cfg: DataConfig) -> dict[str, Any]:
                 "val": s.val,
                 "label_threshold": s.label_threshold,
             }
+            | (
+                {"label_map": {str(k): v for k, v in s.label_map.items()}, "ignore_value": s.ignore_value}
+                if s.label_map is not None or s.ignore_value is not None
+                else {}
+            )
             for s in cfg.sources()
         ],
         "host_bands": cfg.synthetic.host_bands if cfg.synthetic else None,

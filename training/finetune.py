@@ -13,7 +13,9 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from cspon_rs.errors import LabelError
 from cspon_rs.models.checkpoint import LoadedModel, load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -28,6 +30,7 @@ from cspon_rs.training.config import (
 )
 from cspon_rs.training.datasets import ChangePair
 from cspon_rs.training.evaluate import model_proba, select_threshold
+from cspon_rs.training.loop import THRESHOLD_GRID
 from cspon_rs.training.verified import holdout_scores, read_verified_labels, split_holdout, verified_pairs
 
 __all__ = ["FineTuneResult", "fine_tune", "score_on_holdout"]
@@ -48,10 +51,18 @@ class FineTuneResult:
     n_holdout: int
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    label_mode: str = "polygons"
+    comparable: bool = True
 
     @property
     def better(self) -> bool:
-        """True when the candidate beats the parent on the held-back verifications."""
+        """True when the candidate beats the parent on the held-back verifications.
+
+        Always False when the held-back pixels hold one class only (``--positive-only``): an F1 without any
+        no-change pixel cannot see false alarms, so a model that flags everything would "win".
+        """
+        if not self.comparable:
+            return False
         return float(self.candidate.get(DECIDING_METRIC, 0.0)) > float(self.parent.get(DECIDING_METRIC, 0.0))
 
 
@@ -67,7 +78,7 @@ def score_on_holdout(loaded: LoadedModel, pairs: list[ChangePair]) -> dict[str, 
     probs = [model_proba(loaded.model, loaded.card, p.before, p.after, loaded.device) for p in pairs]
     threshold, source = loaded.card.threshold, "card (fewer than 10 held-back verifications)"
     if len(pairs) >= MIN_HOLDOUT_FOR_THRESHOLD:
-        threshold, source = select_threshold(probs, pairs)[0], "re-selected on held-back verifications"
+        threshold, source = select_threshold(probs, pairs, THRESHOLD_GRID)[0], "re-selected on held-back verifications"
     return {**holdout_scores(probs, pairs, threshold), "threshold_from": source}
 
 
@@ -128,6 +139,8 @@ def fine_tune(
     num_threads: int | None = None,
     context_px: int | None = None,
     progress: bool = True,
+    pixel_labels: bool = False,
+    positive_only: bool = False,
 ) -> FineTuneResult:
     """Fine-tune ``init_from`` on verified labels; score candidate and parent on held-back verifications.
 
@@ -143,9 +156,15 @@ def fine_tune(
             few verifications adapt the decoder only.
         max_minutes: Wall-clock budget of the training loop.
         context_px: Unlabelled context read around each verified polygon (default: a quarter crop).
+        pixel_labels: The pixels around each polygon (its window) are no change: the polygons map all the change
+            there is. Makes one-class labels (only real change) usable: the loss and the held-back F1 then see
+            false alarms.
+        positive_only: Train on one-class labels with only the polygons labelled, knowingly: the held-back
+            F1 cannot count false alarms, so the run never reports the candidate as better.
 
     Raises:
-        LabelError: No usable verification, or scene band count differs from the checkpoint's.
+        LabelError: No usable verification, scene band count differs from the checkpoint's, or the labels hold
+            one class only and neither ``pixel_labels`` nor ``positive_only`` is given.
         MissingFileError, SchemaError: Bad labels file.
     """
     t0 = time.time()
@@ -155,11 +174,25 @@ def fine_tune(
     gdf = read_verified_labels(labels_path, scenes)
     if len(gdf) == 0:
         raise LabelError(f"{labels_path}: no verified warnings to learn from (verify some warnings, export again)")
+    classes = sorted({int(v) for v in gdf["label"]})
+    if len(classes) < 2 and not (pixel_labels or positive_only):
+        what = "real change (label 1)" if classes == [1] else "false change (label 0)"
+        raise LabelError(
+            f"{labels_path}: all {len(gdf)} verifications are {what}; with one class inside the polygons "
+            "neither the loss nor the held-back F1 can see false alarms (a model flagging everything scores "
+            "best). Pass --pixel-labels if the polygons map all the change around them (the rest of each "
+            "window becomes no change), or --positive-only to train on them anyway (never reported as better)"
+        )
+    if pixel_labels and positive_only:
+        raise LabelError("give --pixel-labels or --positive-only, not both")
     train_labels, hold_labels = split_holdout(gdf, holdout, seed)
     crop = int(crop_size or parent.card.training_data.get("crop_size") or 128)
     context = crop // 4 if context_px is None else context_px
-    train_pairs, skipped = verified_pairs(train_labels, parent.card.bands, context_px=context)
-    hold_pairs, skipped_hold = verified_pairs(hold_labels, parent.card.bands, context_px=context)
+    mode: Literal["ignore", "nochange"] = "nochange" if pixel_labels else "ignore"
+    train_pairs, skipped = verified_pairs(train_labels, parent.card.bands, context_px=context, context_label=mode)
+    hold_pairs, skipped_hold = verified_pairs(
+        hold_labels, parent.card.bands, context_px=context, context_label=mode
+    )
     skipped += skipped_hold
     if not train_pairs:
         raise LabelError(
@@ -182,12 +215,15 @@ def fine_tune(
     )
     from cspon_rs.training.loop import train
 
+    parent_scores = score_on_holdout(parent, hold_pairs)  # scored before any training step
     result = train(config, out_dir=out, init_from=parent.path, splits=(train_pairs, [], []), progress=progress)
     candidate = load_checkpoint(result.checkpoint)
     # Without validation the loop leaves threshold 0.5; the parent's (calibrated) threshold is the fallback.
     candidate.card.threshold = parent.card.threshold
     cand_scores = score_on_holdout(candidate, hold_pairs)
-    parent_scores = score_on_holdout(parent, hold_pairs)
+    held_classes = {int(v) for p in hold_pairs for v in np.unique(p.label[p.valid])}
+    comparable = len(held_classes) == 2
+    label_mode = "pixel labels" if pixel_labels else ("positive only" if positive_only else "polygons")
     from cspon_rs.geo.files import file_sha256
 
     labels_info = {
@@ -196,6 +232,8 @@ def fine_tune(
         "n_train": len(train_pairs),
         "n_holdout": len(hold_pairs),
         "skipped": skipped,
+        "mode": label_mode,
+        "classes": classes,
     }
     card = candidate.card.model_copy(deep=True)
     card.threshold = float(cand_scores["threshold"])
@@ -209,7 +247,13 @@ def fine_tune(
         "parent_checkpoint": str(parent.path),
         "candidate_checkpoint": str((out / "best.safetensors").resolve()),
         "metric": DECIDING_METRIC,
+        "comparable": comparable,
     }
+    if not comparable:
+        report["why_not_comparable"] = (
+            "the held-back pixels hold one class only: F1 there cannot count false alarms, so neither model "
+            "is preferred"
+        )
     holdout_json = out / "holdout.json"
     holdout_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return FineTuneResult(
@@ -221,4 +265,6 @@ def fine_tune(
         n_holdout=len(hold_pairs),
         skipped=skipped,
         seconds=time.time() - t0,
+        label_mode=label_mode,
+        comparable=comparable,
     )

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from cspon_rs.errors import CheckpointError, ConfigError, TrainingError
 from cspon_rs.models.card import ModelCard, Normalization
-from cspon_rs.models.checkpoint import load_checkpoint, save_checkpoint
+from cspon_rs.models.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from cspon_rs.models.registry import create_model
 from cspon_rs.training.augment import augment_batch
 from cspon_rs.training.config import TrainConfig
@@ -49,7 +49,11 @@ from cspon_rs.training.datasets import (
 from cspon_rs.training.evaluate import evaluate_pairs, model_proba, select_threshold
 from cspon_rs.training.synthetic import SyntheticSampler, extract_instances, load_host_images
 
-__all__ = ["TrainResult", "change_loss", "export_best", "seed_everything", "train"]
+__all__ = ["THRESHOLD_GRID", "TrainResult", "change_loss", "export_best", "score_parent", "seed_everything", "train"]
+
+#: Decision thresholds searched on validation pixels: 0.01 .. 0.99 (a fine-tuned model's best threshold can
+#: lie far from 0.5, below 0.05 or above 0.95).
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.01 * k, 2) for k in range(1, 100))
 
 
 @dataclass
@@ -66,6 +70,14 @@ class TrainResult:
     val_metrics: dict[str, Any] = field(default_factory=dict)
     test_metrics: dict[str, Any] = field(default_factory=dict)
     card: ModelCard | None = None
+    parent_val: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def worse_than_parent(self) -> bool | None:
+        """True when a fine-tune ended below its parent on the validation split (None: nothing to compare)."""
+        if not self.parent_val or "score" not in self.parent_val:
+            return None
+        return bool(self.best_score < float(self.parent_val["score"]))
 
 
 def seed_everything(seed: int) -> None:
@@ -292,6 +304,39 @@ class _BatchSource(torch.utils.data.Dataset[tuple[torch.Tensor, ...]]):
         )
 
 
+def _val_score(
+    model: nn.Module, card: ModelCard, val_pairs: list[ChangePair], device: torch.device, select_on: str
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Validation figures of a model: threshold picked on ``THRESHOLD_GRID``, pooled and mean per-pair F1."""
+    probs = [model_proba(model, card, p.before, p.after, device) for p in val_pairs]
+    thr, best_f1 = select_threshold(probs, val_pairs, THRESHOLD_GRID)
+    at_half = evaluate_pairs(probs, val_pairs, threshold=0.5).f1
+    per_pair = [evaluate_pairs([pr], [p], threshold=thr).f1 for pr, p in zip(probs, val_pairs, strict=True)]
+    mean_f1 = float(np.mean(per_pair))
+    figures = {"val_f1": at_half, "val_f1_best": best_f1, "val_threshold": thr, "val_f1_mean_pairs": mean_f1}
+    figures["score"] = best_f1 if select_on == "pooled_f1" else mean_f1
+    return figures, probs
+
+
+def score_parent(
+    parent: nn.Module, card: ModelCard, val_pairs: list[ChangePair], device: torch.device, select_on: str
+) -> dict[str, Any]:
+    """Score the checkpoint a run starts from on the validation split, before any training step.
+
+    The figures use the same protocol as every epoch (threshold re-selected on the validation pixels), so
+    ``score`` compares directly with the run's best validation score.
+    """
+    figures, probs = _val_score(parent, card, val_pairs, device, select_on)
+    at_card = evaluate_pairs(probs, val_pairs, threshold=card.threshold).f1
+    return {
+        **figures,
+        "pairs": [p.id for p in val_pairs],
+        "selected_on": select_on,
+        "card_threshold": card.threshold,
+        "val_f1_at_card_threshold": at_card,
+    }
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -361,11 +406,13 @@ def train(
         if p.before.shape[0] != len(bands):
             raise ConfigError(f"pair {p.id!r} has {p.before.shape[0]} bands but the run uses {bands}")
 
-    init_path = Path(init_from) if init_from is not None else config.init_from
+    init_value = init_from if init_from is not None else config.init_from
+    # a path or a shipped name (rgb, s2-rgbn)
+    init_path = resolve_checkpoint(init_value, len(bands)) if init_value is not None else None
     architecture, init_kwargs = config.model.architecture, dict(config.model.init_kwargs)
     init_loaded = None
     if init_path is not None:
-        init_loaded = load_checkpoint(init_path, expected_bands=len(bands))
+        init_loaded = load_checkpoint(init_path, expected_bands=len(bands), device=device)
         architecture, init_kwargs = init_loaded.card.architecture, dict(init_loaded.card.init_kwargs)
         mean, std = list(init_loaded.card.normalization.mean), list(init_loaded.card.normalization.std)
     else:
@@ -408,8 +455,17 @@ def train(
     card.training_data["encoder_init"] = (
         getattr(model, "encoder_init", None) if pretrained else ("from " + str(init_path) if init_path else "random")
     )
+    parent_val: dict[str, Any] = {}
     if init_loaded is not None:
         model.load_state_dict(init_loaded.model.state_dict())
+        if val_pairs and not resume:
+            parent_val = score_parent(init_loaded.model, init_loaded.card, val_pairs, device, opt_cfg.select_on)
+            parent_val["checkpoint"] = init_loaded.card.detector_id
+            if progress:
+                tqdm.write(
+                    f"parent {init_loaded.card.detector_id}: validation F1 {parent_val['val_f1_best']:.3f} "
+                    f"(@{parent_val['val_threshold']:.2f}) before fine-tuning"
+                )
     model.to(device)
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
@@ -448,6 +504,7 @@ def train(
         history = state["history"]
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         card = ModelCard.model_validate(state["card"])
+        parent_val = dict(state.get("parent_val") or {})
 
     end_epoch = opt_cfg.epochs if max_epochs is None else min(opt_cfg.epochs, max_epochs)
     t_start = time.time()
@@ -497,13 +554,9 @@ def train(
         }
         model.eval()
         if val_pairs:
-            probs = [model_proba(model, card, p.before, p.after, device) for p in val_pairs]
-            thr, best_f1 = select_threshold(probs, val_pairs)
-            at_half = evaluate_pairs(probs, val_pairs, threshold=0.5).f1
-            per_pair = [evaluate_pairs([pr], [p], threshold=thr).f1 for pr, p in zip(probs, val_pairs, strict=True)]
-            mean_f1 = float(np.mean(per_pair))
-            record.update(val_f1=at_half, val_f1_best=best_f1, val_threshold=thr, val_f1_mean_pairs=mean_f1)
-            score = best_f1 if opt_cfg.select_on == "pooled_f1" else mean_f1
+            figures, probs = _val_score(model, card, val_pairs, device, opt_cfg.select_on)
+            score, thr, mean_f1 = figures.pop("score"), figures["val_threshold"], figures["val_f1_mean_pairs"]
+            record.update(figures)
         else:
             thr, score = 0.5, -record["train_loss"]
         record["seconds"] = round(time.time() - t0, 2)
@@ -526,6 +579,8 @@ def train(
                 }
             else:
                 card.metrics = {"best_epoch": best_epoch}
+            if parent_val:
+                card.metrics["parent_val"] = parent_val
         state = {
             "epoch": epoch,
             "model": model.state_dict(),
@@ -540,6 +595,7 @@ def train(
             "best_epoch": best_epoch,
             "card": card.model_dump(mode="json"),
             "config": _config_fingerprint(config),
+            "parent_val": parent_val,
         }
         _atomic_torch_save(state, last_path)
         if improved:
@@ -580,6 +636,7 @@ def train(
         val_metrics=dict(card.metrics.get("val", {})),
         test_metrics=test_metrics,
         card=card,
+        parent_val=parent_val,
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -109,6 +109,7 @@ def verified_pairs(
     *,
     context_px: int = 48,
     check_checksums: bool = True,
+    context_label: Literal["ignore", "nochange"] = "ignore",
 ) -> tuple[list[ChangePair], list[str]]:
     """One sparse-labelled :class:`ChangePair` window per verified polygon.
 
@@ -117,6 +118,10 @@ def verified_pairs(
         bands: Band names recorded on the pairs (the checkpoint's; band counts are checked).
         context_px: Pixels of context around each polygon's box (their labels are invalid).
         check_checksums: Compare the scenes' sha256 with the stored ones (when the columns exist).
+        context_label: ``ignore`` (default): only pixels inside verified polygons are labelled; ``nochange``:
+            *pixel labels*, every pixel of a window outside the real-change polygons is no change (the
+            polygons map all the change there is around them), so one-class labels also teach what is not
+            change.
 
     Returns:
         ``(pairs, skipped)``: the windows, and one line per verification that could not be used.
@@ -165,8 +170,8 @@ def verified_pairs(
                 burn = [(g, 2) for g, lab in zip(near.geometry, near["label"], strict=True) if int(lab) == 0]
                 burn += [(g, 1) for g, lab in zip(near.geometry, near["label"], strict=True) if int(lab) == 1]
                 mask = rasterize(burn, out_shape=shape, transform=tr, fill=0, dtype="uint8", all_touched=False)
-                valid = mask > 0
-                if not valid.any():
+                valid = mask > 0 if context_label == "ignore" else np.ones(shape, dtype=bool)
+                if not (mask > 0).any():
                     skipped.append(f"verification {_vid(row)}: polygon smaller than a pixel")
                     continue
                 pairs.append(
