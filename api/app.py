@@ -14,8 +14,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from cspon_rs import __version__
-from cspon_rs.api.concurrency import InFlightLimit
+from cspon_rs.api.concurrency import Admission, AdmissionConfig, AdmissionState
 from cspon_rs.api.db import ensure_schema, make_engine, make_sessionmaker
+from cspon_rs.api.deps import caller_is_known
 from cspon_rs.api.errors import install_error_handlers
 from cspon_rs.api.security import install_security_headers, redact_access_log
 from cspon_rs.api.session_cookie import session_key
@@ -71,13 +72,16 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     app.state.session_key = session_key(settings)
     install_error_handlers(app)
     install_security_headers(app, docs_path=f"{API_PREFIX}/docs")
-    # health bypasses the line: a load balancer must get its answer while requests queue
-    app.add_middleware(InFlightLimit, limit=settings.threads, bypass_prefixes=("/static/", f"{API_PREFIX}/health"))
+    # bodies first, then the line; health bypasses it: a load balancer must get its answer while requests queue
+    app.state.admission = AdmissionState(admission_config(settings))
+    app.add_middleware(Admission, state=app.state.admission, bypass_prefixes=("/static/", f"{API_PREFIX}/health"),
+                       known_caller=caller_is_known)
     app.router.on_startup.append(redact_access_log)
 
     # Refuse oversized bodies before they are spooled (the per-file checks still apply below the limit).
-    body_limit = (
-        max(settings.max_upload_bytes * 2, settings.max_photo_bytes * (settings.max_photos + 1)) + 1_000_000
+    body_limit = min(
+        settings.max_request_bytes,
+        max(settings.max_upload_bytes * 2, settings.max_photo_bytes * (settings.max_photos + 1)) + 1_000_000,
     )
 
     @app.middleware("http")
@@ -124,6 +128,17 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     return app
 
 
+def admission_config(settings: ServeSettings) -> AdmissionConfig:
+    """The admission limits of ``settings`` (see :mod:`cspon_rs.api.concurrency`)."""
+    return AdmissionConfig(
+        slots=settings.threads, per_user=settings.per_user, queue=settings.queue, tile_slots=settings.tile_slots,
+        body_buffer_bytes=settings.body_buffer_bytes, body_idle_timeout_s=settings.body_idle_timeout_s,
+        body_timeout_s=settings.body_timeout_s, readers_per_client=settings.readers_per_client,
+        upload_slots=settings.upload_slots, uploads_per_user=settings.uploads_per_user,
+        upload_min_rate_bps=settings.upload_min_rate_bps, saturated_after_s=settings.saturated_after_s,
+    )
+
+
 def _size_threadpool(threads: int) -> None:
     """Run sync endpoints on ``threads`` threads (the pools are sized to match)."""
     import anyio.to_thread
@@ -133,7 +148,14 @@ def _size_threadpool(threads: int) -> None:
 
 def _include_optional(app: FastAPI) -> None:
     """Routers that build on the warning store."""
+    from cspon_rs.api.routers import triage  # desk triage (内业判读): /api/v1/triage/... and the page /triage
+
+    app.include_router(triage.router, prefix=API_PREFIX)
+    app.include_router(triage.page_router)
     from cspon_rs.api.routers import files, models, resources, warnings
 
     for router in [*warnings.routers, *files.routers, *resources.routers, *models.routers]:
         app.include_router(router, prefix=API_PREFIX)
+    from cspon_rs.api.routers import report_jobs
+
+    app.include_router(report_jobs.router, prefix=API_PREFIX)  # the period report as a job

@@ -38,6 +38,7 @@ def serve(
 
     from cspon_rs.api.app import create_app
     from cspon_rs.api.db import ensure_schema
+    from cspon_rs.api.http_protocol import protocol_with_header_timeout
     from cspon_rs.api.worker import WorkerSupervisor, recover_jobs
 
     settings = _settings(config, db_url=db, data_dir=data_dir, host=host, port=port)
@@ -51,7 +52,10 @@ def serve(
     app = create_app(settings, migrate=False)
     app.state.supervisor = supervisor
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_keep_alive=30)
+        # request heads have a deadline (slow-header senders are cut off); bodies are bounded by Admission
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_keep_alive=30,
+                    http=protocol_with_header_timeout(settings.header_timeout_s),
+                    h11_max_incomplete_event_size=64 * 1024)
     finally:
         if supervisor is not None:
             supervisor.stop()

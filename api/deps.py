@@ -169,6 +169,33 @@ def current_user(
 CurrentUser = Annotated[ApiUser, Depends(current_user)]
 
 
+def _caller_known_sync(request: Request) -> bool:
+    from cspon_rs.api.session_cookie import COOKIE_NAME
+
+    auth = request.headers.get("authorization", "")
+    session: Session = request.app.state.read_sessionmaker()
+    try:
+        if auth[:7].lower() == "bearer " and auth[7:].strip():
+            user = user_for_token(session, auth[7:].strip())
+        elif request.cookies.get(COOKIE_NAME):
+            user = user_for_cookie(request, session, str(request.cookies[COOKIE_NAME]))
+        else:
+            user = None
+        session.commit()
+    finally:
+        session.close()
+    return user is not None
+
+
+async def caller_is_known(scope: dict[str, object]) -> bool:
+    """True when the request carries a valid token or session (checked before a large body is read)."""
+    request = Request(scope)  # type: ignore[arg-type]
+    try:
+        return await anyio.to_thread.run_sync(_caller_known_sync, request, limiter=_cleanup())
+    except Exception:  # an unreadable credential (e.g. bytes that are not UTF-8) is not a known caller
+        return False
+
+
 def require_roles(*roles: str) -> Callable[[ApiUser], ApiUser]:
     """Dependency factory: the current user; 403 unless their role is in ``roles`` (admin always passes)."""
     allowed = set(roles) | {"admin"}

@@ -56,14 +56,38 @@ class QueueHealth(BaseModel):
     oldest_queued_age_s: float | None = Field(description="age of the oldest queued job (seconds)")
 
 
+class LaneHealth(BaseModel):
+    """One admission lane (``api`` or ``tiles``): slots, held, waiting, ages in seconds."""
+
+    slots: int
+    in_use: int
+    queued: int
+    oldest_held_s: float | None
+    oldest_wait_s: float | None
+
+
+class AdmissionHealth(BaseModel):
+    """Saturation of the request line (see ``cspon_rs.api.concurrency``): ``saturated`` when a request waited,
+    or every slot was held, longer than ``saturated_after_s``; ``refused`` counts answers by reason."""
+
+    saturated: bool
+    saturated_after_s: float
+    lanes: dict[str, LaneHealth]
+    reading_bodies: int
+    uploads: int
+    refused: dict[str, int]
+
+
 class HealthOut(BaseModel):
-    """Liveness: database reachable and a live job worker (``degraded`` otherwise, HTTP 200 either way)."""
+    """Liveness: database reachable, a live job worker and an unsaturated request line (``degraded``
+    otherwise, HTTP 200 either way)."""
 
     status: Literal["ok", "degraded"]
     database: bool
     version: str
     worker: WorkerHealth | None = None
     queue: QueueHealth | None = None
+    admission: AdmissionHealth | None = None
 
 
 class VersionOut(BaseModel):

@@ -41,6 +41,28 @@ class ServeSettings(StrictModel):
             connections (plus a few spare), so concurrent clients queue for a thread, never fail.
         session_secret: Key that signs browser session cookies; set it when several web processes serve
             one database. ``None`` = a random key kept in ``<data_dir>/session.key``.
+        max_request_bytes: Largest request body accepted at all (413 before it is read).
+        upload_quota_bytes: Most bytes one user's uploads (scenes, layers) may occupy in ``data_dir``.
+        per_user: Requests of one caller (token / session; anonymous: address) inside the app at once.
+        queue: Requests that may wait for an admission slot; beyond, 503 with ``Retry-After``.
+        body_buffer_bytes: Bodies up to this size are read whole before a slot is taken; larger ones are
+            uploads with their own lane (``upload_slots``, ``uploads_per_user``).
+        header_timeout_s: A request's line and headers must arrive within this (seconds), else the
+            connection is closed.
+        body_idle_timeout_s: Longest pause while a body arrives (seconds); 408 and close beyond.
+        body_timeout_s: Deadline of a small body; for uploads, the grace before ``upload_min_rate_bps`` counts.
+        upload_min_rate_bps: Average upload rate required after ``body_timeout_s`` (bytes/s).
+        upload_slots: Uploads streaming at once (all users).
+        uploads_per_user: Uploads of one user at once.
+        readers_per_client: Small bodies being read at once from one client address (429 beyond).
+        saturated_after_s: ``/health`` is ``degraded`` once a request waited, or every slot was held, longer.
+        tile_slots: Tile requests inside the app at once (their own lane, besides ``threads``).
+        tile_workers: Threads that render tiles (a bounded pool: tiles cannot take the API's CPU).
+        tile_wait_s: Longest wait for a render thread; 503 with ``Retry-After`` beyond.
+        tile_budget_s: Longest render of one tile that a client waits for; 503 beyond (the tile is cached
+            when it finishes).
+        tile_max_read_px: Most source pixels (per band) one tile may read; coarser zooms are refused with
+            422 naming the coarsest zoom served (add overviews, ``gdaladdo``, to serve coarser ones).
     """
 
     db_url: str = "sqlite:///cspon.db"
@@ -56,6 +78,24 @@ class ServeSettings(StrictModel):
     checkpoint: str = "default"
     threads: int = Field(default=40, ge=1, le=400)
     session_secret: str | None = Field(default=None, min_length=16)
+    max_request_bytes: int = Field(default=2 * 1024**3 + 1024**2, gt=0)
+    upload_quota_bytes: int = Field(default=20 * 1024**3, gt=0)
+    per_user: int = Field(default=20, ge=1)
+    queue: int = Field(default=500, ge=1)
+    body_buffer_bytes: int = Field(default=1024**2, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_idle_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    upload_min_rate_bps: float = Field(default=32 * 1024, ge=0)
+    upload_slots: int = Field(default=4, ge=1)
+    uploads_per_user: int = Field(default=2, ge=1)
+    readers_per_client: int = Field(default=64, ge=1)
+    saturated_after_s: float = Field(default=10.0, gt=0)
+    tile_slots: int = Field(default=8, ge=1)
+    tile_workers: int = Field(default=2, ge=1)
+    tile_wait_s: float = Field(default=10.0, gt=0)
+    tile_budget_s: float = Field(default=10.0, gt=0)
+    tile_max_read_px: int = Field(default=4 * 1024 * 1024, ge=65536)
 
     def allowed_roots(self) -> list[Path]:
         """Resolved folders from which the service itself reads (its data directory and ``scene_roots``)."""

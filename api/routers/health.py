@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from cspon_rs import __version__
 from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep
-from cspon_rs.api.schemas import HealthOut, QueueHealth, VersionOut, WorkerHealth
+from cspon_rs.api.schemas import AdmissionHealth, HealthOut, QueueHealth, VersionOut, WorkerHealth
 from cspon_rs.api.settings import ServeSettings
 
 router = APIRouter(tags=["health"])
@@ -57,7 +57,9 @@ def _pid_alive(pid: int) -> bool:
 
 @router.get("/health", response_model=HealthOut, summary="Liveness, database, job worker and queue (no token)")
 def health(request: Request, session: SessionDep, settings: SettingsDep) -> HealthOut:
-    """``status: ok`` when the database answers and a job worker is alive; otherwise ``degraded``.
+    """``status: ok`` when the database answers, a job worker is alive and the request line is not saturated
+    (``admission.saturated``: a request waited, or every slot was held, over ``saturated_after_s``); otherwise
+    ``degraded``.
 
     HTTP 200 either way (a load balancer reads ``status``). ``worker`` comes from the heartbeat the worker
     writes into the data directory every poll; ``queue`` counts queued and running jobs.
@@ -83,9 +85,11 @@ def health(request: Request, session: SessionDep, settings: SettingsDep) -> Heal
     except Exception:
         db_ok = False
     worker = _worker_health(request, settings)
-    ok = db_ok and worker.alive
+    state = getattr(request.app.state, "admission", None)
+    admission = AdmissionHealth.model_validate(state.snapshot()) if state is not None else None
+    ok = db_ok and worker.alive and not (admission is not None and admission.saturated)
     return HealthOut(status="ok" if ok else "degraded", database=db_ok, version=__version__, worker=worker,
-                     queue=queue)
+                     queue=queue, admission=admission)
 
 
 @router.get("/version", response_model=VersionOut, summary="Service and library versions")
