@@ -20,7 +20,8 @@ from cspon_rs.geo.evidence import check_photo
 from cspon_rs.geo.exif import read_exif
 from cspon_rs.store.crud import FIELD_TIME_SLACK, field_time
 
-__all__ = ["Capture", "PhotoEvidence", "parse_capture", "parse_track", "photo_evidence"]
+__all__ = ["Capture", "PhotoEvidence", "caption_text", "parse_capture", "parse_track", "photo_captions",
+           "photo_evidence"]
 
 #: Most points of a recorded GPS track kept per verification.
 MAX_TRACK_POINTS = 20_000
@@ -187,3 +188,49 @@ def photo_evidence(
         distance_m=None if result.distance_m is None else round(result.distance_m, 1),
         flags=",".join(result.flags) or None,
     )
+
+
+_FLAG_ZH = {"far": "远离图斑", "early": "早于核查", "late": "晚于核查", "no_position": "无位置", "no_time": "无时间"}
+
+
+def caption_text(
+    *,
+    taken_at: dt.datetime | None,
+    lon: float | None,
+    lat: float | None,
+    position_source: str | None,
+    bearing_deg: float | None,
+    distance_m: float | None,
+    by: str | None,
+    flags: str | None,
+    zone: dt.tzinfo | None = None,
+) -> str:
+    """The evidence line printed under a photo (report 核查表, KMZ): time (in ``zone``), lon/lat and its source,
+    bearing, distance to the 图斑, who, and the flags in Chinese."""
+    parts = [taken_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %z") if taken_at else "时间不明"]
+    if lon is not None and lat is not None:
+        parts.append(f"{lon:.6f}, {lat:.6f} ({position_source or '?'})")
+    if bearing_deg is not None:
+        parts.append(f"方位 {bearing_deg:.0f}°")
+    if distance_m is not None:
+        parts.append(f"距图斑 {distance_m:,.0f} m")
+    if by:
+        parts.append(by)
+    marks = [_FLAG_ZH.get(f, f) for f in (flags or "").split(",") if f]
+    return " · ".join(parts) + (" · ⚠ " + "、".join(marks) if marks else "")
+
+
+def photo_captions(session: Any, warning_ids: list[str], zone: dt.tzinfo | None = None) -> dict[str, list[str]]:
+    """Warning id → one caption per stored photo, in the order of :func:`cspon_rs.store.api_crud.list_photos`
+    (the order the report's ``photos`` lists use); pass it as ``write_report(photo_captions=...)``."""
+    from cspon_rs.store.api_crud import list_photos
+    from cspon_rs.store.models import Verification
+
+    out: dict[str, list[str]] = {}
+    for wid in warning_ids:
+        rows = list_photos(session, wid)
+        by = {v.id: v.by for v in session.query(Verification).filter(Verification.warning_id == wid)}
+        out[wid] = [caption_text(taken_at=p.taken_at, lon=p.lon, lat=p.lat, position_source=p.position_source,
+                                 bearing_deg=p.bearing_deg, distance_m=p.distance_m,
+                                 by=by.get(p.verification_id or 0), flags=p.flags, zone=zone) for p in rows]
+    return out

@@ -159,6 +159,8 @@ class _Report:
         self.pdf.set_auto_page_break(auto=True, margin=15)
         self.pdf.set_margins(14, 12, 14)
         self.pdf.alias_nb_pages()
+        #: Warning id → one caption per field photo (time, lon/lat, bearing, distance to the 图斑, who).
+        self.photo_captions: Mapping[str, Sequence[str]] = {}
 
     def heading(self, text: str, size: int = 13) -> None:
         self.pdf.set_font("cjk", size=size)
@@ -191,6 +193,7 @@ def write_report(
     sheet_ids: Sequence[str] | None = None,
     top_n: int = 6,
     schema: ExportSchema | None = None,
+    photo_captions: Mapping[str, Sequence[str]] | None = None,
     photos: Mapping[str, Sequence[Path]] | None = None,
 ) -> Path:
     """Write the PDF report of one period and county.
@@ -207,7 +210,9 @@ def write_report(
         sheet_ids: Warnings that get a 核查表 page (default: every warning, in rank order).
         top_n: Warnings shown with chips in the 重点预警 section.
         schema: County names and time zone (default schema).
-        photos: Warning id → field photo files (JPEG/PNG), at most two are placed on its sheet.
+        photo_captions: Warning id → one caption per photo of ``photos`` (举证: time, lon/lat, bearing,
+            distance to the 图斑, who), printed under each photo.
+        photos: Warning id → field photo files (JPEG/PNG); every one is placed on its sheet, two per row.
 
     Raises:
         MissingDependencyError: No CJK font is installed.
@@ -233,6 +238,7 @@ def write_report(
         if overview_png is None:
             overview_png = render_overview(rows, work / "overview.png", after=after, control_lines=control_lines)
         doc = _Report(title, now.strftime("%Y-%m-%d %H:%M %Z"))
+        doc.photo_captions = photo_captions or {}
         pdf = doc.pdf
         pdf.add_page()
         doc.heading(title, 16)
@@ -328,14 +334,19 @@ def _sheet(doc: _Report, r: pd.Series, chip: Path | None, photos: list[Path]) ->
     with pdf.table(col_widths=(45, 137), line_height=4.5, text_align="LEFT", first_row_as_headings=False) as table:
         for label, value in field_rows:
             table.row([label, _fmt(value)])
-    shown = [p for p in photos if Path(p).is_file()][:2]
-    if shown:
-        if pdf.get_y() > 222:
-            pdf.add_page()  # the sheet continues on a second page rather than squeezing the photos
+    texts = list(doc.photo_captions.get(str(r["warning_id"]), ()))
+    shown = [(p, texts[i] if i < len(texts) else "") for i, p in enumerate(photos) if Path(p).is_file()]
+    for row in range(0, len(shown), 2):  # every photo, two per row, each with its caption (举证)
+        if pdf.get_y() > 214:
+            pdf.add_page()  # the sheet continues on the next page rather than squeezing the photos
         top = pdf.get_y() + 2
-        for k, photo in enumerate(shown):
+        pdf.set_font("cjk", size=6.5)
+        for k, (photo, caption) in enumerate(shown[row:row + 2]):
             pdf.image(str(photo), x=14 + k * 92, y=top, w=88, h=45, keep_aspect_ratio=True)
-        pdf.set_y(top + 47)
+            pdf.set_xy(14 + k * 92, top + 46)
+            pdf.multi_cell(88, 3, f"照片{row + k + 1} {caption}".strip(), new_x="RIGHT", new_y="TOP")
+        pdf.set_y(top + 56)
+    pdf.set_font("cjk", size=8.5)
     pdf.ln(4)
     pdf.cell(0, 7, "核查人员签字: ______________    日期: ____________    审核意见: ______________________",
              new_x="LMARGIN", new_y="NEXT")
