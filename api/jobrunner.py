@@ -153,6 +153,7 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
                 out_dir=out_dir / "warn",
                 db_url=settings.db_url,
                 townships_path=params.get("townships_path"),
+                landuse_path=params.get("landuse_path"),
                 before=scene.before_path,
                 after=scene.after_path,
             )

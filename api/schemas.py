@@ -176,6 +176,10 @@ class JobCreate(_In):
     permits_path: str = Field(min_length=1, max_length=4096, description="approved permits layer (GPKG)")
     control_lines_path: str = Field(min_length=1, max_length=4096, description="control lines layer (GPKG)")
     townships_path: str | None = Field(default=None, min_length=1, max_length=4096)
+    landuse_path: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="land-use layer (三调/年度变更 DLTB, DLBM codes): area by before-class, 占用耕地 per warning",
+    )
     checkpoint: str | None = Field(
         default=None,
         min_length=1,
@@ -245,6 +249,9 @@ class WarningOut(_Out):
     detector: str | None = Field(default=None, description="card name@version of the model that raised it")
     model_sha256: str | None = Field(default=None, description="sha256 of that checkpoint's weights")
     model_version_id: int | None = Field(default=None, description="its county registry id (GET /models/{id})")
+    cropland_m2: float | None = Field(default=None, description="占用耕地 (GB/T 21010 01xx) in m²; null: no land-use "
+                                      "layer in the run")
+    landuse_main: str | None = Field(default=None, description="main land class before the change (DLBM code)")
 
 
 class WarningPage(BaseModel):

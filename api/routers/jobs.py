@@ -85,6 +85,7 @@ def submit_job(body: JobCreate, user: JobUser, session: SessionDep, settings: Se
         "townships_path": _vector(body.townships_path, settings, user, "townships_path")
         if body.townships_path
         else None,
+        "landuse_path": _vector(body.landuse_path, settings, user, "landuse_path") if body.landuse_path else None,
     }
     # Named explicitly: used as given. Omitted: the worker uses the county's promoted model when the job
     # runs (cspon-rs models promote), else the service default -- the job log says which.

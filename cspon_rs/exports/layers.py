@@ -44,6 +44,7 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "excess_m2", "permit_nos", "reason_zh", "reason_en", "confidence", "priority", "rank", "status",
     "status_zh", "suspected_zh", "verification_result", "result_zh", "actual_use", "assigned_team", "due_date",
     "verified_at", "verified_by", "photo_count", "remarks",
+    "cropland_m2", "cropland_mu", "landuse_main", "landuse_main_zh", "landuse_zh",
 )
 #: Files of one Shapefile.
 SHP_SUFFIXES: tuple[str, ...] = (".shp", ".shx", ".dbf", ".prj", ".cpg")
@@ -162,9 +163,25 @@ def tuban_frame(warnings: gpd.GeoDataFrame, schema: ExportSchema | None = None) 
     out["suspected_zh"] = ["疑似" if r is None else "已核查" for r in out["verification_result"]]
     out["verified_at"] = [local_time_text(v, zone) for v in col("verified_at")]
     out["photo_count"] = [int(v) if v is not None and not pd.isna(v) else 0 for v in col("photo_count", 0)]
+    _landuse_columns(out, col("landuse_areas"), col("cropland_m2"), col("landuse_main"), src.index)
     rows = src.assign(verification_result=out["verification_result"], flags=col("flags", []))
     out["remarks"] = [_remarks(r) for _, r in rows.iterrows()]
     return out
+
+
+def _landuse_columns(out: gpd.GeoDataFrame, areas: list[Any], cropland: list[Any], main: list[Any],
+                     index: pd.Index) -> None:
+    """占用耕地 (m², 亩), main class (code, ``code name``) and areas by first-level class (text); empty
+    without a land-use layer in the run (:mod:`cspon_rs.rules.landuse`)."""
+    from cspon_rs.rules.landuse import class_name, landuse_text, load_code_table
+
+    table = load_code_table()
+    crop = pd.to_numeric(pd.Series(cropland, index=index, dtype=object), errors="coerce").astype(float)
+    out["cropland_m2"] = crop.round(2)
+    out["cropland_mu"] = (crop / SQM_PER_MU).round(4)
+    out["landuse_main"] = [_text(v) for v in main]
+    out["landuse_main_zh"] = [class_name(v, table) for v in out["landuse_main"]]
+    out["landuse_zh"] = [landuse_text(v, table) or None for v in areas]
 
 
 def _clip_bytes(text: str, width: int, encoding: str) -> str:

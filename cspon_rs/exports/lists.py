@@ -34,6 +34,7 @@ __all__ = [
     "LIST_COLUMNS",
     "NUMBER_FORMATS",
     "PRINTED_COLUMNS",
+    "cropland_table",
     "list_frame",
     "summary_tables",
     "write_warning_csv",
@@ -57,6 +58,9 @@ LIST_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
     ("farmland_overlap_m2", "占永久基本农田(m²)", "YJJBNT overlap (m²)", 11),
     ("redline_overlap_m2", "占生态保护红线(m²)", "STBHHX overlap (m²)", 11),
     ("outside_urban_m2", "城镇开发边界外(m²)", "outside CZKFBJ (m²)", 11),
+    ("cropland_m2", "占用耕地(m²)", "cropland taken (m²)", 10),
+    ("landuse_main_zh", "主要地类", "main land class", 10),
+    ("landuse_zh", "地类面积", "area by land class", 18),
     ("permit_nos", "相关批准文号", "permits", 18),
     ("reason_zh", "预警原因", "reasons (zh)", 36),
     ("confidence", "模型置信度", "confidence", 8),
@@ -84,13 +88,15 @@ PRINTED_COLUMNS = [c for c, *_ in LIST_COLUMNS].index("chip")
 #: Excel number format per column (others are General/text).
 NUMBER_FORMATS: dict[str, str] = {
     "rank": "0", "area_m2": "#,##0", "area_mu": "0.00", "excess_m2": "#,##0", "farmland_overlap_m2": "#,##0",
-    "redline_overlap_m2": "#,##0", "outside_urban_m2": "#,##0", "confidence": "0.00", "priority": "0.0",
+    "redline_overlap_m2": "#,##0", "outside_urban_m2": "#,##0", "cropland_m2": "#,##0", "confidence": "0.00",
+    "priority": "0.0",
     "photo_count": "0", "centroid_lon": "0.000000", "centroid_lat": "0.000000", "t1": "yyyy-mm-dd",
     "t2": "yyyy-mm-dd", "due_date": "yyyy-mm-dd", "verified_at": "yyyy-mm-dd hh:mm",
 }
-_WRAPPED = {"reason_zh", "reason_en", "permit_nos", "actual_use", "flags", "township_name", "category"}
+_WRAPPED = {"reason_zh", "reason_en", "permit_nos", "actual_use", "flags", "township_name", "category",
+            "landuse_zh", "landuse_main_zh"}
 _SUMMED = ("area_m2", "area_mu", "excess_m2", "farmland_overlap_m2", "redline_overlap_m2", "outside_urban_m2",
-           "photo_count")
+           "cropland_m2", "photo_count")
 
 
 def _local_naive(value: Any, schema: ExportSchema) -> dt.datetime | None:
@@ -179,12 +185,37 @@ def summary_tables(warnings: gpd.GeoDataFrame, *, only_warnings: bool = True) ->
         lines.append({"control_zh": zh, "control": code, "count": len(flagged), "area_m2": round(area, 1),
                       "area_mu": round(area / SQM_PER_MU, 2)})
     out["control"] = pd.DataFrame(lines)
+    cropland = cropland_table(frame)
+    if cropland is not None:
+        out["cropland"] = cropland
     from cspon_rs.exports.schema import STATUS_ZH
 
     statuses = frame.get("status", pd.Series(index=frame.index, dtype=object)).fillna("new")
     out["status"] = pd.DataFrame([{"status_zh": zh, "status": key, "count": int((statuses == key).sum())}
                                   for key, zh in STATUS_ZH.items()])
     return out
+
+
+def cropland_table(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """占用耕地 by township: warnings, their area, the part on 耕地 (01xx) and its share of the area (0..1);
+    ``None`` when no row has land-use figures (the run had no ``--landuse`` layer)."""
+    if "cropland_m2" not in frame.columns or not len(frame):
+        return None
+    crop = pd.to_numeric(frame["cropland_m2"], errors="coerce")
+    if crop.isna().all():
+        return None
+    names = frame.get("township_name", pd.Series(index=frame.index, dtype=object)).fillna("(未分配 unassigned)")
+    work = pd.DataFrame({"township_name": names, "area_m2": pd.to_numeric(frame["area_m2"], errors="coerce")
+                         .fillna(0.0), "cropland_m2": crop.fillna(0.0)})
+    table = work.groupby("township_name").agg(count=("area_m2", "size"), area_m2=("area_m2", "sum"),
+                                             cropland_m2=("cropland_m2", "sum")).reset_index()
+    table["cropland_share"] = [c / a if a > 0 else 0.0 for c, a in zip(table["cropland_m2"], table["area_m2"],
+                                                                        strict=True)]
+    table["area_m2"] = table["area_m2"].round(1)
+    table["cropland_m2"] = table["cropland_m2"].round(1)
+    table["cropland_mu"] = (table["cropland_m2"] / SQM_PER_MU).round(2)
+    table["cropland_share"] = table["cropland_share"].round(4)
+    return table
 
 
 def _cell(value: Any) -> Any:
@@ -298,6 +329,7 @@ def write_warning_xlsx(
         "township": ((("乡镇名称", "township"),), "按乡镇 by township"),
         "control": ((("管控线", "control line (zh)"), ("代码", "code")), "按管控线 by control line (涉及面积)"),
         "status": ((("状态", "status (zh)"), ("代码", "status")), "核查进度 verification progress"),
+        "cropland": ((("乡镇名称", "township"),), "占用耕地 by township (耕地 = GB/T 21010 01xx)"),
     }
     for name, frame in summary_tables(warnings).items():
         keys, label = headers[name]
@@ -306,6 +338,9 @@ def write_warning_xlsx(
         measures = [("数量", "count"), ("面积(m²)", "area (m²)"), ("面积(亩)", "area (mu)")]
         if name == "status":
             measures = measures[:1]
+        if name == "cropland":
+            measures = [("数量", "count"), ("面积(m²)", "area (m²)"), ("占用耕地(m²)", "cropland (m²)"),
+                        ("耕地占比", "cropland share"), ("占用耕地(亩)", "cropland (mu)")]
         for j, (zh, en) in enumerate((*keys, *measures), start=1):
             for r, text in ((row, zh), (row + 1, en)):
                 cell = summary.cell(row=r, column=j, value=text)
@@ -313,7 +348,8 @@ def write_warning_xlsx(
                 cell.fill = fill
                 cell.border = border
         row += 2
-        formats = ["@"] * len(keys) + ["0", "#,##0", "0.00"]
+        formats = ["@"] * len(keys) + (["0", "#,##0", "#,##0", "0.0%", "0.00"] if name == "cropland"
+                                       else ["0", "#,##0", "0.00"])
         for record in frame.itertuples(index=False):
             for j, value in enumerate(record, start=1):
                 cell = summary.cell(row=row, column=j, value=_cell(value))

@@ -259,6 +259,11 @@ def write_report(
         doc.table(["乡镇 township", "数量 count", "面积 m²", "面积 亩"],
                   [[str(r.township_name), str(r.count), _fmt(r.area_m2), _fmt(r.area_mu, 2)]
                    for r in tables["township"].itertuples()], (70, 25, 40, 40))
+        if "cropland" in tables:
+            doc.heading("占用耕地 by township (耕地 01xx, GB/T 21010)", 11)
+            doc.table(["乡镇 township", "数量 count", "面积 m²", "占用耕地 m²", "耕地占比"],
+                      [[str(r.township_name), str(r.count), _fmt(r.area_m2), _fmt(r.cropland_m2),
+                        f"{r.cropland_share:.1%}"] for r in tables["cropland"].itertuples()], (60, 22, 35, 35, 25))
         doc.heading("按管控线统计 by control line (涉及图斑与占用面积)", 11)
         doc.table(["管控线 control line", "图斑数 count", "占用面积 m²", "占用面积 亩"],
                   [[f"{r.control_zh} {r.control}", str(r.count), _fmt(r.area_m2), _fmt(r.area_mu, 2)]
@@ -311,6 +316,7 @@ def _sheet(doc: _Report, r: pd.Series, chip: Path | None, photos: list[Path]) ->
         ("面积 (平面, m² / 亩)", f"{_fmt(r['area_m2'], 1)} / {_fmt(r['area_mu'], 2)}"),
         ("椭球面积 (m² / 亩)", f"{_fmt(r['ellipsoid_m2'], 1)} / {_fmt(r['ellipsoid_mu'], 2)}"),
         ("占用永久基本农田 m²", _fmt(r["farmland_overlap_m2"], 1)),
+        ("地类 (前时相) / 占用耕地 m²", f"{_fmt(r['landuse_zh'] or '—')} / {_fmt(r['cropland_m2'], 1)}"),
         ("占用生态保护红线 m²", _fmt(r["redline_overlap_m2"], 1)),
         ("城镇开发边界外 m²", _fmt(r["outside_urban_m2"], 1)), ("批准文号", r["permit_nos"] or "—"),
         ("模型置信度 / 优先级", f"{_fmt(r['confidence'], 2)} / {_fmt(r['priority'], 1)} (排名 {_fmt(r['rank'])})"),

@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
         = None,
         report: Annotated[bool, typer.Option(help="Also write the PDF report (report_<county>_<period>.pdf)")]
         = False,
+        landuse: Annotated[Path | None, typer.Option(
+            help="Land-use layer (三调/年度变更 DLTB: GeoPackage, Shapefile or FileGDB with DLBM codes; layer and "
+                 "class field from --fields): area by before-class, 占用耕地 and main class per warning")] = None,
     ) -> None:
         """Classify change patches into warnings, store them and write the lists (XLSX/CSV), the 图斑 layer
         (Shapefile + GeoPackage), chips and optionally the PDF report."""
@@ -70,7 +73,7 @@ def register(app: typer.Typer) -> None:
         result = run_warning_pipeline(
             changes, permits, control_lines, period=period, county_code=county, out_dir=out, db_url=db,
             townships_path=townships, before=before, after=after, rules=rules, fields=fields, out_crs=out_crs,
-            encoding=encoding, export_schema=export_schema,
+            encoding=encoding, export_schema=export_schema, landuse_path=landuse,
         )
         from cspon_rs.rules.pipeline import NO_PERMITS_NOTE
 

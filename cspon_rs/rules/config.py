@@ -24,6 +24,7 @@ __all__ = [
     "PERMIT_TYPES",
     "ControlLineFields",
     "FieldsConfig",
+    "LanduseFields",
     "PermitFields",
     "RulesConfig",
     "TownshipFields",
@@ -160,12 +161,30 @@ class TownshipFields(StrictModel):
     default_crs: str | None = "EPSG:4490"
 
 
+class LanduseFields(StrictModel):
+    """Where the class lives in a land-use layer (``landuse:`` in the field mapping, read by
+    :func:`cspon_rs.rules.landuse.load_landuse`).
+
+    ``validate_codes``: check codes against the GB/T 21010 table (``code_table``, default the bundled
+    ``configs/landuse_gbt21010.yaml``); false for a layer with another classification, where
+    ``cropland_values`` lists its 耕地 classes.
+    """
+
+    layer: str | None = "DLTB"
+    class_field: str = "DLBM"
+    default_crs: str | None = "EPSG:4490"
+    validate_codes: bool = True
+    code_table: str | None = None
+    cropland_values: list[str] = Field(default_factory=list)
+
+
 class FieldsConfig(StrictModel):
     """Field mapping of all bureau layers (``configs/fields_default.yaml``)."""
 
     permits: PermitFields = Field(default_factory=PermitFields)
     control_lines: ControlLineFields = Field(default_factory=ControlLineFields)
     townships: TownshipFields = Field(default_factory=TownshipFields)
+    landuse: LanduseFields = Field(default_factory=LanduseFields)
 
 
 def load_rules_config(path: str | Path | None = None) -> RulesConfig:

@@ -177,6 +177,7 @@ def run_warning_pipeline(
     out_crs: str = "auto-gk",
     encoding: str = "UTF-8",
     export_schema: str | Path | None = None,
+    landuse_path: str | Path | None = None,
 ) -> WarningRunResult:
     """Classify a run's change patches, store them, and write the lists (and chips).
 
@@ -198,6 +199,8 @@ def run_warning_pipeline(
         out_crs: CRS of the 图斑 layer (``auto-gk``, ``scene`` or e.g. ``EPSG:4490``).
         encoding: Shapefile encoding (``UTF-8`` or ``GBK``), written to the ``.cpg``.
         export_schema: 图斑 field schema YAML (default ``configs/export_fields.yaml``).
+        landuse_path: Optional land-use layer (三调/年度变更 DLTB, ``landuse`` in the field mapping): each
+            warning gets its area by before-class, 占用耕地 and main class (:mod:`cspon_rs.rules.landuse`).
     """
     from cspon_rs.exports.chips import write_chips
     from cspon_rs.exports.fieldresults import attach_field_results
@@ -232,6 +235,14 @@ def run_warning_pipeline(
     footprint = scene_footprint(before, after) if before is not None and after is not None else None
     warnings = classify(patches, permits, control, t1=d1, t2=d2, config=rules_cfg, townships=townships,
                         footprint=footprint)
+    if landuse_path is not None and len(warnings):
+        from cspon_rs.rules.landuse import attach_landuse, load_landuse
+
+        landuse = load_landuse(landuse_path, mapping=fields_cfg.landuse,
+                               bounds=tuple(float(v) for v in warnings.total_bounds),  # type: ignore[arg-type]
+                               bounds_crs=warnings.crs)
+        warnings = attach_landuse(warnings, landuse)
+        messages += landuse.messages
     url = db_url or sqlite_url(out / "warnings.sqlite")
     sessions = open_store(url)
     try:

@@ -475,6 +475,9 @@ def _new_record(
         farmland_overlap_m2=_float(row.get("farmland_overlap_m2")),
         redline_overlap_m2=_float(row.get("redline_overlap_m2")),
         outside_urban_m2=_float(row.get("outside_urban_m2")),
+        landuse_areas=_json_safe(row["landuse_areas"]) if isinstance(row.get("landuse_areas"), dict) else None,
+        cropland_m2=_float(row.get("cropland_m2"), None),
+        landuse_main=_text_or_none(row.get("landuse_main")),
         reasons=_json_safe(list(row.get("reasons") or [])),
         permits=_json_safe(list(row.get("permits") or [])),
         priority=_float(row.get("priority")),
@@ -825,6 +828,7 @@ def warnings_frame(records: Sequence[WarningRecord]) -> gpd.GeoDataFrame:
         "redline_overlap_m2", "outside_urban_m2", "reasons", "permits", "priority", "rank", "confidence",
         "status", "verification_result", "assigned_team", "due_date", "rule_set_version", "t1", "t2",
         "centroid_lon", "centroid_lat", "linked_ids", "seen_periods", "version",
+        "landuse_areas", "cropland_m2", "landuse_main",
     ]
     data = {c: [getattr(r, c) for r in records] for c in columns}
     frame = gpd.GeoDataFrame(data, geometry=[shapely_wkt.loads(r.geometry_wkt) for r in records], crs=4326)

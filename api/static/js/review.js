@@ -263,7 +263,8 @@
     return {
       category: document.getElementById("filter-category").value,
       status: document.getElementById("filter-status").value,
-      township: document.getElementById("filter-township").value
+      township: document.getElementById("filter-township").value,
+      landuse: document.getElementById("filter-landuse").value
     };
   }
 
@@ -274,6 +275,10 @@
       if (flt.category && p.category !== flt.category) return false;
       if (flt.status && p.status !== flt.status) return false;
       if (flt.township && (p.township_code || p.township_name || "") !== flt.township) return false;
+      if (flt.landuse === "cropland" && !(p.cropland_m2 > 0)) return false;
+      if (flt.landuse && flt.landuse !== "cropland" && String(p.landuse_main || "").slice(0, 2) !== flt.landuse) {
+        return false;
+      }
       return true;
     });
   }
@@ -303,7 +308,24 @@
     fillFilter(document.getElementById("filter-township"),
       Object.keys(towns).sort().map(function (k) { return towns[k]; }),
       function (v) { return v.name + " (" + v.n + ")"; });
+    // 地类 (GB/T 21010 first-level class of the main land class before the change), and 占用耕地
+    var lands = {}, cropland = 0;
+    state.features.forEach(function (f) {
+      var p = props(f), k = String(p.landuse_main || "").slice(0, 2);
+      if (k) lands[k] = (lands[k] || 0) + 1;
+      if (p.cropland_m2 > 0) cropland += 1;
+    });
+    var landValues = Object.keys(lands).sort().map(function (k) { return { value: k, n: lands[k] }; });
+    if (cropland) landValues.unshift({ value: "cropland", n: cropland });
+    fillFilter(document.getElementById("filter-landuse"), landValues, function (v) {
+      if (v.value === "cropland") return "占用耕地 cropland taken (" + v.n + ")";
+      return v.value + " " + (LAND_CLASS[v.value] || "") + " (" + v.n + ")";
+    });
   }
+  /** GB/T 21010 first-level classes (configs/landuse_gbt21010.yaml). */
+  var LAND_CLASS = { "01": "耕地", "02": "园地", "03": "林地", "04": "草地", "05": "商服用地",
+    "06": "工矿仓储用地", "07": "住宅用地", "08": "公共管理与公共服务用地", "09": "特殊用地",
+    "10": "交通运输用地", "11": "水域及水利设施用地", "12": "其他土地" };
 
   function renderList() {
     var list = C.clear(document.getElementById("warning-list"));
@@ -337,7 +359,7 @@
     renderList();
     if (state.selected && state.layersById[state.selected]) highlight(state.selected);
   }
-  ["filter-category", "filter-status", "filter-township"].forEach(function (id) {
+  ["filter-category", "filter-status", "filter-township", "filter-landuse"].forEach(function (id) {
     document.getElementById(id).addEventListener("change", refresh);
   });
 
