@@ -20,29 +20,49 @@ Rendered tiles are kept in a process-wide LRU cache bounded by bytes (:data:`TIL
 ``CSPON_TILE_CACHE_BYTES``) and sent with ``Cache-Control: private, max-age=86400`` and an ``ETag`` that
 changes when a source file changes. Same auth and county scoping as the other map endpoints: a county-bound
 user asking for another county gets 403; a tile outside the scene is 404.
+
+Cost bounds (issue #22: z 0 of a county scene ran 6 min of CPU and grew the server by 3.6 GiB): a tile may read
+at most ``tile_max_read_px`` source pixels per band (serve setting), so zooms coarser than
+:func:`cheap_min_zoom` (which depends on the file's overviews) are refused with ``422`` naming the coarsest
+zoom served, and ``GET .../tiles`` gives that zoom as ``minzoom``. Tiles render on a bounded pool
+(:class:`TileRenderer`, ``tile_workers`` threads) in their own admission lane, with a wait and a render
+budget (``503`` + ``Retry-After`` beyond); a request whose client disconnected while it waited renders nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_county, error_detail
 from cspon_rs.api.routers.map import CountyPath, MapSources, PeriodPath, resolve_sources
+from cspon_rs.api.settings import ServeSettings
 
-__all__ = ["TILE_CACHE_BYTES", "TileCache", "TileLayer", "TilesOut", "render_tile", "router"]
+__all__ = [
+    "TILE_CACHE_BYTES",
+    "TileCache",
+    "TileLayer",
+    "TileRenderer",
+    "TilesOut",
+    "cheap_min_zoom",
+    "render_tile",
+    "router",
+]
 
 router = APIRouter(prefix="/map", tags=["map"])
 
@@ -145,6 +165,38 @@ def _native_zooms(key: str, path: str) -> tuple[int, int]:
             return int(reader.minzoom), int(reader.maxzoom)
 
 
+def cheap_min_zoom(path: Path, max_read_px: int) -> int:
+    """Coarsest zoom at which one tile of ``path`` reads at most ``max_read_px`` source pixels per band.
+
+    A tile at zoom ``z`` spans ``256 × 2^(maxzoom - z)`` file pixels per axis (at most the whole file); GDAL
+    reads it from the finest overview whose decimation does not exceed that span, so a file without overviews
+    is cheap only a few zooms below its native one, a COG with overviews down to its thumbnail at any zoom.
+    Remembered per file version.
+    """
+    return _cheap_min_zoom(_file_key(path), str(path), int(max_read_px))
+
+
+@lru_cache(maxsize=256)
+def _cheap_min_zoom(key: str, path: str, max_read_px: int) -> int:
+    import rasterio
+
+    _lo, maxzoom = _native_zooms(key, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path) as src:
+            width, height = src.width, src.height
+            factors = sorted({1, *src.overviews(1)})
+    best = maxzoom
+    for z in range(maxzoom, -1, -1):
+        span = TILESIZE * 2 ** (maxzoom - z)
+        dec = max(f for f in factors if f <= max(1, span // TILESIZE))
+        read = (min(span, width) / dec) * (min(span, height) / dec)
+        if read > max_read_px:
+            break
+        best = z
+    return best
+
+
 def render_tile(
     path: Path, layer: TileLayer, z: int, x: int, y: int, stretch_with: Sequence[Path] = ()
 ) -> bytes:
@@ -240,7 +292,8 @@ class TilesOut(BaseModel):
 def tiles_index(
     county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep, settings: SettingsDep,
 ) -> TilesOut:
-    """URL templates for ``L.tileLayer`` and the zoom range of each layer that exists on this server."""
+    """URL templates for ``L.tileLayer`` and the zoom range of each layer that exists on this server;
+    ``minzoom`` is the coarsest zoom served (tiles below it would read too much of the file, see ``tile``)."""
     ensure_county(user, county_code)
     src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
     session.commit()
@@ -255,7 +308,8 @@ def tiles_index(
             notes.append(f"{name}: unreadable ({exc})")
             continue
         date = src.before_date if name == "before" else src.after_date if name == "after" else None
-        layers[name] = TileLayerOut(url=f"{base}/{name}/{{z}}/{{x}}/{{y}}.png", minzoom=max(0, lo - 2),
+        cheap = cheap_min_zoom(path, settings.tile_max_read_px)
+        layers[name] = TileLayerOut(url=f"{base}/{name}/{{z}}/{{x}}/{{y}}.png", minzoom=max(0, lo - 2, cheap),
                                     max_native_zoom=hi, date=date)
         if name == "before":
             from rio_tiler.io import Reader
@@ -268,9 +322,70 @@ def tiles_index(
     return TilesOut(county_code=county_code, period=period, bounds=bounds, layers=layers, notes=notes)
 
 
+class TileRenderer:
+    """A bounded pool that renders tiles: ``workers`` threads, a wait of at most ``wait_s`` for one and a
+    render budget of ``budget_s`` that a client waits for (a render past it still finishes into the cache,
+    but the pool stays bounded: a slot is freed only when its render ends). A request whose client has gone
+    away while it waits for a thread is dropped before it renders anything."""
+
+    def __init__(self, workers: int, wait_s: float, budget_s: float) -> None:
+        import concurrent.futures
+
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tile")
+        self.workers = workers
+        self.wait_s = wait_s
+        self.budget_s = budget_s
+        self._sem: asyncio.Semaphore | None = None
+
+    async def run(self, request: Request, fn: Callable[[], bytes]) -> bytes | None:
+        """``fn()`` on the pool; ``None`` when the client went away before it started. 503 when busy/slow."""
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.workers)
+        sem = self._sem
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                await asyncio.wait_for(sem.acquire(), min(0.25, max(0.01, deadline - time.monotonic())))
+                break
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return None
+                if time.monotonic() >= deadline:
+                    raise _busy(f"every tile renderer stayed busy for {self.wait_s:g} s") from None
+        future = asyncio.get_running_loop().run_in_executor(self.pool, fn)
+        future.add_done_callback(lambda _f: sem.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.budget_s)
+        except TimeoutError:
+            raise _busy(f"the tile took over {self.budget_s:g} s to render; it is cached when done") from None
+
+
+def _busy(msg: str) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=error_detail("z", f"{msg}; retry shortly",
+                         "path"), headers={"Retry-After": "2"})
+
+
+def _renderer(request: Request, settings: ServeSettings) -> TileRenderer:
+    renderer: TileRenderer | None = getattr(request.app.state, "tile_renderer", None)
+    if renderer is None:
+        renderer = TileRenderer(settings.tile_workers, settings.tile_wait_s, settings.tile_budget_s)
+        request.app.state.tile_renderer = renderer
+    return renderer
+
+
+_TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "the tile"},
+    304: {"description": "not modified (If-None-Match)"},
+    404: {"description": "tile outside the raster, no such layer, or a zoom above max_native_zoom + 2"},
+    422: {"description": "a zoom coarser than the raster serves cheaply (detail names the coarsest zoom), or "
+          "bad path values"},
+    503: {"description": "tile renderers busy or the render ran over its budget; retry after Retry-After"},
+}
+
+
 @router.get("/{county_code}/{period}/tiles/{layer}/{z}/{x}/{y}.png", summary="One XYZ tile (Web Mercator)",
-            response_class=Response, responses={200: {"content": {"image/png": {}}}, 304: {}})
-def tile(
+            response_class=Response, responses=_TILE_RESPONSES)
+async def tile(
     county_code: CountyPath,
     period: PeriodPath,
     layer: TileLayer,
@@ -282,15 +397,22 @@ def tile(
     session: SessionDep,
     settings: SettingsDep,
 ) -> Response:
-    """PNG with an alpha channel; 404 outside the scene or above ``max_native_zoom + 2``."""
+    """PNG with an alpha channel; 404 outside the scene or above ``max_native_zoom + 2``; 422 below the
+    coarsest zoom the file serves cheaply (``minzoom`` of ``GET .../tiles``: at most ``tile_max_read_px``
+    source pixels per tile); rendered on a bounded pool (503 when it stays busy)."""
     from rio_tiler.errors import TileOutsideBounds
 
     ensure_county(user, county_code)
     if x >= 2**z or y >= 2**z:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
             "x", f"tile {z}/{x}/{y} does not exist (x and y must be below 2^z)", "path"))
-    src = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
-    session.commit()
+
+    def sources() -> MapSources:
+        found = resolve_sources(session, county_code, period, roots=settings.allowed_roots())
+        session.commit()
+        return found
+
+    src = await run_in_threadpool(sources)
     paths = layer_paths(src)
     path = paths.get(layer)
     if path is None:
@@ -305,15 +427,29 @@ def tile(
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     body = _CACHE.get(key)
     if body is None:
-        _, maxzoom = native_zooms(path)
+        _, maxzoom = await run_in_threadpool(native_zooms, path)
         if z > maxzoom + OVERZOOM:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
                 "z", f"zoom {z} is above {maxzoom + OVERZOOM} (native zoom {maxzoom} + {OVERZOOM})", "path"))
+        coarsest = await run_in_threadpool(cheap_min_zoom, path, settings.tile_max_read_px)
+        if z < coarsest:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(
+                "z", f"zoom {z} is coarser than {coarsest}, the coarsest zoom the {layer} raster serves "
+                f"(a tile below it would read over {settings.tile_max_read_px} pixels of the file; add overviews "
+                f"with gdaladdo to serve coarser zooms); request zoom {coarsest} or finer", "path"))
+
+        def render() -> bytes:
+            out = render_tile(path, layer, z, x, y, stretch_with=partner)
+            _CACHE.put(key, out)
+            return out
+
         try:
-            body = render_tile(path, layer, z, x, y, stretch_with=partner)
+            rendered = await _renderer(request, settings).run(request, render)
         except TileOutsideBounds:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
                 "x", f"tile {z}/{x}/{y} lies outside the {layer} raster of county {county_code}", "path"),
                 headers={"Cache-Control": _HTTP_CACHE}) from None
-        _CACHE.put(key, body)
+        if rendered is None:  # the client went away before its tile was rendered
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        body = rendered
     return Response(content=body, media_type="image/png", headers=headers)
