@@ -171,7 +171,8 @@ class _Filters:
             Query(max_length=64, description="repeatable: a category code (built_before_approval) or 未批先建"),
         ] = None,
         status_: Annotated[
-            list[Literal["new", "assigned", "verified", "closed"]] | None, Query(alias="status")
+            list[Literal["new", "desk_excluded", "to_field", "assigned", "verified", "closed"]] | None,
+            Query(alias="status"),
         ] = None,
         min_priority: Annotated[float | None, Query(ge=0, le=1e9)] = None,
         bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (EPSG:4326)")] = None,

@@ -67,6 +67,7 @@ __all__ = [
     "bulk_decide",
     "decide",
     "desk_labels",
+    "recent_decisions",
     "triage_counters",
     "triage_queue",
     "undo_decision",
@@ -127,6 +128,8 @@ class TriageCounters:
         mine: Active decisions of the caller; ``mine_last_hour`` those made in the last 60 minutes.
         per_hour: The caller's pace: decisions of the last hour, counted over the time since the first of them
             (at least 60 s), scaled to one hour; 0 without decisions.
+        labels_desk, labels_field: Training labels of the whole county (every period): active desk decisions
+            other than ``unsure`` on warnings without a field check, and warnings with a field check.
     """
 
     total: int
@@ -136,6 +139,8 @@ class TriageCounters:
     mine: int
     mine_last_hour: int
     per_hour: float
+    labels_desk: int = 0
+    labels_field: int = 0
 
 
 def _active_clause() -> Any:
@@ -448,8 +453,26 @@ def triage_counters(session: Session, *, county_code: str, period: str, by: str 
             first = row[1] if row[1].tzinfo else row[1].replace(tzinfo=dt.UTC)
             span_s = max((now - first).total_seconds(), 60.0)
             per_hour = round(mine_hour * 3600.0 / span_s, 1)
+    checked = exists().where(Verification.warning_id == TriageDecision.warning_id)
+    labels_desk = int(session.scalar(select(func.count(TriageDecision.id)).where(
+        TriageDecision.county_code == county_code, _active_clause(), TriageDecision.decision.in_(list(DESK_LABEL)),
+        ~checked)) or 0)
+    labels_field = int(session.scalar(
+        select(func.count(func.distinct(Verification.warning_id)))
+        .join(WarningRecord, WarningRecord.id == Verification.warning_id)
+        .where(WarningRecord.county_code == county_code)) or 0)
     return TriageCounters(total=total, done=sum(by_decision.values()), left=left, by_decision=by_decision,
-                          mine=mine, mine_last_hour=mine_hour, per_hour=per_hour)
+                          mine=mine, mine_last_hour=mine_hour, per_hour=per_hour, labels_desk=labels_desk,
+                          labels_field=labels_field)
+
+
+def recent_decisions(session: Session, *, county_code: str, period: str, by: str | None = None,
+                     limit: int = 200) -> list[TriageDecision]:
+    """Desk decisions of a county and period, newest first (undone ones included); only ``by``'s if given."""
+    query = select(TriageDecision).where(TriageDecision.county_code == county_code, TriageDecision.period == period)
+    if by is not None:
+        query = query.where(TriageDecision.by == by)
+    return list(session.scalars(query.order_by(TriageDecision.id.desc()).limit(limit)))
 
 
 def desk_labels(

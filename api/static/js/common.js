@@ -17,6 +17,8 @@ var Cspon = (function () {
   };
   var STATUS = {
     new: "新增 new",
+    desk_excluded: "内业排除 desk excluded",
+    to_field: "待外业 to field",
     assigned: "已派发 assigned",
     verified: "已核查 verified",
     closed: "已办结 closed"
