@@ -68,6 +68,9 @@ def _fine_tune_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add this area's subcommands to ``app``."""
+    from cspon_rs.training.project_cli import register as register_project
+
+    register_project(app)  # dataset init, config schema
 
     @app.command("train")
     def train_cmd(
@@ -75,9 +78,26 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--config", "-c", help="Training YAML, e.g. configs/train_rgb.yaml (not with --labels)"),
         ] = None,
+        pairs: Annotated[
+            Path | None,
+            typer.Option(
+                "--pairs",
+                help="CSV of GeoTIFF pairs (before, after, label[, split, pixel_size]) instead of a YAML config; "
+                "write one with 'cspon-rs dataset init DIR'",
+            ),
+        ] = None,
+        sets: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="Override any config field: KEY=VALUE with a dotted key and a YAML value, e.g. "
+                "optim.epochs=3 (repeat; reference: cspon-rs config schema)",
+            ),
+        ] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/last.pt")] = False,
         init_from: Annotated[
-            Path | None, typer.Option("--init-from", help="Checkpoint (.safetensors) to fine-tune from")
+            Path | None,
+            typer.Option("--init-from", help="Checkpoint to fine-tune from: a .safetensors path, rgb or s2-rgbn"),
         ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="Run folder (default: output.dir of the config)")
@@ -144,12 +164,21 @@ def register(app: typer.Typer) -> None:
                 labels, init_from, out, scenes, holdout, epochs, max_minutes, lr, pixel_labels, positive_only
             )
             return
-        if config is None:
-            raise ConfigError("give --config (a training YAML), or --labels with --init-from to fine-tune")
-        from cspon_rs.training.config import load_train_config
+        if (config is None) == (pairs is None):
+            raise ConfigError(
+                "give --config (a training YAML) or --pairs (a pairs CSV), or --labels with --init-from to fine-tune"
+            )
         from cspon_rs.training.loop import train
 
-        cfg = load_train_config(config)
+        if pairs is not None:
+            from cspon_rs.training.pairs_csv import config_from_pairs_csv
+
+            cfg = config_from_pairs_csv(pairs, sets or [])
+        else:
+            from cspon_rs.training.config import load_train_config
+
+            assert config is not None
+            cfg = load_train_config(config, sets=sets or [])
         if epochs is not None:
             cfg.optim.epochs = epochs
         from pydantic import ValidationError

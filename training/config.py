@@ -6,12 +6,15 @@ is a plain function usable without it. Unknown keys are rejected with the key na
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+import yaml
+from pydantic import Field, ValidationError, model_validator
 
-from cspon_rs.config import StrictModel, load_yaml_config
+from cspon_rs.config import StrictModel, format_validation_error, load_yaml_config
+from cspon_rs.errors import ConfigError, MissingFileError
 
 __all__ = [
     "AugmentConfig",
@@ -25,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "load_train_config",
     "resolve_paths",
+    "train_config_from_dict",
 ]
 
 #: A split: a list of item ids, or the path (relative to ``data.root``) of a text file with one id a line.
@@ -44,6 +48,11 @@ class PairSpec(StrictModel):
     label: Path | None = None
     label_vector: Path | None = None
     label_layer: str | None = None
+    window: tuple[int, int, int, int] | None = Field(
+        None,
+        description="Read only this block of the date-1 grid: (col_off, row_off, width, height) in pixels "
+        "(spatial splits within a scene; memory follows the block, not the scene).",
+    )
     aoi: Path | None = Field(
         None,
         description="Polygons of the area that was labelled (any CRS); pixels outside are ignored by loss and "
@@ -68,6 +77,9 @@ class SourceConfig(StrictModel):
     root: Path = Field(description="Dataset folder (LEVIR: has A/ B/ label/; OSCD: has A/ B/ label/<city>/).")
     bands: list[str] | None = Field(
         None, description="Band names; OSCD: which Sentinel-2 bands to stack (default B04,B03,B02,B08)."
+    )
+    band_indexes: list[int] | None = Field(
+        None, description="geotiff_pairs: 1-based bands to read from both dates, in this order (default: all)."
     )
     pairs: list[PairSpec] = Field(default_factory=list, description="Pairs for kind=geotiff_pairs.")
     train: Split = Field(None, description="Training ids or list file; default: all ids not in val/test.")
@@ -273,10 +285,48 @@ def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
     return config
 
 
-def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def train_config_from_dict(
+    data: dict[str, Any], base: str | Path, source: str, sets: Sequence[str] = ()
+) -> TrainConfig:
+    """Validate a raw config mapping after applying ``--set`` items; relative paths resolve against ``base``.
+
+    Raises:
+        ConfigError: A bad ``--set`` item, or a config that does not validate (the message names the key).
+    """
+    from cspon_rs.training.overrides import apply_sets
+
+    apply_sets(data, sets)
+    try:
+        config = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source + (" (with --set)" if sets else ""))) from exc
+    return resolve_paths(config, Path(base))
+
+
+def load_train_config(
+    path: str | Path, overrides: dict[str, Any] | None = None, sets: Sequence[str] = ()
+) -> TrainConfig:
     """Load a YAML training config; relative paths in it are taken relative to the config file's folder.
 
     Pair files of ``geotiff_pairs`` sources stay relative to their source's ``root``.
+
+    Args:
+        path: The YAML file.
+        overrides: Top-level keys replacing the file's.
+        sets: ``--set key=value`` items (dotted keys, YAML values) applied before validation
+            (:mod:`cspon_rs.training.overrides`); relative paths in them resolve like the file's.
     """
-    config = load_yaml_config(path, TrainConfig, overrides)
-    return resolve_paths(config, Path(path).resolve().parent)
+    if not sets:
+        config = load_yaml_config(path, TrainConfig, overrides)
+        return resolve_paths(config, Path(path).resolve().parent)
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return train_config_from_dict(data, path.resolve().parent, str(path), sets)

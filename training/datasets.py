@@ -434,13 +434,19 @@ def load_geotiff_pair(
     label_threshold: int | None = None,
     label_map: Mapping[int, int | str] | None = None,
     ignore_value: int | None = None,
+    band_indexes: Sequence[int] | None = None,
 ) -> ChangePair:
     """Load one GeoTIFF pair, date 2 warped onto the date-1 grid, label raster or polygons on that grid.
 
+    Only ``spec.window`` (a block of the date-1 grid) is read when it is given, so a block of a large scene
+    costs the block's memory, not the scene's.
+
     Args:
-        spec: File names of the pair (relative to ``root`` unless absolute).
+        spec: File names of the pair (relative to ``root`` unless absolute) and optional window.
         root: Base folder of relative paths.
         bands: Band names to record (default: the GeoTIFF band descriptions, or ``band1..``).
+        label_threshold, label_map, ignore_value: Label decoding (:func:`decode_label`).
+        band_indexes: 1-based bands to read from both dates (default: all).
 
     Raises:
         MissingFileError, CRSError, GridMismatchError: From the raster helpers.
@@ -449,30 +455,46 @@ def load_geotiff_pair(
     from rasterio.enums import Resampling
     from rasterio.features import rasterize
     from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
 
     from cspon_rs.geo.raster import aligned_pair, open_raster
 
     base = Path(root) if root is not None else None
     before_path, after_path = _resolve(base, spec.before), _resolve(base, spec.after)
     with aligned_pair(before_path, after_path) as (src_a, src_b):
-        before = src_a.read().astype(np.float32)
-        after = src_b.read().astype(np.float32)
-        crs, transform = src_a.crs, src_a.transform
-        height, width = src_a.height, src_a.width
-        names = list(bands) if bands else [d or f"band{i + 1}" for i, d in enumerate(src_a.descriptions)]
+        full_shape, full_transform = (src_a.height, src_a.width), src_a.transform
+        win = Window(*spec.window) if spec.window is not None else Window(0, 0, src_a.width, src_a.height)
+        if win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > src_a.width or (
+            win.row_off + win.height > src_a.height
+        ):
+            raise GridMismatchError(
+                f"pair {spec.id!r}: window {spec.window} (col, row, width, height) reaches outside {before_path} "
+                f"({src_a.width} x {src_a.height} px)"
+            )
+        indexes = list(band_indexes) if band_indexes else list(range(1, src_a.count + 1))
+        if max(indexes) > src_a.count or min(indexes) < 1:
+            raise GridMismatchError(f"{before_path}: has {src_a.count} bands; cannot read bands {indexes}")
+        before = src_a.read(indexes=indexes, window=win).astype(np.float32)  # only the window is read
+        after = src_b.read(indexes=indexes, window=win).astype(np.float32)
+        crs, transform = src_a.crs, window_transform(win, full_transform)
+        height, width = int(win.height), int(win.width)
+        names = list(bands) if bands else [src_a.descriptions[i - 1] or f"band{i}" for i in indexes]
         nodata_a = src_a.nodata
     if spec.label is not None:
         label_path = _resolve(base, spec.label)
         with open_raster(label_path, require_crs=False) as lab_src:
             if lab_src.crs is None or (
-                lab_src.crs == crs and lab_src.shape == (height, width) and lab_src.transform.almost_equals(transform)
+                lab_src.crs == crs
+                and lab_src.shape == full_shape
+                and lab_src.transform.almost_equals(full_transform)
             ):
-                if lab_src.shape != (height, width):
+                if lab_src.shape != full_shape:
                     raise GridMismatchError(
                         f"{label_path}: label is {lab_src.shape} (H, W) without CRS but {before_path} is "
-                        f"{(height, width)}; give the label the image's grid or a CRS"
+                        f"{full_shape}; give the label the image's grid or a CRS"
                     )
-                lab = lab_src.read(1)
+                lab = lab_src.read(1, window=win)
             else:
                 with WarpedVRT(
                     lab_src,
@@ -588,7 +610,7 @@ def load_source_split(src: SourceConfig, which: str) -> list[ChangePair]:
     if src.kind == "oscd":
         return load_oscd(src.root, ids, src.bands or OSCD_DEFAULT_BANDS)
     specs = {p.id: p for p in src.pairs}
-    return [load_geotiff_pair(specs[i], src.root, src.bands, **coding) for i in ids]
+    return [load_geotiff_pair(specs[i], src.root, src.bands, band_indexes=src.band_indexes, **coding) for i in ids]
 
 
 def load_split(cfg: DataConfig | SourceConfig, which: str) -> list[ChangePair]:
@@ -886,9 +908,13 @@ def data_fingerprint(cfg: DataConfig) -> dict[str, Any]:
                 "val": s.val,
                 "label_threshold": s.label_threshold,
             }
-            | (
-                {"label_map": {str(k): v for k, v in s.label_map.items()}, "ignore_value": s.ignore_value}
-                if s.label_map is not None or s.ignore_value is not None
+            | (  # newer fields only when set, so packs made before them still match
+                {
+                    "label_map": {str(k): v for k, v in s.label_map.items()} if s.label_map else None,
+                    "ignore_value": s.ignore_value,
+                    "band_indexes": s.band_indexes,
+                }
+                if s.label_map is not None or s.ignore_value is not None or s.band_indexes is not None
                 else {}
             )
             for s in cfg.sources()

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cspon_rs.errors import LabelError
-from cspon_rs.models.checkpoint import LoadedModel, load_checkpoint, resolve_checkpoint, save_checkpoint
+from cspon_rs.models.checkpoint import LoadedModel, load_checkpoint, resolve_checkpoint
 from cspon_rs.training.config import (
     AugmentConfig,
     DataConfig,
@@ -30,7 +30,7 @@ from cspon_rs.training.config import (
 )
 from cspon_rs.training.datasets import ChangePair
 from cspon_rs.training.evaluate import model_proba, select_threshold
-from cspon_rs.training.loop import THRESHOLD_GRID
+from cspon_rs.training.loop import THRESHOLD_GRID, _save_checkpoint
 from cspon_rs.training.verified import holdout_scores, read_verified_labels, split_holdout, verified_pairs
 
 __all__ = ["FineTuneResult", "fine_tune", "score_on_holdout"]
@@ -239,7 +239,7 @@ def fine_tune(
     card.threshold = float(cand_scores["threshold"])
     card.training_data = {**card.training_data, "verified_labels": labels_info, "parent": parent.card.detector_id}
     card.metrics = {**card.metrics, "holdout": cand_scores, "holdout_parent": parent_scores}
-    save_checkpoint(candidate.model, card, out / "best", half=True)
+    _save_checkpoint(candidate.model, card, out / "best", half=True)
     report = {
         "labels": labels_info,
         "candidate": cand_scores,

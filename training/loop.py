@@ -47,6 +47,7 @@ from cspon_rs.training.datasets import (
     sample_batch,
 )
 from cspon_rs.training.evaluate import evaluate_pairs, model_proba, select_threshold
+from cspon_rs.training.provenance import atomic_write_text, make_readable, run_provenance
 from cspon_rs.training.synthetic import SyntheticSampler, extract_instances, load_host_images
 
 __all__ = ["THRESHOLD_GRID", "TrainResult", "change_loss", "export_best", "score_parent", "seed_everything", "train"]
@@ -122,6 +123,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -129,10 +131,13 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
+
+
+def _save_checkpoint(model: nn.Module, card: ModelCard, stem: Path | str, *, half: bool) -> tuple[Path, Path]:
+    """:func:`save_checkpoint`, then both files readable by others (0644 less the umask)."""
+    weights, card_path = save_checkpoint(model, card, stem, half=half)
+    return make_readable(weights), make_readable(card_path)
 
 
 def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
@@ -447,6 +452,7 @@ def train(
         notes=config.output.notes,
     )
 
+    card.training_data["provenance"] = run_provenance(config, parent=init_path)
     seed_everything(opt_cfg.seed)
     pretrained = config.model.pretrained and init_loaded is None
     model: nn.Module = create_model(
@@ -600,7 +606,7 @@ def train(
         _atomic_torch_save(state, last_path)
         if improved:
             _atomic_torch_save(state, best_state_path)
-            save_checkpoint(model, card, best_stem, half=config.output.half_precision_export)
+            _save_checkpoint(model, card, best_stem, half=config.output.half_precision_export)
         _atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")
         _plot_curves(history, out / "curves.png")
         if progress:
@@ -624,7 +630,7 @@ def train(
         m = evaluate_pairs(probs, test_pairs, threshold=card.threshold)
         test_metrics = {"pairs": [p.id for p in test_pairs], "threshold": card.threshold, **m.as_dict()}
         card.metrics = {**card.metrics, "test": test_metrics}
-        save_checkpoint(best.model, card, best_stem, half=config.output.half_precision_export)
+        _save_checkpoint(best.model, card, best_stem, half=config.output.half_precision_export)
     return TrainResult(
         out_dir=out,
         checkpoint=best_stem.with_suffix(".safetensors"),
@@ -684,5 +690,5 @@ def export_best(
             "test": {"pairs": [p.id for p in test_pairs], "threshold": card.threshold, **m.as_dict()},
         }
         card.training_data = {**card.training_data, "test": [p.id for p in test_pairs]}
-    save_checkpoint(best.model, card, dest, half=half)
+    _save_checkpoint(best.model, card, dest, half=half)
     return card
