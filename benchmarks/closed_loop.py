@@ -41,9 +41,10 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cspon_rs.geo.pixels import pixel_area_m2  # noqa: E402
 from cspon_rs.models.checkpoint import LoadedModel, load_checkpoint, shipped_checkpoint  # noqa: E402
 from cspon_rs.training.datasets import ChangePair, load_oscd  # noqa: E402
-from cspon_rs.training.evaluate import model_proba, pixel_area_m2  # noqa: E402
+from cspon_rs.training.evaluate import model_proba  # noqa: E402
 
 CITIES = ["hongkong", "saclay_e"]
 MIN_AREA_M2 = 200.0

@@ -141,7 +141,7 @@ def cue_fires(ev: Any, cue: str, cfg: SuppressConfig, roles: BandRoles, value: f
     """Boolean array: does ``cue`` (at its configured threshold, or ``value``) flag each patch."""
     n = len(ev)
     if cue == "mmu":
-        return mmu_cue(ev["area_m2"].to_numpy(), cfg.mmu.min_area_m2 if value is None else value)[0]
+        return mmu_cue(ev["area_m2"].to_numpy(), cfg.mmu.resolved(10.0) if value is None else value)[0]
     if cue == "vegetation":
         if not roles.has_ndvi:
             return np.zeros(n, dtype=bool)
@@ -202,7 +202,7 @@ def cumulative(pairs: list[PairPatches], cfg: SuppressConfig, roles: BandRoles,
 
 def _describe(cue: str, cfg: SuppressConfig) -> str:
     if cue == "mmu":
-        return f"area < {cfg.mmu.min_area_m2:.0f} m²"
+        return f"area < {cfg.mmu.resolved(10.0):.0f} m²"
     if cue == "vegetation":
         text = f"NDVI t2 >= {cfg.vegetation.ndvi_after_min:.2f}"
         if cfg.vegetation.ndvi_gain_min is not None:
@@ -257,7 +257,7 @@ def select(pairs: list[PairPatches], cfg: SuppressConfig, roles: BandRoles,
                 row["picked"] = value is not None and row["threshold"] == value
         if cue == "mmu":
             picked.mmu = picked.mmu.model_copy(update={"enabled": value is not None,
-                                                       "min_area_m2": value or cfg.mmu.min_area_m2})
+                                                       "min_area_m2": value or cfg.mmu.resolved(10.0)})
         elif cue == "vegetation":
             picked.vegetation = picked.vegetation.model_copy(update={
                 "enabled": value is not None, "ndvi_after_min": value if value is not None else 1.0})

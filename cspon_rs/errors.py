@@ -41,6 +41,10 @@ class BandMismatchError(CsponError, ValueError):
     """A raster's bands do not match what a checkpoint or step expects."""
 
 
+class InputRangeError(BandMismatchError):
+    """A scene's pixels cannot feed the model: a constant band, (almost) all nodata (radiometry checks)."""
+
+
 class ConfigError(CsponError, ValueError):
     """A configuration file or value is invalid (unknown key, bad type, out of range)."""
 

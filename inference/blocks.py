@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rasterio.errors import RasterioIOError
@@ -196,6 +197,8 @@ class OwnedJob:
         tile_size: Model window edge, pixels.
         blend: Window weighting.
         detector: The detector.
+        radiometry: The scene's :class:`~cspon_rs.inference.radiometry.Radiometry` (per-band maps into the
+            card's units, applied right after reading); None reads raw values.
     """
 
     block: OwnedBlock
@@ -204,6 +207,7 @@ class OwnedJob:
     tile_size: int
     blend: BlendKind
     detector: DetectorSpec
+    radiometry: Any = None
 
     @property
     def index(self) -> int:
@@ -251,6 +255,8 @@ def read_owned(job: OwnedJob) -> PairPixels:
     """Read a block's region from both dates (date 2 warped onto date 1's grid when needed)."""
     t0 = time.perf_counter()
     a, b, valid = read_pair_window(job.before, job.after, job.block.region)
+    if job.radiometry is not None:
+        a, b = job.radiometry.apply_before(a), job.radiometry.apply_after(b)
     return PairPixels(a, b, valid, time.perf_counter() - t0)
 
 

@@ -37,7 +37,13 @@ def detect(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Windows per forward pass."),
     block_size: int | None = typer.Option(None, "--block-size", help="Core block per task, px."),
     threshold: float | None = typer.Option(None, "--threshold", help="Mask threshold (card's by default)."),
-    min_area: float | None = typer.Option(None, "--min-area", help="Smallest patch kept, m² (default 200)."),
+    min_area: float | None = typer.Option(None, "--min-area", help="Smallest patch written, m² (default "
+                                          "min(200, the MMU))."),
+    mmu: str | None = typer.Option(None, "--mmu", help="Minimum mapping unit, m²: smaller patches are "
+                                   "suppressed (kept, flagged mmu); 'auto' (default) = clip(7 px, 50, 700) m²."),
+    radiometry: str | None = typer.Option(None, "--radiometry", help="Per-scene normalisation of each date to "
+                                          "the checkpoint's training range: card (default, the card's choice) | "
+                                          "none | gain | standardize | percentile | relative."),
     simplify: float | None = typer.Option(None, "--simplify", help="Simplification tolerance, m (default 1)."),
     t1: str | None = typer.Option(None, "--t1", help="Date of the before scene, YYYY-MM-DD (else from name)."),
     t2: str | None = typer.Option(None, "--t2", help="Date of the after scene, YYYY-MM-DD (else from name)."),
@@ -68,6 +74,7 @@ def detect(
         "overlap": overlap, "batch_size": batch_size, "block_size": block_size, "threshold": threshold,
         "min_area_m2": min_area, "simplify_m": simplify, "device": device, "backend": backend,
         "precision": precision, "fallback_cpu": fallback_cpu or None,
+        "radiometry": radiometry,
     }
     if config is not None:
         cfg = load_yaml_config(config, DetectConfig, overrides=overrides)
@@ -83,6 +90,8 @@ def detect(
             raise ConfigError(format_validation_error(exc, "command line")) from exc
     if not suppress:
         cfg.suppress.enabled = False
+    if mmu is not None:
+        cfg.suppress.mmu.min_area_m2 = _mmu_value(mmu)
     if (db is None) != (county is None):
         from cspon_rs.errors import ConfigError
 
@@ -103,6 +112,21 @@ def detect(
             progress=progress, **cfg.detect_kwargs(),
         )
     typer.echo(result.summary())
+
+
+def _mmu_value(text: str) -> float | str:
+    """``--mmu``: ``auto`` or a non-negative area in m²."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        from cspon_rs.errors import ConfigError
+
+        raise ConfigError(f"--mmu: expected 'auto' or an area in m² >= 0, got {text!r}")
+    return value
 
 
 def _scene_input(path: Path, out: Path) -> Path:

@@ -27,7 +27,13 @@ class DetectConfig(StrictModel):
     workers: int = Field(1, ge=1, description="Dask worker processes (1 = no Dask).")
     scheduler: str | None = Field(None, description="tcp://host:port of a Dask scheduler, or 'local'.")
     threshold: float | None = Field(None, gt=0.0, lt=1.0, description="Mask threshold on the probability.")
-    min_area_m2: float = Field(200.0, ge=0.0, description="Smallest patch kept, m².")
+    min_area_m2: float | None = Field(
+        None, ge=0.0, description="Smallest patch written, m² (default min(200, the auto MMU of the pixel size))."
+    )
+    radiometry: Literal["card", "none", "gain", "standardize", "percentile", "relative"] = Field(
+        "card", description="Per-scene radiometric normalisation (cspon_rs.inference.radiometry); 'card' = the "
+        "checkpoint's default, chosen on validation.",
+    )
     simplify_m: float = Field(1.0, ge=0.0, description="Simplification tolerance, m.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = Field(

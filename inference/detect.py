@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +53,8 @@ from cspon_rs.inference.predictors import (
     spectral_parameters,
     torch_threads_per_worker,
 )
-from cspon_rs.inference.suppress import SuppressConfig, apply_suppression
+from cspon_rs.inference.radiometry import Radiometry, measure_date, plan_radiometry
+from cspon_rs.inference.suppress import SuppressConfig, apply_suppression, default_mmu_m2
 from cspon_rs.inference.vectorize import PATCH_LAYER, PatchAttributes, vectorize_mask
 from cspon_rs.inference.windows import (
     BlendKind,
@@ -76,6 +77,7 @@ __all__ = [
     "InferenceWarning",
     "default_tiling",
     "detect_pair",
+    "zero_patch_reason",
 ]
 
 PROB_NAME = "change_prob.tif"
@@ -114,6 +116,12 @@ class DetectionResult:
         changed_area_m2: Total area of the written patches, m².
         timings: Seconds per stage (``check``, ``predict``, ``model``, ``read``, ``cog``, ``vectorize``,
             ``total``); ``model``/``read`` are summed over tasks.
+        max_prob: Highest change probability over the valid pixels.
+        pixel_size_m: Pixel edge of the before grid, m (None when it cannot be measured).
+        min_area_m2: Patches smaller than this were not written (the vectoriser's floor), m².
+        radiometry: What was measured on each date and how it was brought to the card's range
+            (:mod:`cspon_rs.inference.radiometry`); its maps give the pixels in the model's units.
+        empty_reason: When no patch (or no unsuppressed patch) came out, why, in one line.
         warnings: Human-readable warnings (also emitted as :class:`InferenceWarning`).
     """
 
@@ -140,6 +148,11 @@ class DetectionResult:
     scene_after_sha256: str | None = None
     model_sha256: str | None = None
     changed_area_m2: float = 0.0
+    max_prob: float = float("nan")
+    pixel_size_m: float | None = None
+    min_area_m2: float = 0.0
+    radiometry: Radiometry | None = None
+    empty_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -161,6 +174,10 @@ class DetectionResult:
             f"changed        {self.changed_pixels} of {self.valid_pixels} valid px; {self.n_patches} patches, "
             f"{self.changed_area_m2:,.0f} m² ({self.changed_area_m2 / (10000.0 / 15.0):,.1f} mu)",
             f"suppression    {self.suppression or 'off'}",
+            *([f"input          {line}" for line in self.radiometry.lines()] if self.radiometry else []),
+            *([f"               radiometry: {self.radiometry.reason}"] if self.radiometry and
+              self.radiometry.reason else []),
+            *([f"result         {self.empty_reason}"] if self.empty_reason else []),
             f"time           {self.timings.get('total', 0.0):.1f} s total, {self.megapixels_per_s:.2f} Mpx/s predict",
             f"outputs        {self.prob_path}",
             f"               {self.mask_path}",
@@ -234,7 +251,8 @@ class DetectOptions(BaseModel):
         scheduler: ``tcp://host:port`` of a running Dask scheduler (workers must see the same paths),
             ``"local"`` to force a local cluster, or None.
         threshold: Probability threshold of the mask; the card's when omitted (0.5 for spectral).
-        min_area_m2: Patches smaller than this (m²) are not written.
+        min_area_m2: Patches smaller than this (m²) are not written; default min(200 m², the ``auto``
+            minimum mapping unit of the pixel size), so that the MMU, not this floor, decides.
         simplify_m: Polygon simplification tolerance in metres (0 keeps pixel outlines).
         t1: Date of the before scene (parsed from its file name when omitted).
         t2: Date of the after scene (parsed from its file name when omitted).
@@ -254,6 +272,9 @@ class DetectOptions(BaseModel):
         on_progress: Called after each block with ``(windows done, windows total)``; if it raises, the run
             stops and no output is written.
         suppress: False-alarm suppression cues (:mod:`cspon_rs.inference.suppress`); ``None`` runs none.
+        radiometry: Per-scene radiometric normalisation (:mod:`cspon_rs.inference.radiometry`): ``"card"``
+            (the card's default, chosen on validation), ``"none"``, ``"gain"``, ``"standardize"``, ``"percentile"`` or
+            ``"relative"``.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -266,7 +287,7 @@ class DetectOptions(BaseModel):
     workers: int = Field(1, ge=1)
     scheduler: str | None = None
     threshold: float | None = None
-    min_area_m2: float = Field(200.0, ge=0.0)
+    min_area_m2: float | None = Field(None, ge=0.0)
     simplify_m: float = Field(1.0, ge=0.0)
     t1: date | None = None
     t2: date | None = None
@@ -280,6 +301,7 @@ class DetectOptions(BaseModel):
     torch_threads: int | None = None
     on_progress: Callable[[int, int], None] | None = None
     suppress: SuppressConfig | None = None
+    radiometry: Literal["card", "none", "gain", "standardize", "percentile", "relative"] = "card"
 
 
 @dataclass
@@ -304,6 +326,9 @@ class _Run:
     sha_a: str | None
     sha_b: str | None
     sha_model: str | None
+    radiometry: Radiometry | None = None
+    pixel_size_m: float | None = None
+    min_area_m2: float = 200.0
 
 
 @bounded_gdal_cache
@@ -347,6 +372,7 @@ def detect_pair(
         unique_windows=len(tile_origins(run.grid.height, run.grid.width, run.tile, run.overlap)),
         scene_before=run.scene_a, scene_after=run.scene_b, scene_before_sha256=run.sha_a,
         scene_after_sha256=run.sha_b, model_sha256=run.sha_model, detector_choice=run.choice,
+        radiometry=run.radiometry, pixel_size_m=run.pixel_size_m, min_area_m2=run.min_area_m2,
     )
     try:
         timings |= _predict_to_rasters(run, blocks, jobs, work, result)
@@ -357,6 +383,9 @@ def detect_pair(
             warnings.warn(msg, InferenceWarning, stacklevel=2)
         timings |= _write_cogs(work, temps)
         timings |= _write_patches(run, temps, result)
+        result.empty_reason = zero_patch_reason(result, run.threshold)
+        if run.radiometry is not None:
+            result.warnings += list(run.radiometry.notes)
         for key in ("prob", "mask", "patches"):  # publish: temporary names -> final names
             os.replace(temps[key], finals[key])
     finally:
@@ -426,6 +455,13 @@ def _prepare(before: Path, after: Path, opts: DetectOptions) -> _Run:
     if not 0.0 < thr < 1.0:
         raise ConfigError(f"threshold must be in (0, 1), got {thr}")
     aoi_geom = load_aoi(opts.aoi, grid) if opts.aoi is not None else None
+    names = list(card.bands) if card is not None else None
+    radiometry = plan_radiometry(measure_date(before, bands=names), measure_date(after, bands=names), card,
+                                 None if is_spectral else opts.radiometry)
+    from cspon_rs.geo.pixels import pixel_size_m
+
+    px = pixel_size_m(grid.crs, tuple(grid.transform)[:6], (grid.height, grid.width))
+    floor = float(opts.min_area_m2) if opts.min_area_m2 is not None else min(200.0, default_mmu_m2(px))
     if is_spectral:
         spec = _spectral_spec(before, after, grid, aoi_geom, opts.batch_size)
         detector_id = SPECTRAL_DETECTOR_ID
@@ -454,6 +490,7 @@ def _prepare(before: Path, after: Path, opts: DetectOptions) -> _Run:
         choice=choice, tile=tile, overlap=ovl, threshold=thr, aoi_geom=aoi_geom,
         scene_a=str(before.resolve()), scene_b=str(after.resolve()), sha_a=file_sha256(before),
         sha_b=file_sha256(after), sha_model=None if is_spectral else file_sha256(checkpoint),
+        radiometry=radiometry, pixel_size_m=px, min_area_m2=floor,
     )
 
 
@@ -491,7 +528,8 @@ def _plan_jobs(run: _Run) -> tuple[list[OwnedBlock], list[OwnedJob]]:
     active = blocks
     if run.aoi_geom is not None:
         active = [b for b in blocks if run.aoi_geom.intersects(_block_box(b.region, grid))]
-    jobs = [OwnedJob(b, run.scene_a, run.scene_b, run.tile, run.opts.blend, run.spec) for b in active]
+    ra = run.radiometry if run.radiometry is not None and run.radiometry.method != "none" else None
+    jobs = [OwnedJob(b, run.scene_a, run.scene_b, run.tile, run.opts.blend, run.spec, ra) for b in active]
     return blocks, jobs
 
 
@@ -520,6 +558,9 @@ def _predict_to_rasters(
                     mask_sink.write(piece.window, np.where(valid, change.astype(np.uint8), np.uint8(MASK_NODATA)))
                     result.valid_pixels += int(valid.sum())
                     result.changed_pixels += int(change.sum())
+                    if valid.any():
+                        top = float(piece.prob[valid].max())
+                        result.max_prob = top if not result.max_prob >= top else result.max_prob
                     done_px += piece.window.size
                 read_s += res.read_s
                 model_s += res.model_s
@@ -563,11 +604,12 @@ def _write_patches(run: _Run, temps: dict[str, Path], result: DetectionResult) -
     attrs = PatchAttributes(t1=_iso(opts.t1, run.before), t2=_iso(opts.t2, run.after), detector=run.detector_id,
                             scene_before=run.scene_a, scene_after=run.scene_b, scene_before_sha256=run.sha_a,
                             scene_after_sha256=run.sha_b, model_sha256=run.sha_model)
-    patches = vectorize_mask(temps["mask"], temps["prob"], attrs, min_area_m2=opts.min_area_m2,
+    patches = vectorize_mask(temps["mask"], temps["prob"], attrs, min_area_m2=run.min_area_m2,
                              simplify_m=opts.simplify_m, block_size=max(opts.block_size, 256))
     t_sup = time.perf_counter()
     bands = list(run.card.bands) if run.card is not None else list(run.grid.band_descriptions)
-    suppressed = apply_suppression(patches, opts.suppress, before=run.before, after=run.after, bands=bands)
+    suppressed = apply_suppression(patches, opts.suppress, before=run.before, after=run.after, bands=bands,
+                                   pixel_size_m=run.pixel_size_m)
     patches = suppressed.patches
     result.n_suppressed = suppressed.n_suppressed
     result.suppression = suppressed.summary() if opts.suppress is not None and opts.suppress.enabled else ""
@@ -578,6 +620,21 @@ def _write_patches(run: _Run, temps: dict[str, Path], result: DetectionResult) -
     end = time.perf_counter()
     return {"vectorize": end - t0, "suppress": t_write - t_sup, "write_patches": end - t_write}
 
+
+
+def zero_patch_reason(result: DetectionResult, threshold: float) -> str:
+    """Why a run produced no patch, or no unsuppressed one, in one line ("" when it produced some)."""
+    if result.valid_pixels == 0:
+        return "0 patches: no valid pixel (both dates nodata, or outside the AOI)"
+    if result.n_patches == 0:
+        if result.changed_pixels == 0:
+            return (f"0 patches: max change probability {result.max_prob:.2f} < threshold {threshold:.2f} "
+                    "(nothing changed enough for this model)")
+        return (f"0 patches: {result.changed_pixels} px above the threshold {threshold:.2f}, all in patches "
+                f"smaller than {result.min_area_m2:g} m²")
+    if result.n_suppressed >= result.n_patches:
+        return f"0 warnings: all {result.n_patches} patches suppressed ({result.suppression})"
+    return ""
 
 
 def _block_box(block: PixelWindow, grid: GridInfo) -> Any:

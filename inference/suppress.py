@@ -32,6 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -50,6 +51,9 @@ from cspon_rs.inference.windows import plan_blocks
 __all__ = [
     "CUE_ORDER",
     "EVIDENCE_COLUMNS",
+    "MMU_CAP_M2",
+    "MMU_FLOOR_M2",
+    "MMU_PIXELS",
     "SUPPRESS_COLUMNS",
     "BandRoles",
     "MmuCue",
@@ -61,6 +65,7 @@ __all__ = [
     "apply_suppression",
     "band_roles",
     "cue_masks",
+    "default_mmu_m2",
     "mmu_cue",
     "patch_evidence",
     "patch_index_stats",
@@ -97,11 +102,37 @@ _NIR = ("B08", "B8", "NIR", "B8A", "N")
 # benchmarks/suppression.md for the numbers.
 
 
+#: Minimum mapping unit rule (``min_area_m2: auto``): this many pixels ...
+MMU_PIXELS = 7
+#: ... but never below this (m²): the smallest building a bureau pursues (one room, ~7 m x 7 m) ...
+MMU_FLOOR_M2 = 50.0
+#: ... nor above this (m²): the validation knee of 10 m Sentinel-2 (7 pixels).
+MMU_CAP_M2 = 700.0
+
+
+def default_mmu_m2(pixel_size_m: float | None) -> float:
+    """The ``auto`` minimum mapping unit for a pixel size (m): ``clip(7 px, 50 m², 700 m²)``.
+
+    7 pixels is the knee measured on 10 m Sentinel-2 validation cities (smaller patches were nearly all
+    noise). On 1-2 m imagery 7 px is 7-28 m², smaller than any building, so the floor of 50 m² applies; the old
+    fixed 700 m² removed real buildings there. Unknown pixel size: 700 m² (the previous default).
+    """
+    if pixel_size_m is None or not pixel_size_m > 0:
+        return MMU_CAP_M2
+    return float(min(MMU_CAP_M2, max(MMU_FLOOR_M2, MMU_PIXELS * pixel_size_m * pixel_size_m)))
+
+
 class MmuCue(StrictModel):
-    """Minimum mapping unit (validation knee for 10 m Sentinel-2: 700 m² = 7 pixels)."""
+    """Minimum mapping unit in m², set by the bureau; ``auto`` = :func:`default_mmu_m2` of the pixel size."""
 
     enabled: bool = True
-    min_area_m2: float = Field(700.0, ge=0.0, description="Patches smaller than this (m²) are suppressed.")
+    min_area_m2: float | Literal["auto"] = Field(
+        "auto", description="Patches smaller than this (m²) are suppressed; 'auto': clip(7 px, 50, 700) m²."
+    )
+
+    def resolved(self, pixel_size_m: float | None) -> float:
+        """The threshold in m² for imagery of ``pixel_size_m`` metres."""
+        return default_mmu_m2(pixel_size_m) if self.min_area_m2 == "auto" else float(self.min_area_m2)
 
 
 class VegetationCue(StrictModel):
@@ -142,6 +173,11 @@ class SuppressConfig(StrictModel):
     vegetation: VegetationCue = Field(default_factory=VegetationCue)
     water: WaterCue = Field(default_factory=WaterCue)
     shape: ShapeCue = Field(default_factory=ShapeCue)
+
+    def for_pixel_size(self, pixel_size_m: float | None) -> SuppressConfig:
+        """A copy with the MMU resolved to m² for imagery of ``pixel_size_m`` metres."""
+        mmu = self.mmu.model_copy(update={"min_area_m2": self.mmu.resolved(pixel_size_m)})
+        return self.model_copy(update={"mmu": mmu})
 
     def enabled_cues(self) -> list[str]:
         """Names of the cues that run, in :data:`CUE_ORDER`."""
@@ -384,7 +420,7 @@ def cue_masks(evidence: pd.DataFrame, config: SuppressConfig, roles: BandRoles) 
     out: dict[str, CueResult] = {}
     for name in config.enabled_cues():
         if name == "mmu":
-            out[name] = mmu_cue(evidence["area_m2"].to_numpy(), config.mmu.min_area_m2)
+            out[name] = mmu_cue(evidence["area_m2"].to_numpy(), config.mmu.resolved(None))
         elif name == "vegetation" and roles.has_ndvi:
             out[name] = vegetation_cue(evidence["ndvi_t2"].to_numpy(), evidence["ndvi_t1"].to_numpy(),
                                        config.vegetation.ndvi_after_min, config.vegetation.ndvi_gain_min)
@@ -432,6 +468,7 @@ def apply_suppression(
     before: str | Path | None,
     after: str | Path | None,
     bands: Sequence[str | None],
+    pixel_size_m: float | None = None,
 ) -> SuppressionResult:
     """Add :data:`SUPPRESS_COLUMNS` to a ``change_patches`` table; suppressed patches are kept, flagged.
 
@@ -441,13 +478,14 @@ def apply_suppression(
         before: Date-1 scene (for NDVI/NDWI); ``None`` skips the spectral cues.
         after: Date-2 scene.
         bands: Band names of the scenes in order (the checkpoint card's, or the file's descriptions).
+        pixel_size_m: Pixel edge of the scene (m), for the ``auto`` minimum mapping unit.
 
     Returns:
         A :class:`SuppressionResult`; ``suppressed_by`` holds the first cue that fired (null = kept) and
         ``suppress_reason`` its evidence. Skipped cues (e.g. no NIR band) are logged and listed.
     """
     out = patches.copy()
-    cfg = config if config is not None else SuppressConfig(enabled=False)
+    cfg = (config if config is not None else SuppressConfig(enabled=False)).for_pixel_size(pixel_size_m)
     roles = band_roles(bands)
     result = SuppressionResult(patches=out)
     cues = cfg.enabled_cues()

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from cspon_rs.errors import CheckpointError, ConfigError, MissingDependencyError
 
-__all__ = ["OPSET", "ExportedModel", "export_model_onnx", "export_onnx", "onnx_cache_dir"]
+__all__ = ["OPSET", "ExportedModel", "export_checkpoint_onnx", "export_model_onnx", "export_onnx", "onnx_cache_dir"]
 
 #: ONNX opset of the exports.
 OPSET = 17
@@ -183,3 +183,91 @@ def export_onnx(
         os.replace(final, onnx_path)  # atomic: concurrent workers exporting the same model are harmless
         os.replace(tmp_card, card_path)
     return ExportedModel(onnx_path, card_path, sha, precision)
+
+
+def export_checkpoint_onnx(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    precision: OnnxPrecision = "fp32",
+    tile: int = 128,
+    seed: int = 0,
+    atol: float | None = None,
+) -> tuple[Path, Path, float]:
+    """Export a checkpoint to ``out`` (``.onnx``) and check it against PyTorch on one window.
+
+    The window is seeded noise in the card's normalised units (``tile`` x ``tile`` px, both dates); the largest
+    absolute logit difference between ONNX Runtime and PyTorch is returned and recorded in the card written
+    beside the model (``<out>.json``, ``metrics.onnx_check``). Both files are written atomically, mode 0644.
+
+    Args:
+        checkpoint: Checkpoint path or shipped name (``rgb``, ``s2-rgbn``).
+        out: Output ``.onnx`` path.
+        precision: ``fp32`` or ``int8`` (dynamic quantisation).
+        tile: Edge of the check window (px, multiple of 32).
+        seed: Seed of the check window.
+        atol: Largest accepted logit difference (default 1e-3 for fp32, 1.0 for int8).
+
+    Returns:
+        ``(onnx_path, card_path, max_abs_logit_difference)``.
+
+    Raises:
+        CheckpointError: Export failed or ONNX Runtime disagrees with PyTorch beyond ``atol``.
+    """
+    import numpy as np
+    import torch
+
+    from cspon_rs.models.card import OnnxExport
+    from cspon_rs.models.checkpoint import checkpoint_paths, load_checkpoint, resolve_checkpoint
+
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"ONNX precision must be 'fp32' or 'int8', got {precision!r}")
+    if tile % 32:
+        raise ConfigError(f"check window must be a multiple of 32 px, got {tile}")
+    weights, _ = checkpoint_paths(resolve_checkpoint(checkpoint))
+    loaded = load_checkpoint(weights)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mask = os.umask(0)
+    os.umask(mask)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        export_model_onnx(loaded.model, loaded.card.in_channels, fp32, tile=tile)
+        final = fp32
+        if precision == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            final = Path(tmp) / "model.int8.onnx"
+            quantize_dynamic(str(fp32), str(final), weight_type=QuantType.QInt8)
+        import onnxruntime as ort
+
+        rng = np.random.default_rng(seed)
+        a = rng.normal(0, 1, (1, loaded.card.in_channels, tile, tile)).astype(np.float32)
+        b = (a + rng.normal(0, 0.5, a.shape)).astype(np.float32)
+        session = ort.InferenceSession(str(final), providers=["CPUExecutionProvider"])
+        got = session.run(["logits"], {"before": a, "after": b})[0]
+        with torch.no_grad():
+            want = loaded.model(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+        diff = float(np.abs(np.asarray(got) - want).max())
+        limit = atol if atol is not None else (1e-3 if precision == "fp32" else 1.0)
+        if not diff <= limit:
+            raise CheckpointError(
+                f"{weights}: ONNX Runtime and PyTorch logits differ by {diff:.3g} on a {tile} px window "
+                f"(limit {limit:g}); the export is not kept"
+            )
+        record = OnnxExport(
+            source_sha256=_sha256(weights), onnx_sha256=_sha256(final), precision=precision, opset=OPSET,
+            exporter=f"torch.onnx (TorchScript, dynamo=False) {torch.__version__}", inputs=["before", "after"],
+            output="logits",
+        )
+        check = {"window_px": tile, "seed": seed, "max_abs_logit_difference": diff, "limit": limit}
+        card = loaded.card.model_copy(update={"onnx_export": record, "metrics": {**loaded.card.metrics,
+                                                                                  "onnx_check": check}})
+        tmp_card = Path(tmp) / "card.json"
+        tmp_card.write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        card_path = target.with_name(target.name + ".json")
+        for f in (final, tmp_card):
+            os.chmod(f, 0o666 & ~mask)
+        os.replace(final, target)
+        os.replace(tmp_card, card_path)
+    return target, card_path, diff

@@ -17,10 +17,7 @@ without labels, e.g. two NAIP dates where almost nothing was built.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cspon_rs.exports.fileio import write_json
+from cspon_rs.geo.pixels import pixel_area_m2
 from cspon_rs.models.baselines import change_magnitude, magnitude_to_probability, otsu_threshold
 from cspon_rs.models.calibration import ReliabilityBins
 from cspon_rs.models.card import ModelCard
@@ -45,7 +44,6 @@ __all__ = [
     "EvalReport",
     "PatchFigures",
     "UnlabelledReport",
-    "atomic_write_text",
     "build_detector",
     "evaluate",
     "evaluate_pairs",
@@ -53,14 +51,12 @@ __all__ = [
     "load_unlabelled_pair",
     "model_proba",
     "patch_figures",
-    "pixel_area_m2",
     "pool_patch_figures",
     "print_patch_table",
     "print_reports",
     "print_unlabelled_table",
     "select_threshold",
     "spectral_proba",
-    "write_json",
 ]
 
 #: Largest image edge run through the network in one pass; larger pairs are tiled.
@@ -244,71 +240,6 @@ def evaluate_pairs(
     for prob, pair in zip(probs, pairs, strict=True):
         cm.update(prob >= threshold, pair.label == 1, pair.valid)
     return cm.compute()
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file in the same folder + rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _json_ready(value: Any) -> Any:
-    """Replace non-finite floats by None (strict JSON) and numpy scalars by Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write a report as strict JSON (NaN/inf become null), atomically."""
-    return atomic_write_text(path, json.dumps(_json_ready(data), indent=2, allow_nan=False) + "\n")
-
-
-def pixel_area_m2(
-    crs: str | None, transform: Sequence[float] | None, shape: tuple[int, int] | None = None
-) -> float | None:
-    """Ground area of one pixel in m², from a raster's CRS and affine transform ``(a, b, c, d, e, f)``.
-
-    Projected CRSs use the axis unit (metres, feet...); geographic CRSs (degrees, e.g. OSCD's EPSG:4326)
-    measure the pixel's edges on the CRS's ellipsoid at the centre of the image (``shape`` = (H, W)).
-    Returns None when the CRS or the transform is unknown.
-    """
-    if crs is None or transform is None or len(transform) < 6:
-        return None
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError as ProjCRSError
-
-    try:
-        cr = CRS.from_user_input(crs)
-    except ProjCRSError:
-        return None
-    a, b, c, d, e, f = (float(v) for v in transform[:6])
-    if cr.is_geographic:
-        h, w = shape if shape is not None else (0, 0)
-        x, y = c + a * w / 2 + b * h / 2, f + d * w / 2 + e * h / 2
-        geod = cr.get_geod()
-        if geod is None:
-            return None
-        _, _, dx = geod.inv(x, y, x + a, y + d)
-        _, _, dy = geod.inv(x, y, x + b, y + e)
-        return float(abs(dx * dy))
-    factor = cr.axis_info[0].unit_conversion_factor if cr.axis_info else 1.0
-    return float(abs(a * e - b * d) * factor * factor)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""CLI commands for training without YAML: ``dataset init`` and ``config schema`` (registered by
-:mod:`cspon_rs.training.cli`)."""
+"""CLI commands for training without YAML and sharing models: ``dataset init``, ``config schema`` and
+``export-onnx`` (registered by :mod:`cspon_rs.training.cli`)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,21 @@ def register(app: typer.Typer) -> None:
             typer.echo(text, nl=False)
         else:
             typer.echo(f"written: {atomic_write_text(out, text)}")
+
+    @app.command("export-onnx")
+    def export_onnx_cmd(
+        checkpoint: Annotated[str, typer.Argument(help="Checkpoint .safetensors (or rgb / s2-rgbn)")],
+        out: Annotated[Path, typer.Argument(help="Output .onnx file (its card is written as <out>.json)")],
+        precision: Annotated[str, typer.Option("--precision", help="fp32 or int8 (dynamic quantisation)")] = "fp32",
+        tile: Annotated[int, typer.Option("--tile", help="Edge (px) of the window checked against PyTorch")] = 128,
+    ) -> None:
+        """Export a checkpoint to ONNX (inputs: normalised before/after windows; output: change logits) and
+        check it against PyTorch on a window."""
+        from cspon_rs.models.onnx_export import export_checkpoint_onnx
+
+        onnx_path, card_path, diff = export_checkpoint_onnx(checkpoint, out, precision=precision, tile=tile)  # type: ignore[arg-type]
+        typer.echo(f"onnx: {onnx_path}  card: {card_path}")
+        typer.echo(f"checked against PyTorch on a {tile} px window: max |logit difference| {diff:.2e}")
 
     app.add_typer(dataset_app, name="dataset")
     app.add_typer(config_app, name="config")

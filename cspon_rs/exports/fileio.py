@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "default_file_mode", "publish"]
+__all__ = ["atomic_path", "atomic_write_text", "default_file_mode", "publish", "write_json"]
 
 
 def default_file_mode() -> int:
@@ -51,3 +51,34 @@ def atomic_path(path: Path, *, keep_tmp: bool = True) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically with the default file mode (folder created)."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return target
+
+
+def _json_ready(value: object) -> object:
+    """Replace non-finite floats by None (strict JSON) and numpy scalars by Python numbers."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    item = getattr(value, "item", None)
+    if item is not None and type(value).__module__ == "numpy":
+        value = item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data: dict[str, object]) -> Path:
+    """Write a report as strict JSON (NaN/inf become null), atomically, indent 2."""
+    import json
+
+    return atomic_write_text(path, json.dumps(_json_ready(data), indent=2, allow_nan=False) + "\n")

@@ -17,7 +17,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
 
-from cspon_rs.errors import BandMismatchError, CorruptFileError, CRSError, GridMismatchError
+from cspon_rs.errors import BandMismatchError, CorruptFileError, CRSError, GridMismatchError, InputRangeError
 from cspon_rs.inference.detect import MASK_NAME, PATCHES_NAME, PROB_NAME, InferenceWarning, detect_pair
 from cspon_rs.inference.suppress import SUPPRESS_COLUMNS
 from cspon_rs.inference.vectorize import PATCH_COLUMNS, PATCH_LAYER
@@ -84,8 +84,8 @@ def test_failure_mid_run_leaves_no_output_that_looks_complete(  # type: ignore[n
     out = tmp_path / "out"
     with pytest.raises(CorruptFileError, match="after_broken.tif: pixels unreadable"):
         _run(scene_pair.before, broken, out, block_size=128, checkpoint=tiny_checkpoint)
-    assert out.is_dir()
-    assert list(out.iterdir()) == [], "no final or temporary file may remain after a failed run"
+    # The radiometry check reads every date first, so the broken tile now stops the run before out/ exists.
+    assert not out.exists() or list(out.iterdir()) == [], "no final or temporary file may remain after a failed run"
 
     # A failed re-run into a folder holding good results keeps them intact.
     _run(scene_pair.before, scene_pair.after, out)
@@ -128,14 +128,32 @@ def test_nodata_in_either_date_is_never_change(scene_pair, tmp_path: Path) -> No
     assert (mask[:95] != 255).all() and mask[20:35, 30:52].mean() > 0.9
 
 
-def test_all_nodata_scene_gives_empty_outputs_and_a_warning(scene_pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_all_nodata_scene_is_refused_before_any_output(scene_pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An all-nodata date cannot give patches: one error naming the file, nothing written (was: empty outputs)."""
     empty = write_scene(tmp_path / "empty.tif", np.zeros((4, 260, 300), np.uint16), nodata=0)
+    with pytest.raises(InputRangeError, match=r"empty\.tif: 100\.0% of the pixels are nodata"):
+        _run(empty, scene_pair.after, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_no_valid_pixel_inside_the_aoi_gives_empty_outputs_and_a_warning(  # type: ignore[no-untyped-def]
+    scene_pair, tmp_path: Path
+) -> None:
+    """Dates with data whose valid pixels never meet (date 1 left half, date 2 right half)."""
+    before, after = make_pair_arrays()
+    before[:, :, 150:] = 0
+    after[:, :, :150] = 0
+    b = write_scene(tmp_path / "b.tif", before, nodata=0)
+    a = write_scene(tmp_path / "a.tif", after, nodata=0)
     with pytest.warns(InferenceWarning, match="no valid pixel"):
-        res = _run(empty, scene_pair.after, tmp_path / "out")
+        res = _run(b, a, tmp_path / "out")
     assert res.n_patches == 0 and res.valid_pixels == 0 and res.warnings
+    assert res.empty_reason.startswith("0 patches: no valid pixel")
     assert {p.name for p in (tmp_path / "out").iterdir()} == FINAL_NAMES
     info = pyogrio.read_info(res.patches_path, layer=PATCH_LAYER)
-    assert info["features"] == 0 and list(info["fields"]) == [*PATCH_COLUMNS, *SUPPRESS_COLUMNS]
+    fields = list(info["fields"])
+    assert info["features"] == 0 and fields[: len(PATCH_COLUMNS)] == list(PATCH_COLUMNS)
+    assert set(SUPPRESS_COLUMNS) <= set(fields)
     with rasterio.open(res.mask_path) as src:
         assert (src.read(1) == 255).all()
 

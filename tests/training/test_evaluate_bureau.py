@@ -17,6 +17,7 @@ from trainingtest_support import cli_app, write_levir
 from typer.testing import CliRunner
 
 from cspon_rs.errors import ConfigError
+from cspon_rs.geo.pixels import pixel_area_m2
 from cspon_rs.models.card import ModelCard, Normalization
 from cspon_rs.models.checkpoint import load_card, save_checkpoint
 from cspon_rs.models.registry import create_model
@@ -27,7 +28,6 @@ from cspon_rs.training.evaluate import (
     evaluate_unlabelled,
     load_unlabelled_pair,
     patch_figures,
-    pixel_area_m2,
     pool_patch_figures,
 )
 
