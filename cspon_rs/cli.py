@@ -27,6 +27,7 @@ app = typer.Typer(
 _COMMAND_MODULES = (
     "cspon_rs.demo",
     "cspon_rs.training.cli",
+    "cspon_rs.training.classifier_cli",
     "cspon_rs.inference.cli",
     "cspon_rs.rules.cli",
     "cspon_rs.store.cli",

@@ -58,6 +58,10 @@ def detect(
     suppress: bool = typer.Option(True, "--suppress/--no-suppress", help="Flag likely false alarms "
                                   "(vegetation, water, below the mapping unit; settings in the config's "
                                   "suppress: section) so they do not become warnings."),
+    classifier: str | None = typer.Option(None, "--classifier", help="Warning classifier: auto (the "
+                                          "checkpoint's own, default) | PATH | none."),
+    min_confidence: float | None = typer.Option(None, "--min-confidence", help="Operating point 0-1: patches "
+                                                "scored below it are suppressed (default: the classifier's)."),
     db: str | None = typer.Option(None, "--db", help="Warning store URL: with --county, use the county's "
                                   "promoted model (cspon-rs models promote) unless --checkpoint is given."),
     county: str | None = typer.Option(None, "--county", help="County code whose promoted model to use (with --db)."),
@@ -73,8 +77,9 @@ def detect(
         "checkpoint": checkpoint, "workers": workers, "scheduler": scheduler, "tile_size": tile_size,
         "overlap": overlap, "batch_size": batch_size, "block_size": block_size, "threshold": threshold,
         "min_area_m2": min_area, "simplify_m": simplify, "device": device, "backend": backend,
-        "precision": precision, "fallback_cpu": fallback_cpu or None,
         "radiometry": radiometry,
+        "precision": precision, "fallback_cpu": fallback_cpu or None, "classifier": classifier,
+        "min_confidence": min_confidence,
     }
     if config is not None:
         cfg = load_yaml_config(config, DetectConfig, overrides=overrides)

@@ -43,6 +43,15 @@ class DetectConfig(StrictModel):
         "auto", description="auto (fp16 autocast on CUDA, fp32 on CPU), fp32, fp16/bf16 (CUDA), int8 (onnx)."
     )
     fallback_cpu: bool = Field(False, description="With device cuda and no GPU: run on the CPU instead of failing.")
+    classifier: str = Field(
+        "auto",
+        description="Warning classifier: 'auto' (the checkpoint's <name>.classifier.json when it has one), a "
+        "path, or 'none' (confidence = mean change probability).",
+    )
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description="Operating point: patches the classifier scores below this are "
+        "suppressed (kept, suppressed_by = classifier); default: the classifier's own, chosen on validation.",
+    )
     suppress: SuppressConfig = Field(
         default_factory=SuppressConfig,
         description="False-alarm suppression cues (cspon_rs.inference.suppress); suppressed patches are kept, "

@@ -39,6 +39,7 @@ from cspon_rs.geo.vector import write_vector_atomic
 from cspon_rs.inference.accumulate import BlendAccumulator
 from cspon_rs.inference.blocks import OwnedJob
 from cspon_rs.inference.checks import check_pair, date_from_name, load_aoi
+from cspon_rs.inference.classify import resolve_classifier, score_patches
 from cspon_rs.inference.execute import LOCAL, dask_client, iter_owned_results
 from cspon_rs.inference.gdal_env import bounded_gdal_cache
 from cspon_rs.inference.outputs import MASK_NODATA, PROB_NODATA, RasterSink, partial_name, to_cog
@@ -141,6 +142,7 @@ class DetectionResult:
     n_patches: int = 0
     n_suppressed: int = 0
     suppression: str = ""
+    classifier: str = ""
     detector_choice: str = ""
     scene_before: str = ""
     scene_after: str = ""
@@ -178,6 +180,7 @@ class DetectionResult:
             *([f"               radiometry: {self.radiometry.reason}"] if self.radiometry and
               self.radiometry.reason else []),
             *([f"result         {self.empty_reason}"] if self.empty_reason else []),
+            *([f"classifier     {self.classifier}"] if self.classifier else []),
             f"time           {self.timings.get('total', 0.0):.1f} s total, {self.megapixels_per_s:.2f} Mpx/s predict",
             f"outputs        {self.prob_path}",
             f"               {self.mask_path}",
@@ -275,6 +278,10 @@ class DetectOptions(BaseModel):
         radiometry: Per-scene radiometric normalisation (:mod:`cspon_rs.inference.radiometry`): ``"card"``
             (the card's default, chosen on validation), ``"none"``, ``"gain"``, ``"standardize"``, ``"percentile"`` or
             ``"relative"``.
+        classifier: Warning classifier (:mod:`cspon_rs.inference.classify`): ``"auto"`` the checkpoint's own
+            (``<checkpoint>.classifier.json``; none for checkpoints without one), a path, or ``None`` / ``"none"``
+            (confidence = mean change probability, nothing suppressed by it).
+        min_confidence: Operating point overriding the classifier's (a county's setting, 0-1).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -302,6 +309,8 @@ class DetectOptions(BaseModel):
     on_progress: Callable[[int, int], None] | None = None
     suppress: SuppressConfig | None = None
     radiometry: Literal["card", "none", "gain", "standardize", "percentile", "relative"] = "card"
+    classifier: str | Path | None = "auto"
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
 
 
 @dataclass
@@ -613,6 +622,11 @@ def _write_patches(run: _Run, temps: dict[str, Path], result: DetectionResult) -
     patches = suppressed.patches
     result.n_suppressed = suppressed.n_suppressed
     result.suppression = suppressed.summary() if opts.suppress is not None and opts.suppress.enabled else ""
+    clf = resolve_classifier(opts.classifier, None if run.card is None else run.spec.checkpoint)
+    classified = score_patches(patches, run.before, run.after, temps["prob"], bands, clf, opts.min_confidence)
+    patches = classified.patches
+    result.n_suppressed += classified.n_suppressed
+    result.classifier = classified.summary()
     t_write = time.perf_counter()
     write_vector_atomic(patches, temps["patches"], layer=PATCH_LAYER, driver="GPKG", geometry_type="Polygon")
     result.n_patches = len(patches)

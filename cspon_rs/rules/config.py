@@ -118,9 +118,9 @@ class RulesConfig(StrictModel):
     urban_boundary_min_outside_share: float = Field(0.05, ge=0, le=1)
     non_urban_permit_types: list[PermitType] = Field(default_factory=_non_urban_types)
     priority_weights: dict[ControlKind, float] = Field(default_factory=_priority_weights)
-    area_weight: float = Field(10.0, ge=0)
+    area_weight: float = Field(3.0, ge=0)
     area_cap_mu: float = Field(100.0, gt=0)
-    confidence_weight: float = Field(1.0, ge=0)
+    confidence_weight: float = Field(10.0, ge=0)
     link_merge_share: float = Field(0.5, gt=0, le=1)
 
     def tolerance_m2(self, area: float) -> float:

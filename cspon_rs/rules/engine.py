@@ -30,10 +30,11 @@ urban development boundary by more than both ``urban_boundary_min_outside_m2`` a
 Priority (higher = look first)::
 
     priority = 100 · Σ priority_weights[flag] + area_weight · min(1, ln(1+mu)/ln(1+area_cap_mu))
-               + confidence_weight · prob_mean
+               + confidence_weight · confidence
 
-so control-line violations dominate, then area, then model confidence. Rows that are not warnings
-(category ``none`` without flags) get priority 0 and no rank. Every row is *suspected* (疑似) until a
+so control-line violations dominate, then confidence (the warning classifier's calibrated probability that
+the patch is real change when the detector ran one, else the mean change probability), then area. Rows that
+are not warnings (category ``none`` without flags) get priority 0 and no rank. Every row is *suspected* (疑似) until a
 field check.
 """
 
@@ -138,6 +139,19 @@ def _inter_area(geom: BaseGeometry, other: BaseGeometry | None) -> float:
 
 def _date_str(value: dt.date | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _patch_confidence(patch: pd.Series) -> float | None:
+    """The warning classifier's calibrated ``confidence`` when the patch has one, else ``prob_mean``."""
+    for key in ("confidence", "prob_mean"):
+        value = patch.get(key)
+        if value is not None and not pd.isna(value):
+            return round(float(value), 4)
+    return None
 
 
 def _reason(code: str, zh: str, en: str) -> dict[str, str]:
@@ -507,7 +521,11 @@ def _classify_patch(
                 f"urban-type construction outside the {_CONTROL_EN['CZKFBJ']}: {outside:.0f} m² "
                 f"({outside / SQM_PER_MU:.2f} mu, {outside / area:.0%} of the patch)",
             ))
-    prob_mean = patch.get("prob_mean")
+    confidence = _patch_confidence(patch)
+    if confidence is not None and _is_text(patch.get("confidence_reason")):
+        why = str(patch["confidence_reason"])
+        reasons.append(_reason("confidence", f"预警置信度 {confidence:.2f}（{why}）",
+                               f"warning confidence {confidence:.2f} ({why})"))
     prob_max = patch.get("prob_max")
     row = {
         "source_key": str(patch["patch_id"]),
@@ -529,7 +547,7 @@ def _classify_patch(
         "reason_en": "; ".join(r["en"] for r in reasons),
         "permits": permits,
         "permit_nos": ", ".join(dict.fromkeys(str(p["permit_no"]) for p in permits)),
-        "confidence": None if prob_mean is None or pd.isna(prob_mean) else round(float(prob_mean), 4),
+        "confidence": confidence,
         "prob_max": None if prob_max is None or pd.isna(prob_max) else round(float(prob_max), 4),
     }
     return row, candidates

@@ -265,13 +265,15 @@ def test_priority_formula_and_ranking(scenario: Scenario) -> None:
     control = _control(g, scenario.crs, YJJBNT=g.rect(-10, -10, 120, 120))
     result = classify(patches, scenario.permits([], []), control, t1=T1, t2=T2)
     ranked = result.sort_values("rank")
-    assert list(ranked["source_key"]) == ["p0001", "p0003", "p0002"]  # control line, then area, then conf
+    assert list(ranked["source_key"]) == ["p0001", "p0003", "p0002"]  # control line, then confidence
     cfg = RulesConfig()
     p1 = _one(result, "p0001")
     assert p1["priority"] == pytest.approx(priority_score(["YJJBNT"], p1["area_mu"], 0.9, cfg))
     assert p1["priority"] > 300
     assert priority_score([], 10.0, 0.5, cfg) < priority_score([], 10.0, 0.6, cfg)
-    assert priority_score([], 10.0, 1.0, cfg) < priority_score([], 20.0, 0.0, cfg)  # area outweighs confidence
+    # confidence outweighs area (the warning classifier ranks), area still breaks ties
+    assert priority_score([], 20.0, 0.5, cfg) < priority_score([], 1.0, 0.9, cfg)
+    assert priority_score([], 10.0, 0.5, cfg) < priority_score([], 20.0, 0.5, cfg)
 
 
 def test_permits_in_another_crs_are_reprojected(grid) -> None:  # type: ignore[no-untyped-def]
