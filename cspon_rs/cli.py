@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "cspon_rs.inference.cli",
     "cspon_rs.rules.cli",
     "cspon_rs.store.cli",
+    "cspon_rs.store.issued_cli",
     "cspon_rs.api.cli",
 )
 

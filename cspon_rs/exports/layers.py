@@ -44,7 +44,7 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "excess_m2", "permit_nos", "reason_zh", "reason_en", "confidence", "priority", "rank", "status",
     "status_zh", "suspected_zh", "verification_result", "result_zh", "actual_use", "assigned_team", "due_date",
     "verified_at", "verified_by", "photo_count", "remarks",
-    "cropland_m2", "cropland_mu", "landuse_main", "landuse_main_zh", "landuse_zh",
+    "cropland_m2", "cropland_mu", "landuse_main", "landuse_main_zh", "landuse_zh", "issued_no",
 )
 #: Files of one Shapefile.
 SHP_SUFFIXES: tuple[str, ...] = (".shp", ".shx", ".dbf", ".prj", ".cpg")
@@ -122,7 +122,7 @@ def tuban_frame(warnings: gpd.GeoDataFrame, schema: ExportSchema | None = None) 
     out["county_code"] = [_text(v) for v in col("county_code")]
     out["county_name"] = [schema.county_names.get(c or "", None) for c in out["county_code"]]
     for name in ("township_code", "township_name", "period", "category", "actual_use", "assigned_team",
-                 "verified_by", "verification_result"):
+                 "verified_by", "verification_result", "issued_no"):
         out[name] = [_text(v) for v in col(name)]
     out["category_zh"] = [CATEGORY_ZH.get(c or "", c) for c in out["category"]]
     out["flags"] = [", ".join(f) if isinstance(f, list | tuple) else (_text(f) or "") for f in col("flags", [])]

@@ -46,6 +46,7 @@ __all__ = [
 LIST_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
     ("rank", "排名", "rank", 6),
     ("warning_id", "预警编号", "warning id", 20),
+    ("issued_no", "监测编号(下发)", "issued no", 14),
     ("period", "期次", "period", 8),
     ("county_code", "县级代码", "county code", 9),
     ("township_code", "乡镇代码", "township code", 12),

@@ -316,12 +316,13 @@ def _sheet(doc: _Report, r: pd.Series, chip: Path | None, photos: list[Path]) ->
         ("面积 (平面, m² / 亩)", f"{_fmt(r['area_m2'], 1)} / {_fmt(r['area_mu'], 2)}"),
         ("椭球面积 (m² / 亩)", f"{_fmt(r['ellipsoid_m2'], 1)} / {_fmt(r['ellipsoid_mu'], 2)}"),
         ("占用永久基本农田 m²", _fmt(r["farmland_overlap_m2"], 1)),
-        ("地类 (前时相) / 占用耕地 m²", f"{_fmt(r['landuse_zh'] or '—')} / {_fmt(r['cropland_m2'], 1)}"),
         ("占用生态保护红线 m²", _fmt(r["redline_overlap_m2"], 1)),
         ("城镇开发边界外 m²", _fmt(r["outside_urban_m2"], 1)), ("批准文号", r["permit_nos"] or "—"),
         ("模型置信度 / 优先级", f"{_fmt(r['confidence'], 2)} / {_fmt(r['priority'], 1)} (排名 {_fmt(r['rank'])})"),
         ("预警原因", r["reason_zh"] or "—"),
     ]
+    if r.get("landuse_zh"):  # runs with a land-use layer (warn --landuse)
+        pairs.insert(11, ("地类 (前时相) / 占用耕地 m²", f"{r['landuse_zh']} / {_fmt(r['cropland_m2'], 1)}"))
     with pdf.table(col_widths=(45, 137), line_height=4.5, text_align="LEFT", first_row_as_headings=False) as table:
         for label, value in pairs:
             table.row([label, _fmt(value)])

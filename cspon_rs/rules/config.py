@@ -39,6 +39,7 @@ Category = Literal[
     "built_before_approval",
     "built_elsewhere",
     "approved_not_built",
+    "issued",
 ]
 CATEGORIES: tuple[str, ...] = (
     "none",
@@ -47,6 +48,7 @@ CATEGORIES: tuple[str, ...] = (
     "built_before_approval",
     "built_elsewhere",
     "approved_not_built",
+    "issued",
 )
 #: Chinese names of the categories as used by the bureaus.
 CATEGORY_ZH: dict[str, str] = {
@@ -56,6 +58,7 @@ CATEGORY_ZH: dict[str, str] = {
     "built_before_approval": "未批先建",
     "built_elsewhere": "批东建西",
     "approved_not_built": "批而不建",
+    "issued": "下发图斑(未检出)",  # an issued 监测图斑 nothing detected (cspon_rs.store.issued), never from the rules
 }
 PermitType = Literal[
     "land_use_approval", "land_supply", "planning_permit", "temporary_use", "facility_agricultural", "other"

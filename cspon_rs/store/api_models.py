@@ -55,6 +55,8 @@ class ApiUser(Base):
     county_code: Mapped[str | None] = mapped_column(String(12), nullable=True)
     #: Field team name (role ``field``); warnings are assigned to teams.
     team: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    #: Name shown as 核查人 in the lists, 图斑 layer and 核查表 (``users add --display-name``; revision 0007).
+    display_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     #: Hex SHA-256 of the bearer token; the token itself is never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)

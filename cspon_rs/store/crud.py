@@ -828,7 +828,8 @@ def warnings_frame(records: Sequence[WarningRecord]) -> gpd.GeoDataFrame:
         "redline_overlap_m2", "outside_urban_m2", "reasons", "permits", "priority", "rank", "confidence",
         "status", "verification_result", "assigned_team", "due_date", "rule_set_version", "t1", "t2",
         "centroid_lon", "centroid_lat", "linked_ids", "seen_periods", "version",
-        "landuse_areas", "cropland_m2", "landuse_main",
+        "landuse_areas", "cropland_m2", "landuse_main", "issued_no", "land_user", "project_name",
+        "construction_status", "violation_type", "rectification_status",
     ]
     data = {c: [getattr(r, c) for r in records] for c in columns}
     frame = gpd.GeoDataFrame(data, geometry=[shapely_wkt.loads(r.geometry_wkt) for r in records], crs=4326)

@@ -116,6 +116,16 @@ class WarningRecord(Base):
     landuse_areas: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
     cropland_m2: Mapped[float | None] = mapped_column(Float, nullable=True)
     landuse_main: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: Number of the issued 监测图斑 (JCBH) it answers for (``cspon-rs tuban import``); ``NULL``: 自主发现 or none
+    #: imported. Case fields after the check (revision 0007, :mod:`cspon_rs.store.cases`): 用地主体, 项目名称,
+    #: 建设状态, 违法类型 and the rectification status (pending 待整改 → in_progress 整改中 → rectified 已整改 /
+    #: closed_out 已销号).
+    issued_no: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    land_user: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    project_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    construction_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    violation_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rectification_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
@@ -306,3 +316,8 @@ class TriageDecision(Base):
     batch: Mapped[str | None] = mapped_column(String(128))
     undone_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     undone_by: Mapped[str | None] = mapped_column(String(64))
+
+
+# Issued 图斑 and case tables (issue 23) live in their own module; imported here so every user of the ORM
+# metadata (Alembic, the store) sees them.
+from cspon_rs.store.case_models import CaseDocument, CaseStep, IssuedTuban  # noqa: E402, F401
