@@ -11,13 +11,25 @@ users_app = typer.Typer(help="Manage API users and tokens.", no_args_is_help=Tru
 
 
 def _settings(config: Path | None, **overrides: Any) -> Any:
+    from pydantic import ValidationError
+
     from cspon_rs.api.settings import ServeSettings
     from cspon_rs.config import load_yaml_config
+    from cspon_rs.errors import ConfigError
+    from cspon_rs.store.db import require_file_store
 
     given = {k: v for k, v in overrides.items() if v is not None}
     if config is not None:
-        return load_yaml_config(config, ServeSettings, overrides=given)
-    return ServeSettings.model_validate(given)
+        settings = load_yaml_config(config, ServeSettings, overrides=given)
+    else:
+        try:
+            settings = ServeSettings.model_validate(given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"--{where.replace('_', '-')}: {first['msg']}") from None
+    require_file_store(settings.db_url)
+    return settings
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings (configs/serve.yaml)")]
@@ -88,6 +100,8 @@ def users_add(
     from cspon_rs.errors import ConfigError
     from cspon_rs.store.api_crud import create_user
 
+    if not 1 <= len(name) <= 200 or not name.isprintable():
+        raise ConfigError(f"--name {name[:40]!r}…: a user name has 1 to 200 printable characters")
     if county is not None and not re.fullmatch(r"[0-9]{6}", county):
         raise ConfigError(f"--county {county!r}: expected a 6-digit county code such as 810000")
     settings = _settings(config, db_url=db)

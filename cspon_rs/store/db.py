@@ -31,6 +31,7 @@ __all__ = [
     "make_engine",
     "open_existing_store",
     "open_store",
+    "require_file_store",
     "retry_locked",
     "sqlite_url",
 ]
@@ -79,13 +80,7 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
             ) from exc
     database = parsed.database
     if database and database != ":memory:":
-        path = Path(database)
-        if not path.parent.exists():
-            raise StoreError(f"{url}: folder {path.parent} does not exist")
-        if path.is_file() and path.stat().st_size > 0:
-            with open(path, "rb") as handle:
-                if handle.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{url}: {path} is not a SQLite database (give a .db/.sqlite file)")
+        _check_sqlite_file(url, database)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -106,6 +101,60 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+#: Suffixes of files that are certainly not a warning store: a new SQLite file is never created under them
+#: (``sqlite:///photo.tif`` is a mistake, not a request for a database named photo.tif).
+NOT_A_STORE_SUFFIXES = frozenset({
+    ".tif", ".tiff", ".jpg", ".jpeg", ".png", ".gpkg", ".shp", ".dbf", ".geojson", ".json", ".csv", ".xlsx",
+    ".xls", ".pdf", ".kml", ".kmz", ".gpx", ".zip", ".yaml", ".yml", ".txt", ".py", ".vrt", ".safetensors",
+})
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _check_sqlite_file(url: str, database: str) -> None:
+    """StoreError unless ``database`` can be an existing SQLite file or a new one with a plausible name."""
+    shown = _short(url)
+    if "\x00" in database:
+        raise StoreError(f"{shown}: the file name contains a NUL byte (%00); give a plain path such as cspon.db")
+    path = Path(database)
+    try:
+        if not path.parent.exists():
+            raise StoreError(f"{shown}: folder {_short(str(path.parent))} does not exist")
+        if path.is_dir():
+            raise StoreError(f"{shown}: {_short(str(path))} is a folder; give a file such as cspon.db")
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, "rb") as handle:
+                if handle.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{shown}: {_short(str(path))} is not a SQLite database (give a .db/.sqlite file)")
+        elif not path.exists() and path.suffix.lower() in NOT_A_STORE_SUFFIXES:
+            raise StoreError(
+                f"{shown}: refusing to create a database named {_short(path.name)} ({path.suffix} is not a "
+                "database file); give a .db or .sqlite name"
+            )
+    except OSError as exc:  # e.g. a file name over the system's limit
+        raise StoreError(f"{shown}: cannot use {_short(str(path))} ({exc.strerror or exc})") from exc
+
+
+def require_file_store(url: str) -> None:
+    """StoreError when ``url`` names an in-memory or unnamed SQLite database (``sqlite://``, ``sqlite:///``,
+    ``:memory:``): a service or ``users add`` writing there would lose everything when the command ends."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise StoreError(f"not a database URL: {_short(repr(url))} (e.g. sqlite:///warnings.sqlite)") from exc
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if not database or database == ":memory:" or "memory" in str(parsed.query.get("mode", "")) \
+            or database.startswith("file::memory:"):
+        raise StoreError(
+            f"{_short(url)}: an in-memory SQLite database would vanish when this command ends; "
+            "give a file, e.g. sqlite:///cspon.db"
+        )
 
 
 def is_locked_error(exc: BaseException) -> bool:
@@ -165,9 +214,17 @@ def open_store(url: str, *, migrate: bool = True) -> sessionmaker[Session]:
 
     The engine is ``Session.kw["bind"]``.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     engine = make_engine(url)
     if migrate:
-        init_db(engine)
+        try:
+            init_db(engine)
+        except SQLAlchemyError as exc:  # e.g. an unreachable server: one line, not a driver traceback
+            engine.dispose()
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            shown = engine.url.render_as_string(hide_password=True)
+            raise StoreError(f"{shown}: cannot open the database ({reason})") from exc
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
