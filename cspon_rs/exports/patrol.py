@@ -67,6 +67,8 @@ class PatrolResult:
     path: Path
     order: list[str]
     length_m: float
+    #: True when ordered and measured over a road layer; False: straight lines between the stops.
+    along_roads: bool = False
 
 
 def route_length(points: np.ndarray, start: np.ndarray, order: list[int]) -> float:
@@ -248,8 +250,14 @@ def _kml_color(hex_rgb: str, alpha: int) -> str:
     return color
 
 
+def _route_name(along_roads: bool, length_m: float) -> str:
+    how = "沿道路 along roads" if along_roads else "直线距离 straight lines, not roads"
+    return f"巡查路线 route ({how}, {length_m / 1000:.1f} km)"
+
+
 def _write_kml(stops: list[_Stop], start: Point, path: Path, fmt: Literal["kml", "kmz"],
-               chips: Mapping[str, str | Path]) -> None:
+               chips: Mapping[str, str | Path], route_line: list[tuple[float, float]] | None = None,
+               length_m: float = 0.0) -> None:
     import simplekml
 
     kml = simplekml.Kml(name=path.stem)
@@ -286,8 +294,8 @@ def _write_kml(stops: list[_Stop], start: Point, path: Path, fmt: Literal["kml",
             pol.innerboundaryis = [list(r.coords) for r in ring_poly.interiors]
             pol.description = s.html_table(chip)
             pol.style = poly_style
-    coords = [(start.x, start.y)] + [(s.point.x, s.point.y) for s in stops]
-    line = route.newlinestring(name="巡查路线 route", coords=coords)
+    coords = route_line or [(start.x, start.y)] + [(s.point.x, s.point.y) for s in stops]
+    line = route.newlinestring(name=_route_name(route_line is not None, length_m), coords=coords)
     line.style.linestyle.color = _kml_color("#1f6feb", 255)
     line.style.linestyle.width = 4
     route.newpoint(name="起点 start", coords=[(start.x, start.y)])
@@ -301,7 +309,8 @@ def _write_kml(stops: list[_Stop], start: Point, path: Path, fmt: Literal["kml",
     _replace_into(path, save)
 
 
-def _write_gpx(stops: list[_Stop], start: Point, path: Path) -> None:
+def _write_gpx(stops: list[_Stop], start: Point, path: Path, route_line: list[tuple[float, float]] | None = None,
+               length_m: float = 0.0) -> None:
     import gpxpy.gpx
 
     gpx = gpxpy.gpx.GPX()
@@ -311,13 +320,19 @@ def _write_gpx(stops: list[_Stop], start: Point, path: Path) -> None:
         gpx.waypoints.append(gpxpy.gpx.GPXWaypoint(
             latitude=s.point.y, longitude=s.point.x, name=s.warning_id, comment=s.comment(),
             description=s.description(), type=s.category, symbol="Flag, Red"))
-    rte = gpxpy.gpx.GPXRoute(name="巡查路线 route",
+    rte = gpxpy.gpx.GPXRoute(name=_route_name(route_line is not None, length_m),
                              description=f"{len(stops)} stops from {start.x:.6f},{start.y:.6f}")
     rte.points.append(gpxpy.gpx.GPXRoutePoint(latitude=start.y, longitude=start.x, name="起点 start"))
     for s in stops:
         rte.points.append(gpxpy.gpx.GPXRoutePoint(latitude=s.point.y, longitude=s.point.x, name=s.warning_id,
                                                   comment=s.comment()))
     gpx.routes.append(rte)
+    if route_line is not None:  # the way over the roads, as a track a GPS unit can follow
+        trk = gpxpy.gpx.GPXTrack(name=_route_name(True, length_m))
+        seg = gpxpy.gpx.GPXTrackSegment()
+        seg.points.extend(gpxpy.gpx.GPXTrackPoint(latitude=y, longitude=x) for x, y in route_line)
+        trk.segments.append(seg)
+        gpx.tracks.append(trk)
     text = gpx.to_xml(version="1.1")
     _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -373,6 +388,7 @@ def write_patrol(
     start_lonlat: tuple[float, float],
     fmt: PatrolFormat | None = None,
     chips: Mapping[str, str | Path] | None = None,
+    roads: str | Path | None = None,
 ) -> PatrolResult:
     """Write selected warnings as a patrol (points, polygons, route) in visiting order.
 
@@ -383,6 +399,8 @@ def write_patrol(
         start_lonlat: Where the team starts (longitude, latitude in EPSG:4326).
         fmt: ``kmz`` | ``kml`` | ``gpx`` | ``geojson``; guessed from the suffix when omitted.
         chips: Warning id -> before/after chip PNG, embedded into a KMZ (ignored by the other formats).
+        roads: County road layer (GeoPackage lines): the stops are ordered and the route measured and drawn
+            over the roads (:mod:`cspon_rs.geo.roads`); without it, straight lines, labelled as such.
 
     Returns:
         A :class:`PatrolResult`.
@@ -406,8 +424,24 @@ def write_patrol(
     start_w = gpd.GeoSeries([Point(*start_lonlat)], crs=4326).to_crs(work).iloc[0]
     xy = np.column_stack([projected.x.to_numpy(), projected.y.to_numpy()])
     origin = np.array([start_w.x, start_w.y])
-    order = order_route(xy, origin)
-    length = route_length(xy, origin, order)
+    route_line: list[tuple[float, float]] | None = None
+    if roads is not None:
+        from pyproj import Transformer
+
+        from cspon_rs.geo.roads import load_roads, order_by_matrix, road_matrix
+
+        dist, paths = road_matrix(load_roads(roads, work), np.vstack([origin[None, :], xy]))
+        tour = order_by_matrix(dist)
+        order = [k - 1 for k in tour]
+        length = float(sum(dist[a, b] for a, b in zip([0, *tour[:-1]], tour, strict=True)))
+        way: list[tuple[float, float]] = []
+        for a, b in zip([0, *tour[:-1]], tour, strict=True):
+            way.extend(paths[a][b][1 if way else 0:])
+        back = Transformer.from_crs(work, 4326, always_xy=True)
+        route_line = [tuple(back.transform(x, y)) for x, y in way]  # type: ignore[misc]
+    else:
+        order = order_route(xy, origin)
+        length = route_length(xy, origin, order)
     stops: list[_Stop] = []
     for stop, k in enumerate(order, start=1):
         row = frame.iloc[k]
@@ -422,10 +456,11 @@ def write_patrol(
             point=points_84.iloc[k], polygon=polygons_84.iloc[k]))
     start = Point(*start_lonlat)
     if fmt in ("kml", "kmz"):
-        _write_kml(stops, start, path, fmt, chips or {})  # type: ignore[arg-type]
+        _write_kml(stops, start, path, fmt, chips or {}, route_line, length)  # type: ignore[arg-type]
     elif fmt == "gpx":
-        _write_gpx(stops, start, path)
+        _write_gpx(stops, start, path, route_line, length)
     else:
         out = gpd.GeoDataFrame([s.properties() for s in stops], geometry=[s.point for s in stops], crs=4326)
         _write(out, path, "GeoJSON", "patrol", {"RFC7946": "YES"})
-    return PatrolResult(path=path, order=[s.warning_id for s in stops], length_m=round(length, 1))
+    return PatrolResult(path=path, order=[s.warning_id for s in stops], length_m=round(length, 1),
+                        along_roads=route_line is not None)

@@ -192,6 +192,8 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int, typer.Option(help="At most this many (highest priority first), 1 or more")] = 50,
         chips: Annotated[Path | None, typer.Option(help="Folder of <id>.png chips to embed in a KMZ "
                                                    "(the warn step's chips/)")] = None,
+        roads: Annotated[Path | None, typer.Option(help="County road layer (GPKG lines): order and measure the "
+                                                   "route over the roads (default: straight lines)")] = None,
     ) -> None:
         """Write a patrol route (KML/KMZ/GPX/GeoJSON) of stored warnings, ordered from a start point."""
         from cspon_rs.errors import ConfigError, MissingFileError, NotFoundError, SchemaError
@@ -218,7 +220,10 @@ def register(app: typer.Typer) -> None:
             raise SchemaError(f"--format {fmt!r}: use kml, kmz, gpx or geojson")
         if chips is not None and not chips.is_dir():
             raise MissingFileError(f"--chips {chips}: folder does not exist (the warn step writes <out>/chips)")
+        if roads is not None and not roads.is_file():
+            raise MissingFileError(f"--roads {roads}: file does not exist; give a GeoPackage of road lines")
         chip_files = {r.id: chips / f"{r.id}.png" for r in records} if chips is not None else {}
         result = write_patrol(warnings_frame(records), out, start_lonlat=lonlat, fmt=fmt,  # type: ignore[arg-type]
-                              chips={k: v for k, v in chip_files.items() if v.is_file()})
-        typer.echo(f"wrote {result.path}: {len(result.order)} stops, route {result.length_m / 1000:.1f} km")
+                              chips={k: v for k, v in chip_files.items() if v.is_file()}, roads=roads)
+        how = "沿道路 along roads" if result.along_roads else "直线 straight lines"
+        typer.echo(f"wrote {result.path}: {len(result.order)} stops, route {result.length_m / 1000:.1f} km ({how})")
