@@ -296,9 +296,18 @@ def register(app: typer.Typer) -> None:
             list[Path] | None, typer.Option("--after", help="Unlabelled pair, date 2 (one per --before)")
         ] = None,
         min_area_m2: Annotated[
-            float,
-            typer.Option("--min-area-m2", help="Minimum mapping unit: drop predicted patches below this area (m²)"),
-        ] = 0.0,
+            float | None,
+            typer.Option("--min-area-m2", help="Minimum mapping unit (m²); default: detect's (configs/detect.yaml: "
+                         "auto = clip(7 px, 50, 700) m²), 0 for --pipeline pixels"),
+        ] = None,
+        pipeline: Annotated[
+            str,
+            typer.Option("--pipeline", help="detect (default): score what `cspon-rs detect` delivers (radiometry, "
+                         "MMU, suppression, classifier); pixels: the raw network mask and its components"),
+        ] = "detect",
+        detect_config: Annotated[
+            Path | None, typer.Option("--detect-config", help="detect settings (default configs/detect.yaml)")
+        ] = None,
         pixel_size: Annotated[
             float | None,
             typer.Option(
@@ -342,7 +351,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("give either --data (labelled pairs) or --before/--after (unlabelled), not both")
             pairs = [load_unlabelled_pair(a, b, card.bands) for a, b in zip(befores, afters, strict=True)]
             unlabelled = evaluate_unlabelled(
-                checkpoint, pairs, threshold=threshold, like=like, min_area_m2=min_area_m2, pixel_size_m=pixel_size
+                checkpoint, pairs, threshold=threshold, like=like, min_area_m2=min_area_m2, pixel_size_m=pixel_size,
+                pipeline=pipeline, detect_config=detect_config,  # type: ignore[arg-type]
             )
             if json_path is not None:
                 typer.echo(f"figures: {write_json(json_path, unlabelled.as_dict())}")
@@ -363,6 +373,8 @@ def register(app: typer.Typer) -> None:
             min_overlap=min_overlap,
             min_area_m2=min_area_m2,
             pixel_size_m=pixel_size,
+            pipeline=pipeline,  # type: ignore[arg-type]
+            detect_config=detect_config,
         )
         if out is not None:
             typer.echo(f"report: {out / 'report.json'}  (F1 {report.metrics.f1:.3f})")

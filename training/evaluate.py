@@ -17,8 +17,11 @@ without labels, e.g. two NAIP dates where almost nothing was built.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +48,7 @@ __all__ = [
     "PatchFigures",
     "UnlabelledReport",
     "build_detector",
+    "delivered_figures",
     "evaluate",
     "evaluate_pairs",
     "evaluate_unlabelled",
@@ -57,6 +61,7 @@ __all__ = [
     "print_unlabelled_table",
     "select_threshold",
     "spectral_proba",
+    "warning_pr_curve",
 ]
 
 #: Largest image edge run through the network in one pass; larger pairs are tiled.
@@ -118,6 +123,8 @@ class EvalReport:
     min_area_m2: float = 0.0
     patches: dict[str, Any] = field(default_factory=dict)
     reliability: dict[str, Any] = field(default_factory=dict)
+    pipeline: str = "pixels"
+    mmu: str = ""
 
     @property
     def ece(self) -> float | None:
@@ -133,6 +140,8 @@ class EvalReport:
             "threshold": self.threshold,
             "temperature": self.temperature,
             "min_area_m2": self.min_area_m2,
+            "pipeline": self.pipeline,
+            "mmu": self.mmu,
             "metrics": self.metrics.as_dict(),
             "ece": self.ece,
             "reliability": self.reliability,
@@ -151,11 +160,15 @@ class UnlabelledReport:
     min_area_m2: float = 0.0
     patches: dict[str, Any] = field(default_factory=dict)
     per_pair: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipeline: str = "pixels"
+    mmu: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {
             "detector": self.detector,
+            "pipeline": self.pipeline,
+            "mmu": self.mmu,
             "labelled": False,
             "threshold": self.threshold,
             "temperature": self.temperature,
@@ -255,6 +268,10 @@ class PatchFigures:
         valid_px: Valid pixels of the pair.
         pixel_area_m2: Ground area of a pixel (None when unknown).
         dropped: Patches dropped below the minimum mapping unit.
+        patch_objects: Per kept patch, the ids (1..objects) of the labelled components it touches (None
+            when unlabelled); gives the warning-level precision-recall curve.
+        suppressed: Patches detect kept in its layer but flagged (``suppressed_by``: MMU, vegetation, water,
+            classifier...); they are not warnings and not counted in ``n``.
     """
 
     confidence: np.ndarray
@@ -265,6 +282,8 @@ class PatchFigures:
     valid_px: int
     pixel_area_m2: float | None
     dropped: int = 0
+    patch_objects: tuple[np.ndarray, ...] | None = None
+    suppressed: int = 0
 
     @property
     def n(self) -> int:
@@ -311,7 +330,7 @@ class PatchFigures:
         """JSON-ready figures; labelled keys are left out for an unlabelled pair."""
         km2 = self.valid_area_km2
         flagged = self.flagged_area_m2
-        out: dict[str, Any] = {"patches": self.n, "dropped_below_mmu": self.dropped}
+        out: dict[str, Any] = {"patches": self.n, "dropped_below_mmu": self.dropped, "suppressed": self.suppressed}
         if self.touches is not None:
             out.update(
                 touching_change=self.touching,
@@ -375,11 +394,13 @@ def patch_figures(
     confidence = (sums / np.maximum(sizes, 1))[keep]
     touches: np.ndarray | None = None
     objects = objects_touched = None
+    per_patch: tuple[np.ndarray, ...] | None = None
     if truth is not None:
         t = truth.astype(bool) & v
         touches = (np.bincount(lab[t], minlength=n + 1)[1:] > 0)[keep]
         lut = np.concatenate([[False], keep])
         objects, objects_touched = object_hits(lut[lab], t)
+        per_patch = tuple(_objects_per_patch(lab, t, n)[k] for k in np.flatnonzero(keep))
     return PatchFigures(
         confidence=confidence,
         area_px=sizes[keep],
@@ -389,7 +410,57 @@ def patch_figures(
         valid_px=int(v.sum()),
         pixel_area_m2=pixel_area_m2,
         dropped=int(n - keep.sum()),
+        patch_objects=per_patch,
     )
+
+
+def _objects_per_patch(patch_ids: np.ndarray, truth: np.ndarray, n: int) -> list[np.ndarray]:
+    """For patch ids 1..n in ``patch_ids``, the labelled 8-connected components (ids 1..) each touches."""
+    from scipy import ndimage
+
+    objs, _ = ndimage.label(truth, structure=np.ones((3, 3), dtype=bool))
+    both = (patch_ids > 0) & (objs > 0)
+    pairs = np.unique(np.stack([patch_ids[both], objs[both]]), axis=1) if both.any() else np.zeros((2, 0), int)
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(n)]
+    for pid in np.unique(pairs[0]):
+        out[int(pid) - 1] = pairs[1][pairs[0] == pid].astype(np.int64)
+    return out
+
+
+#: Most points of the warning-level precision-recall curve.
+PR_POINTS = 50
+
+
+def warning_pr_curve(figures: Sequence[PatchFigures], points: int = PR_POINTS) -> list[dict[str, Any]]:
+    """Warning-level precision-recall curve: patches of all pairs ranked by confidence, at up to ``points`` cuts.
+
+    Each point: ``min_confidence`` (of the last patch kept), ``patches`` kept, ``precision`` (share touching
+    labelled change) and ``object_recall`` (share of labelled components touched by a kept patch).
+    """
+    if not figures or any(f.touches is None or f.patch_objects is None for f in figures):
+        return []
+    conf, touch, objs = [], [], []
+    offset = 0
+    for f in figures:
+        conf.append(f.confidence)
+        touch.append(f.touches)
+        objs += [o + offset for o in (f.patch_objects or ())]
+        offset += int(f.objects or 0)
+    if offset == 0 or not objs:
+        return []
+    c = np.concatenate(conf)
+    t = np.concatenate([x for x in touch if x is not None]).astype(bool)
+    order = np.argsort(-c, kind="stable")
+    cuts = sorted({int(k) for k in np.unique(np.linspace(1, c.size, min(points, c.size)).round())})
+    seen: set[int] = set()
+    out, done = [], 0
+    for k in cuts:
+        for i in order[done:k]:
+            seen.update(int(o) for o in objs[i])
+        done = k
+        out.append({"min_confidence": float(c[order[k - 1]]), "patches": k,
+                    "precision": float(t[order[:k]].mean()), "object_recall": len(seen) / offset})
+    return out
 
 
 def pool_patch_figures(figures: Sequence[PatchFigures], top_k: Sequence[int] = TOP_K) -> dict[str, Any]:
@@ -426,6 +497,8 @@ def pool_patch_figures(figures: Sequence[PatchFigures], top_k: Sequence[int] = T
             objects_touched=touched,
             object_recall=touched / objects if objects else None,
         )
+        out["pr_curve"] = warning_pr_curve(figures)
+    out["suppressed"] = sum(f.suppressed for f in figures)
     conf = [f.confidence for f in figures if f.n]
     areas = [f.valid_area_km2 for f in figures]
     flagged = [f.flagged_area_m2 for f in figures]
@@ -487,6 +560,190 @@ def _fallback_pixel_area(
     if card is not None and card.pixel_size_m:
         return card.pixel_size_m * card.pixel_size_m, "card"
     return None, None
+
+
+#: CRS given to pairs without georeferencing when they go through ``detect``: a local transverse Mercator in
+#: metres (scale 1 at its origin, where the pair is placed), so areas are the pixel size squared.
+LOCAL_METRE_CRS = "+proj=tmerc +lat_0=0 +lon_0=0 +k=1 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
+
+Pipeline = Literal["detect", "pixels"]
+
+
+def detect_settings(config: str | Path | Any | None = None, *, min_area_m2: float | None = None) -> Any:
+    """The :class:`~cspon_rs.inference.config.DetectConfig` evaluate runs detect with (``configs/detect.yaml``
+    defaults when None; a YAML path or a config object), with ``min_area_m2`` overriding the MMU."""
+    from cspon_rs.inference.config import DetectConfig
+
+    if config is None:
+        from importlib.resources import files
+
+        from cspon_rs.config import load_yaml_config
+
+        cfg = load_yaml_config(Path(str(files("cspon_rs.configs") / "detect.yaml")), DetectConfig)
+    elif isinstance(config, DetectConfig):
+        cfg = config.model_copy(deep=True)
+    else:
+        from cspon_rs.config import load_yaml_config
+
+        cfg = load_yaml_config(Path(config), DetectConfig)
+    if min_area_m2 is not None:
+        cfg.suppress.mmu.min_area_m2 = float(min_area_m2)
+    return cfg
+
+
+def _write_pair_rasters(
+    pair: ChangePair, folder: Path, bands: Sequence[str], crs: Any, transform: Any
+) -> tuple[Path, Path]:
+    """Both dates as GeoTIFFs on the pair's grid, in the smallest type that holds the values exactly (uint8,
+    uint16, else float32: what the files were), invalid pixels masked (GDAL mask band)."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    folder.mkdir(parents=True, exist_ok=True)
+    both = np.concatenate([pair.before[:, pair.valid], pair.after[:, pair.valid]], axis=1)
+    integral = both.size > 0 and bool(np.all(both == np.round(both))) and float(both.min()) >= 0
+    top = float(both.max()) if both.size else 0.0
+    dtype = "uint8" if integral and top <= 255 else "uint16" if integral and top <= 65535 else "float32"
+    profile = {"driver": "GTiff", "width": pair.shape[1], "height": pair.shape[0], "count": pair.before.shape[0],
+               "dtype": dtype, "crs": crs, "transform": Affine(*transform[:6])}
+    paths = []
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        for name, arr in (("before", pair.before), ("after", pair.after)):
+            data = np.where(pair.valid[None], arr, 0).astype(dtype)
+            path = folder / f"{name}.tif"
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(data)
+                dst.descriptions = tuple(bands)
+                if not pair.valid.all():
+                    dst.write_mask(np.where(pair.valid, 255, 0).astype(np.uint8))
+            paths.append(path)
+    return paths[0], paths[1]
+
+
+def delivered_figures(
+    det: Detector,
+    pair: ChangePair,
+    work: Path,
+    *,
+    threshold: float,
+    config: Any,
+    fallback: tuple[float | None, str | None],
+    labelled: bool = True,
+) -> tuple[np.ndarray, PatchFigures, dict[str, Any]]:
+    """Run ``detect`` on one pair exactly as a bureau would, and score the patches it delivers.
+
+    The pair is written as GeoTIFFs on its own grid (pairs without georeferencing get a local metre grid of
+    the given or the card's pixel size), :func:`~cspon_rs.inference.detect.detect_pair` runs with ``config``
+    (radiometry, MMU, suppression and the warning classifier included), and the unsuppressed patches of its
+    GeoPackage are burnt back onto the grid (pixel centres) to find the labelled change they touch.
+
+    Returns:
+        ``(probability, figures, info)``: the delivered probability raster (0 on nodata), the patch figures
+        (confidence = the classifier's ``confidence`` when present, else ``prob_mean``) and what detect did.
+
+    Raises:
+        ConfigError: The pair has no georeferencing and no pixel size is known.
+    """
+    import pyogrio
+    import rasterio
+    from rasterio.features import rasterize
+    from rasterio.transform import Affine
+
+    from cspon_rs.errors import ConfigError
+    from cspon_rs.inference.detect import detect_pair
+    from cspon_rs.inference.suppress import unsuppressed
+    from cspon_rs.inference.vectorize import PATCH_LAYER
+
+    assert det.loaded is not None
+    area = pixel_area_m2(pair.crs, pair.transform, pair.shape)
+    crs, transform, source = pair.crs, pair.transform, "transform"
+    if area is None:
+        area, source = fallback
+        if area is None:
+            raise ConfigError(
+                f"pair {pair.id!r} ({pair.source}) has no georeferencing and the checkpoint card no pixel size; "
+                "give it with --pixel-size (metres)"
+            )
+        edge = math.sqrt(area)
+        crs, transform = LOCAL_METRE_CRS, (edge, 0.0, 0.0, 0.0, -edge, 0.0)
+    before, after = _write_pair_rasters(pair, work / "scenes", det.loaded.card.bands, crs, transform)
+    kwargs = config.detect_kwargs()
+    kwargs.pop("checkpoint", None)
+    kwargs.pop("threshold", None)
+    res = detect_pair(before, after, work / "detect", checkpoint=det.loaded.path, threshold=threshold,
+                      progress=False, **kwargs)
+    with rasterio.open(res.prob_path) as src:
+        prob = src.read(1)
+    prob = np.where(prob >= 0, prob, np.float32(0.0)).astype(np.float32)
+    layer = pyogrio.read_dataframe(res.patches_path, layer=PATCH_LAYER)
+    kept = unsuppressed(layer).reset_index(drop=True)
+    n = len(kept)
+    if "confidence" in kept.columns and n and kept["confidence"].notna().all():
+        confidence = kept["confidence"].to_numpy(dtype=np.float64)
+    else:
+        confidence = kept["prob_mean"].to_numpy(dtype=np.float64) if n else np.zeros(0)
+    ids = np.zeros(pair.shape, dtype=np.int32)
+    if n:
+        ids = rasterize([(g, i + 1) for i, g in enumerate(kept.geometry)], out_shape=pair.shape,
+                        transform=Affine(*transform[:6]), fill=0, dtype="int32")
+    touches = objects = touched = None
+    per_patch: tuple[np.ndarray, ...] | None = None
+    if labelled:
+        t = (pair.label == 1) & pair.valid
+        touches = np.bincount(ids[t], minlength=n + 1)[1:] > 0
+        objects, touched = object_hits(ids > 0, t)
+        per_patch = tuple(_objects_per_patch(ids, t, n))
+    flags = layer["suppressed_by"] if "suppressed_by" in layer.columns else None
+    mmu_dropped = int((flags == "mmu").sum()) if flags is not None else 0
+    fig = PatchFigures(
+        confidence=confidence, area_px=kept["area_m2"].to_numpy(dtype=np.float64) / area if n else np.zeros(0),
+        touches=touches, objects=objects, objects_touched=touched, valid_px=int(pair.valid.sum()),
+        pixel_area_m2=area, dropped=mmu_dropped, patch_objects=per_patch, suppressed=len(layer) - n,
+    )
+    sup = config.suppress.for_pixel_size(res.pixel_size_m) if config.suppress.enabled else None
+    info = {
+        "pipeline": "detect",
+        "pixel_area_m2": area,
+        "pixel_size_source": source,
+        "radiometry": res.radiometry.summary() if res.radiometry is not None else None,
+        "mmu_m2": sup.mmu.min_area_m2 if sup is not None and sup.mmu.enabled else None,
+        "suppression": res.suppression,
+        "classifier": getattr(res, "classifier", ""),
+        "patches_path": str(res.patches_path),
+    }
+    return prob, fig, info
+
+
+def _mmu_words(cfg: Any | None, min_area_m2: float | None) -> str:
+    """How the patches were cut, for the report: the detect MMU rule or the pixel pipeline's area filter."""
+    if cfg is None:
+        return f"patches >= {min_area_m2:g} m²" if min_area_m2 else ""
+    if not cfg.suppress.enabled or not cfg.suppress.mmu.enabled:
+        return "detect, MMU off"
+    value = cfg.suppress.mmu.min_area_m2
+    return "detect, MMU auto = clip(7 px, 50, 700) m²" if value == "auto" else f"detect, MMU {value:g} m²"
+
+
+@contextmanager
+def _work_dir(out: Path | None, pair_id: str) -> Iterator[Path]:
+    """``<out>/detect/<pair>`` (kept, for inspection) or a temporary folder removed afterwards."""
+    if out is not None:
+        path = out / "detect" / pair_id.replace("/", "_")
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="cspon-eval-") as tmp:
+        yield Path(tmp)
+
+
+def _uses_detect(det: Detector, pipeline: str) -> bool:
+    """Checkpoints stored as files go through detect (unless ``pipeline="pixels"``); baselines never do."""
+    if pipeline not in ("detect", "pixels"):
+        from cspon_rs.errors import ConfigError
+
+        raise ConfigError(f"pipeline must be 'detect' or 'pixels', got {pipeline!r}")
+    return (pipeline == "detect" and det.kind == "checkpoint" and det.loaded is not None
+            and Path(det.loaded.path).is_file())
 
 
 def _pair_pixel_area(pair: ChangePair, fallback: tuple[float | None, str | None]) -> tuple[float | None, str | None]:
@@ -577,10 +834,12 @@ def evaluate(
     panels: bool = True,
     print_table: bool = True,
     like: str | Path | None = None,
-    min_area_m2: float = 0.0,
+    min_area_m2: float | None = None,
     pixel_size_m: float | None = None,
     top_k: Sequence[int] = TOP_K,
     bins: int = 10,
+    pipeline: Pipeline = "detect",
+    detect_config: str | Path | Any | None = None,
 ) -> EvalReport:
     """Score a detector on labelled pairs.
 
@@ -595,11 +854,17 @@ def evaluate(
         panels: Write the PNG panels.
         print_table: Print rich tables of the metrics.
         like: Reference checkpoint for ``"random"`` (and the pixel-size fallback of the baselines).
-        min_area_m2: Minimum mapping unit of the predicted patches (patch figures only; pixel metrics
-            score the thresholded prediction as it is).
+        min_area_m2: Minimum mapping unit of the predicted patches in m² (patch figures only; pixel metrics
+            score the thresholded prediction as it is). ``detect`` pipeline: overrides the config's MMU
+            (default: its ``auto`` rule by pixel size); ``pixels`` pipeline: 0 when None.
         pixel_size_m: Pixel size for pairs without georeferencing (default: the card's ``pixel_size_m``).
         top_k: The k of the top-k precision.
         bins: Bins of the reliability diagram / ECE.
+        pipeline: ``"detect"`` (default): checkpoints are scored on what ``cspon-rs detect`` delivers for the
+            pair (:func:`delivered_figures`: radiometry, MMU, suppression, classifier, with ``detect_config``);
+            ``"pixels"``: the network on the raw arrays and 8-connected components of its mask (the
+            baselines always take this path).
+        detect_config: ``configs/detect.yaml`` (default), another YAML path or a ``DetectConfig``.
 
     Returns:
         The :class:`EvalReport` (pooled and per-pair pixel metrics, patch figures and ECE).
@@ -613,12 +878,21 @@ def evaluate(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     fallback = _fallback_pixel_area(det, pixel_size_m, like)
+    through_detect = _uses_detect(det, pipeline)
+    cfg = detect_settings(detect_config, min_area_m2=min_area_m2) if through_detect else None
+    if threshold is None and cfg is not None and cfg.threshold is not None:
+        thr = float(cfg.threshold)  # the detect config's threshold, as detect would use it
     pooled = ConfusionMatrix(min_overlap=min_overlap)
     pooled_rel = ReliabilityBins(bins)
     figures: list[PatchFigures] = []
     per_pair: dict[str, dict[str, Any]] = {}
     for pair in pairs:
-        prob = det.proba(pair.before, pair.after, pair.valid)
+        info: dict[str, Any] = {"pipeline": "pixels"}
+        if cfg is not None:
+            with _work_dir(out, pair.id) as work:
+                prob, fig, info = delivered_figures(det, pair, work, threshold=thr, config=cfg, fallback=fallback)
+        else:
+            prob = det.proba(pair.before, pair.after, pair.valid)
         pred = prob >= thr
         truth = pair.label == 1
         pooled.update(pred, truth, pair.valid)
@@ -628,11 +902,15 @@ def evaluate(
         rel = ReliabilityBins(bins)
         rel.update(prob, truth, pair.valid)
         pooled_rel.update(prob, truth, pair.valid)
-        area, source = _pair_pixel_area(pair, fallback)
-        fig = patch_figures(prob, thr, pair.valid, truth, pixel_area_m2=area, min_area_m2=min_area_m2)
+        if cfg is None:
+            area, source = _pair_pixel_area(pair, fallback)
+            fig = patch_figures(prob, thr, pair.valid, truth, pixel_area_m2=area, min_area_m2=min_area_m2 or 0.0)
+        else:
+            area, source = info["pixel_area_m2"], info["pixel_size_source"]
         figures.append(fig)
         per_pair[pair.id] = {
             **m.as_dict(),
+            **{k: v for k, v in info.items() if k not in ("pixel_area_m2", "pixel_size_source")},
             "ece": rel.compute().ece,
             "pixel_area_m2": area,
             "pixel_size_source": source,
@@ -652,9 +930,11 @@ def evaluate(
         per_pair,
         out,
         temperature=det.temperature,
-        min_area_m2=min_area_m2,
+        min_area_m2=min_area_m2 or 0.0,
         patches=pool_patch_figures(figures, top_k),
         reliability=pooled_rel.compute().as_dict(),
+        pipeline="detect" if cfg is not None else "pixels",
+        mmu=_mmu_words(cfg, min_area_m2),
     )
     if out is not None:
         write_json(out / "report.json", report.as_dict())
@@ -671,13 +951,16 @@ def evaluate_unlabelled(
     threshold: float | None = None,
     print_table: bool = True,
     like: str | Path | None = None,
-    min_area_m2: float = 0.0,
+    min_area_m2: float | None = None,
     pixel_size_m: float | None = None,
+    pipeline: Pipeline = "detect",
+    detect_config: str | Path | Any | None = None,
 ) -> UnlabelledReport:
     """Label-free figures of a detector on pairs without labels: patches and flagged area per km².
 
     On pairs where (almost) nothing was built, e.g. two NAIP dates of farmland, nearly every patch is a
-    false alarm, so patches per km² is a false-alarm rate. Labels of ``pairs`` are ignored.
+    false alarm, so patches per km² is a false-alarm rate. Labels of ``pairs`` are ignored. ``pipeline``,
+    ``detect_config`` and ``min_area_m2`` as in :func:`evaluate`.
     """
     det = detector if isinstance(detector, Detector) else build_detector(detector, like=like)
     if det.loaded is not None:
@@ -687,19 +970,32 @@ def evaluate_unlabelled(
     fallback = _fallback_pixel_area(det, pixel_size_m, like)
     figures: list[PatchFigures] = []
     per_pair: dict[str, dict[str, Any]] = {}
+    through_detect = _uses_detect(det, pipeline)
+    cfg = detect_settings(detect_config, min_area_m2=min_area_m2) if through_detect else None
+    if threshold is None and cfg is not None and cfg.threshold is not None:
+        thr = float(cfg.threshold)  # the detect config's threshold, as detect would use it
     for pair in pairs:
-        prob = det.proba(pair.before, pair.after, pair.valid)
-        area, source = _pair_pixel_area(pair, fallback)
-        fig = patch_figures(prob, thr, pair.valid, None, pixel_area_m2=area, min_area_m2=min_area_m2)
+        if cfg is not None:
+            with _work_dir(None, pair.id) as work:
+                _, fig, info = delivered_figures(det, pair, work, threshold=thr, config=cfg, fallback=fallback,
+                                                 labelled=False)
+            per_pair[pair.id] = {**info, "patches": fig.as_dict()}
+        else:
+            prob = det.proba(pair.before, pair.after, pair.valid)
+            area, source = _pair_pixel_area(pair, fallback)
+            fig = patch_figures(prob, thr, pair.valid, None, pixel_area_m2=area, min_area_m2=min_area_m2 or 0.0)
+            per_pair[pair.id] = {"pipeline": "pixels", "pixel_area_m2": area, "pixel_size_source": source,
+                                 "patches": fig.as_dict()}
         figures.append(fig)
-        per_pair[pair.id] = {"pixel_area_m2": area, "pixel_size_source": source, "patches": fig.as_dict()}
     report = UnlabelledReport(
         det.name,
         thr,
         temperature=det.temperature,
-        min_area_m2=min_area_m2,
+        min_area_m2=min_area_m2 or 0.0,
         patches=pool_patch_figures(figures),
         per_pair=per_pair,
+        pipeline="detect" if cfg is not None else "pixels",
+        mmu=_mmu_words(cfg, min_area_m2),
     )
     if print_table:
         print_unlabelled_table(report)

@@ -6,6 +6,7 @@ hand-made label of three objects, where the after date changes two of them and a
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from cspon_rs.geo.pixels import pixel_area_m2
 from cspon_rs.models.card import ModelCard, Normalization
 from cspon_rs.models.checkpoint import load_card, save_checkpoint
 from cspon_rs.models.registry import create_model
-from cspon_rs.training.datasets import load_pair_folder
+from cspon_rs.training.datasets import load_levir, load_pair_folder
 from cspon_rs.training.evaluate import (
     build_detector,
     evaluate,
@@ -268,3 +269,63 @@ def test_cli_calibrate_writes_card_and_backup(tmp_path: Path) -> None:
         cli_app(), ["calibrate", "--checkpoint", str(ck), "--data", str(levir), "--ids", "pair_2"]
     )
     assert isinstance(result.exception, ConfigError) and "test split" in str(result.exception)
+
+
+def test_evaluate_scores_exactly_the_patches_detect_delivers(bureau_pair: Path, tmp_path: Path) -> None:
+    """#20 item 5: on a georeferenced pair, evaluate's patches are detect's (same radiometry, MMU, suppression)."""
+    import geopandas as gpd
+    import shapely
+
+    from cspon_rs.inference.config import DetectConfig
+    from cspon_rs.inference.detect import detect_pair
+    from cspon_rs.inference.vectorize import PATCH_LAYER
+    from cspon_rs.models.checkpoint import shipped_checkpoint
+
+    ck = shipped_checkpoint("s2-rgbn")
+    cfg = DetectConfig.model_validate({"backend": "torch", "device": "cpu", "threshold": 0.3,
+                                       "suppress": {"mmu": {"min_area_m2": 2000}}})
+    kw = cfg.detect_kwargs()
+    kw.pop("checkpoint")
+    det = detect_pair(bureau_pair / "before_2020.tif", bureau_pair / "after_2021.tif", tmp_path / "detect",
+                      checkpoint=ck, progress=False, **kw)
+    pair = load_pair_folder(bureau_pair)
+    rep = evaluate(ck, [pair], out_dir=tmp_path / "eval", detect_config=cfg, print_table=False, panels=False)
+    pp = rep.per_pair[pair.id]
+    assert rep.pipeline == "detect" and pp["pipeline"] == "detect" and pp["mmu_m2"] == 2000
+    got = gpd.read_file(pp["patches_path"], layer=PATCH_LAYER)
+    want = gpd.read_file(det.patches_path, layer=PATCH_LAYER)
+    assert len(want) >= 2 and len(got) == len(want)
+    assert list(got["patch_id"]) == list(want["patch_id"])
+    assert all(shapely.equals(a, b) for a, b in zip(got.geometry, want.geometry, strict=True))
+    assert np.allclose(got["prob_mean"], want["prob_mean"])
+    assert list(got["suppressed_by"]) == list(want["suppressed_by"])
+    kept = int(want["suppressed_by"].isna().sum())
+    f = rep.patches
+    assert f["patches"] == kept and f["suppressed"] == len(want) - kept
+    assert f["patches_per_km2"] == pytest.approx(kept / KM2)
+    assert {"warning_precision", "object_recall", "top_k_precision", "pr_curve"} <= set(f)
+    curve = f["pr_curve"]
+    assert curve and curve[-1]["patches"] == kept
+    assert curve[-1]["precision"] == pytest.approx(f["warning_precision"])
+    assert curve[-1]["object_recall"] == pytest.approx(f["object_recall"])
+    assert all(a["object_recall"] <= b["object_recall"] for a, b in itertools.pairwise(curve))
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert saved["pipeline"] == "detect" and saved["per_pair"][pair.id]["radiometry"].startswith("before: 16-bit")
+    # the raw-pixel pipeline is still there, and differs (no radiometry, no suppression)
+    raw = evaluate(ck, [pair], pipeline="pixels", print_table=False)
+    assert raw.pipeline == "pixels" and raw.per_pair[pair.id]["pipeline"] == "pixels"
+
+
+def test_unreferenced_pairs_take_the_pixel_size_for_the_mmu_and_per_km2(tmp_path: Path) -> None:
+    """PNG pairs: --pixel-size (or the card's) gives detect a metre grid, so MMU and per-km² mean the same."""
+    levir = write_levir(tmp_path / "levir", n=2, seed=4)
+    ck = _tiny_checkpoint(tmp_path / "ck" / "tiny", ["R", "G", "B"], pixel_size_m=0.5)
+    rep = evaluate(ck, load_levir(levir), print_table=False, panels=False)
+    one = next(iter(rep.per_pair.values()))
+    assert one["pixel_size_source"] == "card" and one["pixel_area_m2"] == pytest.approx(0.25)
+    assert one["mmu_m2"] == 50.0  # auto rule at 0.5 m
+    assert rep.patches["valid_area_km2"] == pytest.approx(2 * 64 * 64 * 0.25 / 1e6)
+    given = evaluate(ck, load_levir(levir), print_table=False, panels=False, pixel_size_m=2.0)
+    one = next(iter(given.per_pair.values()))
+    assert one["pixel_size_source"] == "given" and one["mmu_m2"] == 50.0
+    assert given.patches["valid_area_km2"] == pytest.approx(2 * 64 * 64 * 4.0 / 1e6)
