@@ -163,3 +163,6 @@ def _include_optional(app: FastAPI) -> None:
     from cspon_rs.api.routers import report_jobs
 
     app.include_router(report_jobs.router, prefix=API_PREFIX)  # the period report as a job
+    from cspon_rs.api.routers import cases
+
+    app.include_router(cases.router, prefix=API_PREFIX)  # case handling after the check (整改, documents)

@@ -21,7 +21,7 @@ from cspon_rs.api.settings import ServeSettings
 
 __all__ = ["SavedFile", "resolve_input", "resolve_inside", "save_upload", "sniff_type"]
 
-FileKind = Literal["jpeg", "png", "tiff", "gpkg"]
+FileKind = Literal["jpeg", "png", "tiff", "gpkg", "pdf"]
 
 _MAGIC: dict[str, tuple[bytes, ...]] = {
     "jpeg": (b"\xff\xd8\xff",),
@@ -29,14 +29,16 @@ _MAGIC: dict[str, tuple[bytes, ...]] = {
     # classic TIFF little/big endian, BigTIFF little/big endian
     "tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
     "gpkg": (b"SQLite format 3\x00",),
+    "pdf": (b"%PDF-",),  # case documents (处罚决定书, 整改材料)
 }
 _CONTENT_TYPE = {
     "jpeg": "image/jpeg",
     "png": "image/png",
     "tiff": "image/tiff",
     "gpkg": "application/geopackage+sqlite3",
+    "pdf": "application/pdf",
 }
-_SUFFIX = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "gpkg": ".gpkg"}
+_SUFFIX = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "gpkg": ".gpkg", "pdf": ".pdf"}
 _CHUNK = 1024 * 1024
 
 

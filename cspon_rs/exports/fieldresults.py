@@ -82,4 +82,6 @@ def attach_field_results(warnings: gpd.GeoDataFrame, session: Session) -> gpd.Ge
         if column == "photo_count":
             stored = [int(float(str(v))) if v is not None else 0 for v in stored]
         out[column] = pd.Series(stored, index=out.index, dtype=object)
-    return out
+    from cspon_rs.store.cases import attach_case_records
+
+    return attach_case_records(out, session)  # case fields, 整改 steps, documents; 核查人 by display name

@@ -45,6 +45,8 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "status_zh", "suspected_zh", "verification_result", "result_zh", "actual_use", "assigned_team", "due_date",
     "verified_at", "verified_by", "photo_count", "remarks",
     "cropland_m2", "cropland_mu", "landuse_main", "landuse_main_zh", "landuse_zh", "issued_no",
+    "land_user", "project_name", "construction_status_zh", "violation_type", "rectification_zh", "case_steps_zh",
+    "case_document_count",
 )
 #: Files of one Shapefile.
 SHP_SUFFIXES: tuple[str, ...] = (".shp", ".shx", ".dbf", ".prj", ".cpg")
@@ -122,7 +124,8 @@ def tuban_frame(warnings: gpd.GeoDataFrame, schema: ExportSchema | None = None) 
     out["county_code"] = [_text(v) for v in col("county_code")]
     out["county_name"] = [schema.county_names.get(c or "", None) for c in out["county_code"]]
     for name in ("township_code", "township_name", "period", "category", "actual_use", "assigned_team",
-                 "verified_by", "verification_result", "issued_no"):
+                 "verified_by", "verification_result", "issued_no", "land_user", "project_name",
+                 "construction_status_zh", "violation_type", "rectification_zh", "case_steps_zh"):
         out[name] = [_text(v) for v in col(name)]
     out["category_zh"] = [CATEGORY_ZH.get(c or "", c) for c in out["category"]]
     out["flags"] = [", ".join(f) if isinstance(f, list | tuple) else (_text(f) or "") for f in col("flags", [])]
@@ -163,6 +166,8 @@ def tuban_frame(warnings: gpd.GeoDataFrame, schema: ExportSchema | None = None) 
     out["suspected_zh"] = ["疑似" if r is None else "已核查" for r in out["verification_result"]]
     out["verified_at"] = [local_time_text(v, zone) for v in col("verified_at")]
     out["photo_count"] = [int(v) if v is not None and not pd.isna(v) else 0 for v in col("photo_count", 0)]
+    out["case_document_count"] = [int(v) if v is not None and not pd.isna(v) else 0
+                                  for v in col("case_document_count", 0)]
     _landuse_columns(out, col("landuse_areas"), col("cropland_m2"), col("landuse_main"), src.index)
     rows = src.assign(verification_result=out["verification_result"], flags=col("flags", []))
     out["remarks"] = [_remarks(r) for _, r in rows.iterrows()]

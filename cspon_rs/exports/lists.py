@@ -46,8 +46,8 @@ __all__ = [
 LIST_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
     ("rank", "排名", "rank", 6),
     ("warning_id", "预警编号", "warning id", 20),
-    ("issued_no", "监测编号(下发)", "issued no", 14),
     ("period", "期次", "period", 8),
+    ("issued_no", "监测编号(下发)", "issued no", 14),
     ("county_code", "县级代码", "county code", 9),
     ("township_code", "乡镇代码", "township code", 12),
     ("township_name", "乡镇名称", "township", 10),
@@ -73,6 +73,13 @@ LIST_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
     ("due_date", "核查期限", "due date", 11),
     ("verified_at", "核查时间", "verified at", 16),
     ("photo_count", "照片数", "photos", 6),
+    ("land_user", "用地主体", "land user", 12),
+    ("project_name", "项目名称", "project", 14),
+    ("construction_status_zh", "建设状态", "construction status", 8),
+    ("violation_type", "违法类型", "violation type", 10),
+    ("rectification_zh", "整改状态", "rectification", 8),
+    ("case_steps_zh", "整改/处理记录", "case steps", 24),
+    ("case_document_count", "材料数", "documents", 6),
     ("centroid_lon", "经度", "longitude", 11),
     ("centroid_lat", "纬度", "latitude", 11),
     ("t1", "前时相", "t1", 11),
@@ -90,12 +97,12 @@ PRINTED_COLUMNS = [c for c, *_ in LIST_COLUMNS].index("chip")
 NUMBER_FORMATS: dict[str, str] = {
     "rank": "0", "area_m2": "#,##0", "area_mu": "0.00", "excess_m2": "#,##0", "farmland_overlap_m2": "#,##0",
     "redline_overlap_m2": "#,##0", "outside_urban_m2": "#,##0", "cropland_m2": "#,##0", "confidence": "0.00",
-    "priority": "0.0",
-    "photo_count": "0", "centroid_lon": "0.000000", "centroid_lat": "0.000000", "t1": "yyyy-mm-dd",
-    "t2": "yyyy-mm-dd", "due_date": "yyyy-mm-dd", "verified_at": "yyyy-mm-dd hh:mm",
+    "priority": "0.0", "photo_count": "0", "case_document_count": "0", "centroid_lon": "0.000000",
+    "centroid_lat": "0.000000", "t1": "yyyy-mm-dd", "t2": "yyyy-mm-dd", "due_date": "yyyy-mm-dd",
+    "verified_at": "yyyy-mm-dd hh:mm",
 }
 _WRAPPED = {"reason_zh", "reason_en", "permit_nos", "actual_use", "flags", "township_name", "category",
-            "landuse_zh", "landuse_main_zh"}
+            "landuse_zh", "landuse_main_zh", "land_user", "project_name", "case_steps_zh"}
 _SUMMED = ("area_m2", "area_mu", "excess_m2", "farmland_overlap_m2", "redline_overlap_m2", "outside_urban_m2",
            "cropland_m2", "photo_count")
 

@@ -639,9 +639,43 @@
       section("核查 verifications", verifications.length ? h("ul", { class: "history", id: "detail-verifications" }, verifications) :
         h("p", { class: "muted" }, "尚未核查 not checked yet"), photos),
       actions(detail),
+      caseSection(detail),
       section("历史 history", history.length ? h("ul", { class: "history", id: "detail-history" }, history) : h("p", { class: "muted" }, "–"))
     ]);
   }
+
+  /** 查处/整改 after the check: case fields, rectification status, steps with dates and documents
+   * (GET warnings/{id}/case; recorded through PUT .../case and POST .../case/steps). */
+  function caseSection(detail) {
+    if (detail.status !== "verified" && detail.status !== "closed") return null;
+    var box = h("div", { id: "detail-case" }, h("p", { class: "muted" }, "加载中 loading …"));
+    C.api("warnings/" + encodeURIComponent(detail.id) + "/case").then(function (c) {
+      var steps = (c.steps || []).map(function (s) {
+        var docs = (c.documents || []).filter(function (d) { return d.step_id === s.id; }).map(function (d) {
+          var link = h("a", { href: "#", class: "case-doc" }, d.original_name || ("#" + d.id));
+          link.addEventListener("click", function (ev) {
+            ev.preventDefault();
+            C.authImageUrl(d.url).then(function (u) { window.open(u, "_blank", "noopener"); });
+          });
+          return h("div", { class: "muted" }, "材料 document: ", link);
+        });
+        return h("li", {}, h("strong", {}, (s.on_date || "") + " " + s.step_zh),
+          s.to_status && s.to_status !== s.from_status ? " → " + (CASE_STATUS[s.to_status] || s.to_status) : "",
+          s.by ? " · " + s.by : "", s.notes ? h("div", { class: "muted" }, s.notes) : null, docs);
+      });
+      C.append(C.clear(box), [
+        h("dl", { class: "facts" },
+          h("dt", {}, "整改状态 rectification"), h("dd", { id: "case-status" }, c.rectification_zh || "–"),
+          h("dt", {}, "用地主体 land user"), h("dd", {}, c.land_user || "–"),
+          h("dt", {}, "项目名称 project"), h("dd", {}, c.project_name || "–"),
+          h("dt", {}, "建设状态 construction"), h("dd", {}, c.construction_status_zh || "–"),
+          h("dt", {}, "违法类型 violation"), h("dd", {}, c.violation_type || "–")),
+        steps.length ? h("ul", { class: "history", id: "case-steps" }, steps) : h("p", { class: "muted" }, "尚无整改记录 no steps yet")
+      ]);
+    }).catch(function (err) { C.clear(box).appendChild(h("p", { class: "error" }, err.message)); });
+    return section("查处整改 case", box);
+  }
+  var CASE_STATUS = { pending: "待整改", in_progress: "整改中", rectified: "已整改", closed_out: "已销号" };
 
   function lastActualUse(detail) {
     var vs = (detail.verifications || []).filter(function (v) { return v.actual_use; });
