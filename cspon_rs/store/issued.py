@@ -145,7 +145,7 @@ def load_issued(path: str | Path, *, mapping: IssuedFields | None = None) -> gpd
     empty = [i + 1 for i, n in enumerate(numbers) if n is None]
     if empty:
         raise SchemaError(f"{path}: feature(s) {empty[:10]} have no {mapping.number_field}")
-    repeated = sorted({n for n in numbers if numbers.count(n) > 1})  # type: ignore[misc]
+    repeated = sorted({n for n in numbers if n is not None and numbers.count(n) > 1})
     if repeated:
         raise SchemaError(f"{path}: {mapping.number_field} repeated: {repeated[:10]}")
 
@@ -155,13 +155,13 @@ def load_issued(path: str | Path, *, mapping: IssuedFields | None = None) -> gpd
     factor = _unit_factor(mapping.area_unit)
     areas = [None if _text(v) is None else float(pd.to_numeric(v)) * factor for v in col(mapping.area_field)]
     dates: dict[str, list[dt.date | None]] = {}
-    for key, name in (("t1", mapping.t1_field), ("t2", mapping.t2_field)):
+    for key, date_field in (("t1", mapping.t1_field), ("t2", mapping.t2_field)):
         values = []
-        for row, value in enumerate(col(name), start=1):
+        for row, value in enumerate(col(date_field), start=1):
             try:
                 values.append(parse_date(value))
             except Exception as exc:
-                raise SchemaError(f"{path}: {name} row {row}: cannot read date {value!r}") from exc
+                raise SchemaError(f"{path}: {date_field} row {row}: cannot read date {value!r}") from exc
         dates[key] = values
     geometry_name = frame.geometry.name
     attributes = [{str(k): _text(v) for k, v in rec.items() if k != geometry_name}
