@@ -137,6 +137,10 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             f"detection done: {detection.n_patches} patches, {detection.changed_area_m2:.0f} m² "
             f"({changes_path})",
         )
+        # What radiometry did to each date, and why there is no patch if there is none (never silent, #20).
+        for line in [*(detection.radiometry.lines() if detection.radiometry else []), detection.empty_reason]:
+            if line:
+                progress(0.6, line)
 
         from cspon_rs.rules.pipeline import run_warning_pipeline
 
