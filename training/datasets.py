@@ -340,7 +340,14 @@ def oscd_cities(root: str | Path) -> list[str]:
     return cities
 
 
+#: Sentinel-2 file names of the band aliases (``red`` -> ``B04``...), see :data:`cspon_rs.models.card.BAND_ALIASES`.
+_S2_NAME = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
+
+
 def _oscd_band_file(folder: Path, band: str) -> Path:
+    from cspon_rs.models.card import canonical_band
+
+    band = _S2_NAME.get(canonical_band(band) or "", band)
     hits = sorted(glob.glob(str(folder / f"*_{band}.tif")))
     if not hits:
         raise MissingFileError(f"{folder}: no file *_{band}.tif for band {band}")

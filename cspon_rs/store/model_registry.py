@@ -397,7 +397,9 @@ def promote_model(
         if problem:
             raise PromotionRefusedError(f"model {model_id} not promoted: {problem}")
         bands, bands_of = _base_bands(session, model, current)
-        if bands is not None and [b.upper() for b in bands] != [b.upper() for b in model.bands]:
+        from cspon_rs.models.card import same_bands
+
+        if bands is not None and not same_bands(list(bands), list(model.bands)):
             raise PromotionRefusedError(
                 f"model {model_id} not promoted: it was trained for bands {model.bands}, but {bands_of} takes "
                 f"bands {bands} (expected {bands}, given {model.bands})"

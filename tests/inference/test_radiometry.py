@@ -232,3 +232,24 @@ def test_mmu_on_metre_imagery_keeps_building_sized_patches(tmp_path: Path) -> No
     assert (df.loc[(df.area_m2 > 100) & (df.area_m2 < 200), "suppressed_by"] == "mmu").all()
     bad = _cli("--before", b, "--after", a, "--checkpoint", "spectral", "--out", tmp_path / "bad", "--mmu", "big")
     assert bad.returncode == 2 and "--mmu" in bad.stderr
+
+
+def test_band_aliases_red_b04_r(shared_data: Path) -> None:
+    """#25: red = B04 = R, nir = B08 = NIR wherever bands are checked or read."""
+    from cspon_rs.errors import BandMismatchError
+    from cspon_rs.models.card import canonical_band, same_bands
+    from cspon_rs.training.datasets import load_oscd
+
+    card = load_card(resolve_checkpoint("s2-rgbn"))
+    card.check_bands(["red", "green", "blue", "nir"], "words")
+    card.check_bands(["R", "G", "B", "NIR"], "letters")
+    with pytest.raises(BandMismatchError, match="aliases"):
+        card.check_bands(["nir", "red", "green", "blue"], "wrong order")
+    assert canonical_band("b04") == canonical_band("Red") == "red" and card.band_index("NIR") == 3
+    assert same_bands(["R", "G", "B"], load_card(resolve_checkpoint("rgb")).bands)
+    root = shared_data / "OSCD" / "train_labelled"
+    if not root.is_dir():
+        pytest.skip(f"OSCD not found in {root}")
+    by_words = load_oscd(root, ["rennes"], ["red", "green", "blue", "nir"])[0]
+    by_s2 = load_oscd(root, ["rennes"], card.bands)[0]
+    assert np.array_equal(by_words.before, by_s2.before) and np.array_equal(by_words.after, by_s2.after)
