@@ -32,6 +32,8 @@ class ServeSettings(StrictModel):
             device time (``recorded_at``, else its arrival), ``late`` when more than 10 minutes after it.
         photo_originals: Counties (6-digit codes) whose field phones also send each photo's original file next
             to the 2048 px copy; elsewhere only the downscaled copy (EXIF kept) is sent.
+        road_layers: County code → road layer (GeoPackage lines): patrol routes of that county are ordered and
+            measured over the roads (``GET /patrols/{team}``); elsewhere straight lines, labelled as such.
         max_upload_bytes: Largest accepted GeoTIFF / GeoPackage upload.
         worker: Start the job worker process next to the web server.
         worker_poll_s: How often the worker looks for queued jobs (seconds).
@@ -115,6 +117,7 @@ class ServeSettings(StrictModel):
     photo_max_distance_m: float = Field(default=100.0, gt=0)
     photo_window_h: float = Field(default=72.0, gt=0)
     photo_originals: list[str] = Field(default_factory=list)
+    road_layers: dict[str, Path] = Field(default_factory=dict)
 
     def refused_inside(self, user_id: int) -> tuple[Path, list[Path]]:
         """``(data_dir, allowed)``: inside the data directory only the ``allowed`` folders may be inputs."""

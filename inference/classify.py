@@ -36,6 +36,8 @@ __all__ = [
     "WarningClassifier",
     "classifier_path_for",
     "classify_patches",
+    "feature_records",
+    "features_frame",
     "load_classifier",
     "operating_point",
     "resolve_classifier",
@@ -273,6 +275,8 @@ def classify_patches(
     out["confidence_reason"] = pd.Series([None] * len(out), index=out.index, dtype="object")
     out.loc[free, "confidence"] = np.round(conf, 4)
     out.loc[free, "confidence_reason"] = reasons
+    out["features"] = pd.Series([None] * len(out), index=out.index, dtype="object")
+    out.loc[free, "features"] = feature_records(rows, clf.bands, clf.feature_version)
     low_rows = conf < threshold
     low = np.zeros(len(out), dtype=bool)
     low[np.flatnonzero(free)[low_rows]] = True
@@ -281,6 +285,23 @@ def classify_patches(
         f"confidence {c:.2f} < {threshold:.2f}: {r}" for c, r in zip(conf[low_rows], reasons[low_rows], strict=True)
     ]
     return ClassifiedPatches(_geometry_last(out), int(free.sum()), int(low.sum()), threshold)
+
+
+def feature_records(features: pd.DataFrame, bands: Sequence[str | None], version: int) -> list[str]:
+    """Each row as the JSON text stored with the patch: ``{"v": version, "bands": [...], "x": {name: value}}``."""
+    names = list(features.columns)
+    values = np.round(features.to_numpy(dtype=np.float64), 6)
+    out = []
+    for row in values:
+        x = {n: (None if not np.isfinite(v) else float(v)) for n, v in zip(names, row, strict=True)}
+        out.append(json.dumps({"v": version, "bands": list(bands), "x": x}, separators=(",", ":")))
+    return out
+
+
+def features_frame(records: Sequence[dict[str, Any]], names: Sequence[str]) -> pd.DataFrame:
+    """Stored feature records (dicts) back to a frame with ``names`` columns (missing values NaN)."""
+    rows = [{n: (r.get("x") or {}).get(n) for n in names} for r in records]
+    return pd.DataFrame(rows, columns=list(names)).astype("float64")
 
 
 def _geometry_last(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -101,6 +101,9 @@ def fit_for_checkpoint(
     clf, report = fit_classifier(table, card.bands, seed=seed, target_precision=target_precision, fitted=fitted)
     target = out or classifier_path_for(path)
     sha = save_classifier(clf, target)
+    from cspon_rs.training.county_refit import save_shipped_patches, shipped_patches_path
+
+    save_shipped_patches(shipped_patches_path(target), table.features, table.touches, table.group)
     if out is None:
         _record_in_card(path, target, sha, clf.min_confidence, report, fitted)
     return target, report
@@ -108,7 +111,7 @@ def fit_for_checkpoint(
 
 def _record_in_card(checkpoint: Path, clf_path: Path, sha: str, min_conf: float, report: dict[str, Any],
                     fitted: dict[str, Any]) -> None:
-    from cspon_rs.training.evaluate import atomic_write_text
+    from cspon_rs.exports.fileio import atomic_write_text
 
     card_path = checkpoint.with_suffix(".json")
     data = json.loads(card_path.read_text(encoding="utf-8"))
@@ -146,7 +149,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit the checkpoint's warning classifier on its card's train + val pairs (never its test pairs)."""
         from cspon_rs.errors import ConfigError
-        from cspon_rs.training.evaluate import write_json
+        from cspon_rs.exports.fileio import write_json
 
         roots = {}
         for r in root:

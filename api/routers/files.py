@@ -48,6 +48,10 @@ class PatrolOut(BaseModel):
     team: str
     start: tuple[float, float]
     length_m: float
+    #: True: ordered and measured over the county's road layer; False: straight lines between the stops.
+    along_roads: bool = False
+    #: Photos the phone sends: ``downscaled`` (long edge 2048 px, JPEG, EXIF kept) or ``original``.
+    photo_mode: Literal["downscaled", "original"] = "downscaled"
     stops: list[WarningOut]
 
 
@@ -131,6 +135,7 @@ def patrol(
             f"team {team!r} has no assigned, unverified warnings" + (f" in county {county}" if county else "")
         )
     chips = _chips(session, settings, records) if format == "kmz" else {}
+    photos = _photos_with_captions(session, settings, [r.id for r in records]) if format == "kmz" else {}
     folder = _scratch(settings)
     suffix = "geojson" if format == "json" else format
     result = write_patrol(
@@ -139,6 +144,8 @@ def patrol(
         start_lonlat=(start_lon, start_lat),
         fmt=suffix,  # type: ignore[arg-type]
         chips=chips,
+        roads=_road_layer(settings, records[0].county_code),
+        photos=photos,
     )
     if format != "json":
         return _file(result.path, format, folder)
@@ -148,6 +155,8 @@ def patrol(
         team=team,
         start=(start_lon, start_lat),
         length_m=result.length_m,
+        along_roads=result.along_roads,
+        photo_mode="original" if records[0].county_code in settings.photo_originals else "downscaled",
         stops=[warning_out(by_id[i]) for i in result.order if i in by_id],
     )
 
@@ -276,6 +285,30 @@ def export_report(
     write_report(frame, path, county_code=county or "all", period=period, chips=chips, sheet_ids=selected,
                  top_n=top, photos=photos)
     return _file(path, "pdf", folder)
+
+
+def _photos_with_captions(
+    session: SessionDep, settings: SettingsDep, ids: list[str]
+) -> dict[str, list[tuple[Path, str]]]:
+    """Field photos of each warning with their evidence captions (for a KMZ); only files inside the data
+    directory, as ``GET /warnings/{id}/photos/{photo_id}`` serves them."""
+    from cspon_rs.api.photos import photo_captions
+    from cspon_rs.exports.schema import load_export_schema
+    from cspon_rs.store.api_crud import list_photos
+
+    root = Path(settings.data_dir).resolve()
+    captions = photo_captions(session, ids, load_export_schema().zone())
+    out: dict[str, list[tuple[Path, str]]] = {}
+    for wid in ids:
+        files = [(root / p.path).resolve() for p in list_photos(session, wid)]
+        out[wid] = [(f, c) for f, c in zip(files, captions[wid], strict=True) if f.is_relative_to(root) and f.is_file()]
+    return out
+
+
+def _road_layer(settings: SettingsDep, county: str | None) -> Path | None:
+    """The county's road layer from the settings (``road_layers``), when configured and present."""
+    path = settings.road_layers.get(county or "")
+    return path if path is not None and Path(path).is_file() else None
 
 
 def _safe(text: str) -> str:

@@ -28,6 +28,7 @@ from pyogrio.raw import write as ogr_write
 from pyproj import CRS
 
 from cspon_rs.errors import ConfigError, SchemaError
+from cspon_rs.exports.dbf import DbfField, declare_text_widths, write_dbf
 from cspon_rs.exports.fileio import atomic_path, publish
 from cspon_rs.exports.schema import RESULT_ZH, STATUS_ZH, ExportSchema, load_export_schema, local_time_text
 from cspon_rs.geo.areas import AREA_METHOD, CGCS2000, OutCRS, ellipsoidal_area_m2, gk_crs_for, resolve_out_crs
@@ -210,7 +211,10 @@ def _field_arrays(frame: gpd.GeoDataFrame, schema: ExportSchema, names: list[str
             arrays.append(np.array([np.datetime64(v, "D") if v is not None else np.datetime64("NaT")
                                     for v in values], dtype="datetime64[D]"))
         elif spec.type == "float":
-            arrays.append(pd.to_numeric(pd.Series(values), errors="coerce").astype(float).to_numpy())
+            numbers = pd.to_numeric(pd.Series(values), errors="coerce").astype(float).to_numpy()
+            if spec.decimals:
+                numbers = np.round(numbers, spec.decimals)
+            arrays.append(numbers + 0.0)  # -0.0 + 0.0 is 0.0: no "-0.000"
         elif spec.type == "int":
             arrays.append(pd.to_numeric(pd.Series(values), errors="coerce").fillna(0).astype("int64").to_numpy())
         else:
@@ -284,12 +288,17 @@ def write_tuban(
         with atomic_path(path, keep_tmp=False) as tmp:
             ogr_write(str(tmp), multi, fields, names, driver="GPKG", layer=schema.layer_name,
                       dataset_options={"VERSION": gpkg_version}, layer_metadata=metadata, **common)
+            declare_text_widths(tmp, schema.layer_name, {n: f.width for n, f in zip(names, schema.fields, strict=True)
+                                                         if f.type == "str" and f.width})
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
     try:
         tmp = workdir / f"{path.stem}.shp"
         ogr_write(str(tmp), multi, fields, names, driver="ESRI Shapefile", encoding=encoding.upper(), **common)
+        # the attribute table again, with the schema's widths/decimals and the encoding's LDID (byte 29)
+        write_dbf(tmp.with_suffix(".dbf"), [DbfField(f.code, f.type, f.width, f.decimals) for f in schema.fields],
+                  [list(a) for a in fields], encoding)
         (workdir / f"{path.stem}.txt").write_text(
             "图斑图层说明 layer notes\n" + "\n".join(f"{k}: {v}" for k, v in metadata.items()) + "\n",
             encoding="utf-8")

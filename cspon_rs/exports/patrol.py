@@ -257,7 +257,7 @@ def _route_name(along_roads: bool, length_m: float) -> str:
 
 def _write_kml(stops: list[_Stop], start: Point, path: Path, fmt: Literal["kml", "kmz"],
                chips: Mapping[str, str | Path], route_line: list[tuple[float, float]] | None = None,
-               length_m: float = 0.0) -> None:
+               length_m: float = 0.0, photos: Mapping[str, Sequence[tuple[Path, str]]] | None = None) -> None:
     import simplekml
 
     kml = simplekml.Kml(name=path.stem)
@@ -282,8 +282,14 @@ def _write_kml(stops: list[_Stop], start: Point, path: Path, fmt: Literal["kml",
         if fmt == "kmz" and s.warning_id in chips and Path(chips[s.warning_id]).is_file():
             chip = kml.addfile(str(chips[s.warning_id]))
         point_style, poly_style = styles[s.category]
+        evidence = ""  # field photos (举证) of a KMZ, each with its caption
+        for k, (photo, caption) in enumerate((photos or {}).get(s.warning_id, ()) if fmt == "kmz" else ()):
+            if Path(photo).is_file():
+                href = kml.addfile(str(photo))
+                evidence += (f'<p><img src="{html.escape(href)}" width="480"><br>照片{k + 1} '
+                             f"{html.escape(caption)}</p>")
         pnt = points.newpoint(name=s.warning_id, coords=[(s.point.x, s.point.y)])
-        pnt.description = s.html_table(chip)
+        pnt.description = s.html_table(chip) + evidence
         pnt.snippet.content = f"{s.stop:02d} · {s.comment()}"
         pnt.style = point_style
         for k, ring_poly in enumerate(getattr(s.polygon, "geoms", [s.polygon])):
@@ -389,6 +395,7 @@ def write_patrol(
     fmt: PatrolFormat | None = None,
     chips: Mapping[str, str | Path] | None = None,
     roads: str | Path | None = None,
+    photos: Mapping[str, Sequence[tuple[Path, str]]] | None = None,
 ) -> PatrolResult:
     """Write selected warnings as a patrol (points, polygons, route) in visiting order.
 
@@ -401,6 +408,8 @@ def write_patrol(
         chips: Warning id -> before/after chip PNG, embedded into a KMZ (ignored by the other formats).
         roads: County road layer (GeoPackage lines): the stops are ordered and the route measured and drawn
             over the roads (:mod:`cspon_rs.geo.roads`); without it, straight lines, labelled as such.
+        photos: Warning id -> field photos with their captions (time, lon/lat, bearing, distance to the 图斑,
+            who), embedded into a KMZ and shown in the stop's description (ignored by the other formats).
 
     Returns:
         A :class:`PatrolResult`.
@@ -456,7 +465,7 @@ def write_patrol(
             point=points_84.iloc[k], polygon=polygons_84.iloc[k]))
     start = Point(*start_lonlat)
     if fmt in ("kml", "kmz"):
-        _write_kml(stops, start, path, fmt, chips or {}, route_line, length)  # type: ignore[arg-type]
+        _write_kml(stops, start, path, fmt, chips or {}, route_line, length, photos)  # type: ignore[arg-type]
     elif fmt == "gpx":
         _write_gpx(stops, start, path, route_line, length)
     else:

@@ -1,4 +1,4 @@
-"""CLI of the closed loop: ``cspon-rs labels export`` and ``cspon-rs models register|promote|list|rollback``."""
+"""CLI of the closed loop: ``cspon-rs labels export`` and ``cspon-rs models register|promote|list|rollback|refit``."""
 
 from __future__ import annotations
 
@@ -149,9 +149,41 @@ def models_rollback(
     try:
         with sessions() as session:
             retired, current = rollback_model(session, county, by=by)
+            session.commit()
             now = (f"model {current.id} ({current.detector}) is current again" if current is not None
                    else "no model is promoted now; jobs use the default checkpoint")
             typer.echo(f"county {county}: retired model {retired.id} ({retired.detector}); {now}")
+            from cspon_rs.training.county_refit import county_classifier, rescore_open_warnings
+
+            n, low = rescore_open_warnings(session, county, county_classifier(session, county))
+            session.commit()
+            if n:
+                typer.echo(f"{n} open warnings re-scored with the current model's classifier ({low} below its "
+                           "operating point, suggested for 内业排除)")
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+@models_app.command("refit")
+def models_refit(
+    db: DbOption,
+    county: Annotated[str, typer.Option(help="County code")],
+    by: Annotated[str, typer.Option(help="Who asks (recorded)")] = "cli",
+    out: Annotated[Path, typer.Option(help="Folder for county checkpoints (<out>/<county>/<time>/)")] = Path(
+        "county_models"),
+    min_labels: Annotated[int, typer.Option(help="Fewest labelled warnings to fit from")] = 20,
+    seed: Annotated[int, typer.Option(help="Split and fit seed")] = 0,
+) -> None:
+    """Re-fit the county's warning classifier from its desk + field labels; promote it only when it beats the
+    current one on held-back labels; then re-score and re-rank the county's open warnings."""
+    from cspon_rs.store.db import open_existing_store
+    from cspon_rs.training.county_refit import refit_county
+
+    sessions = open_existing_store(db)
+    try:
+        with sessions() as session:
+            result = refit_county(session, county, by=by, out_dir=out, min_labels=min_labels, seed=seed)
+            typer.echo(f"{result.message} ({result.seconds:.1f} s)")
     finally:
         sessions.kw["bind"].dispose()
 

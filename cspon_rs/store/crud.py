@@ -13,6 +13,7 @@ Periods are strings that sort chronologically (``2018Q1`` < ``2018Q2`` < ``2019Q
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -520,11 +521,25 @@ def _store_patches(
             period=period, county_code=county_code, patch_id=pid, warning_id=ids.get(pid),
             area_m2=_float(row.get("area_m2")), prob_mean=_float(row.get("prob_mean"), None),
             prob_max=_float(row.get("prob_max"), None), t1=_date(row.get("t1")), t2=_date(row.get("t2")),
-            model_version_id=model_id, geometry_wkt=geoms[k].wkt, **identity,
+            model_version_id=model_id, geometry_wkt=geoms[k].wkt, features=_features(row.get("features")),
+            **identity,
         ))
         stored.add(pid)
         added += 1
     return added
+
+
+def _features(value: Any) -> dict[str, Any] | None:
+    """A patch's ``features`` cell (JSON text in the GeoPackage) as a dict; None when absent or unreadable."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def get_warning(session: Session, warning_id: str) -> WarningRecord:

@@ -111,6 +111,9 @@ class WarningRecord(Base):
     detector: Mapped[str | None] = mapped_column(String(128))
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     model_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: What a county classifier re-score suggests (revision 0010): ``desk_excluded`` (内业排除 suggested) when
+    #: the warning now scores below the operating point; a person decides (cspon_rs.training.county_refit).
+    suggested_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     #: Land class before the change (revision 0007, :mod:`cspon_rs.rules.landuse`): m² by GB/T 21010 code,
     #: 占用耕地 (01xx) in m², the main code; ``NULL`` when the run had no land-use layer.
     landuse_areas: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
@@ -219,6 +222,9 @@ class Patch(Base):
     model_version_id: Mapped[int | None] = mapped_column(Integer)
     geometry_wkt: Mapped[str] = mapped_column(Text)  # EPSG:4326
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The warning classifier's inputs (revision 0010): ``{"v": version, "bands": [...], "x": {name: value}}``;
+    #: NULL when the run had no classifier. County re-fits and re-scoring read them (training.county_refit).
+    features: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 #: Life of a registered model: registered → promoted (the county's current model) → retired.

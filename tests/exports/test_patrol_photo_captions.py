@@ -47,3 +47,31 @@ def test_every_photo_on_the_sheet_with_its_caption(warnings: gpd.GeoDataFrame, t
     for k, caption in enumerate(captions, start=1):
         assert f"照片{k}" + "".join(caption.split()) in sheet, (k, caption)
     assert sum(len(p.images) for p in reader.pages[first:]) >= 3
+
+
+def test_kmz_embeds_every_photo_with_its_caption(warnings: gpd.GeoDataFrame, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    from cspon_rs.exports.patrol import write_patrol
+
+    rows = warnings[warnings["is_warning"]]
+    wid = str(rows["warning_id"].iloc[0])
+    photos = []
+    for k in range(3):
+        photo = tmp_path / f"k{k}.jpg"
+        Image.new("RGB", (64, 48), (20 + 70 * k, 90, 90)).save(photo, format="JPEG")
+        photos.append((photo, f"2026-05-01 09:3{k} +0800 · 114.1, 22.3 (exif) · 方位 {k * 90}° · <b>li.wei</b>"))
+    start = rows.geometry.to_crs(4326).iloc[0].centroid
+    result = write_patrol(rows, tmp_path / "p.kmz", start_lonlat=(start.x, start.y), photos={wid: photos})
+    with zipfile.ZipFile(result.path) as z:
+        embedded = [n for n in z.namelist() if n.startswith("files/") and n.endswith(".jpg")]
+        doc = ET.fromstring(z.read("doc.kml"))
+    assert len(embedded) == 3
+    kml = "{http://www.opengis.net/kml/2.2}"
+    place = next(p for p in doc.iter(f"{kml}Placemark") if p.findtext(f"{kml}name") == wid and
+                 p.find(f".//{kml}Point") is not None)
+    text = place.findtext(f"{kml}description") or ""
+    for k, (_, caption) in enumerate(photos, start=1):
+        assert f"照片{k} " + caption.replace("<", "&lt;").replace(">", "&gt;") in text
+    assert all(f'src="{n}"' in text for n in embedded)
