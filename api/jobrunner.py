@@ -87,6 +87,13 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
     """
     engine = make_engine(settings.db_url)
     factory = make_sessionmaker(engine)
+    from cspon_rs.api.report_service import REPORT_KIND, run_report_job
+
+    with session_scope(factory) as session:
+        kind = get_job(session, job_id).kind
+    if kind == REPORT_KIND:  # the period report (POST /exports/report-jobs)
+        engine.dispose()
+        return run_report_job(job_id, settings)
 
     def progress(fraction: float, message: str | None = None) -> None:
         with session_scope(factory) as session:

@@ -246,9 +246,10 @@ def export_tuban_gpkg(
 
 @export_router.get(
     "/report.pdf",
-    summary="The PDF report of a period and county: overview, statistics, top warnings, one 核查表 per warning",
+    summary="The PDF report of a small period or selection, inline (county lists: POST /exports/report-jobs)",
     response_class=FileResponse,
-    responses={200: {"content": {_MEDIA["pdf"]: {}}}},
+    responses={200: {"content": {_MEDIA["pdf"]: {}}},
+               413: {"description": "too many warnings or sheets for an inline report: submit a report job"}},
 )
 def export_report(
     user: ExportUser,
@@ -259,31 +260,34 @@ def export_report(
     ids: Annotated[str | None, Query(max_length=4000, description="comma-separated ids for 核查表 pages")] = None,
     top: Annotated[int, Query(ge=0, le=50)] = 6,
 ) -> FileResponse:
-    """Chips come from the scenes known for each warning (as ``GET /warnings/{id}/chip``); warnings
-    without known scenes get their sheet without a chip."""
-    from cspon_rs.exports.report import write_report
-    from cspon_rs.store.api_crud import list_photos
-    from cspon_rs.store.crud import get_warning
+    """Same pages as the report job (overview, tables, every warning listed, 核查表 pages with every photo
+    downscaled for print). Without ``ids`` every warning gets a 核查表. Answered inline only up to
+    ``SYNC_MAX_WARNINGS`` warnings in the period and ``SYNC_MAX_SHEETS`` sheets; beyond that ``413`` --
+    ``POST /exports/report-jobs`` makes the report in the job worker."""
+    from cspon_rs.api.report_service import SYNC_MAX_SHEETS, SYNC_MAX_WARNINGS, collect_inputs
+    from cspon_rs.exports.report_job import write_print_report
+    from cspon_rs.store.crud import count_warnings
 
-    county, frame = _period_rows(user, session, period, county_code)
-    selected = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
-    ranked = frame[frame["is_warning"].astype(bool)].sort_values("priority", ascending=False)["warning_id"]
-    # Only the period's (and the caller's county's) warnings get pages, so only theirs get chips and photos.
-    in_period = set(frame["warning_id"].astype(str))
-    sheets = [str(i) for i in (selected or ranked) if str(i) in in_period]
-    wanted = list(dict.fromkeys([*map(str, ranked.head(top)), *sheets]))
-    root = Path(settings.data_dir).resolve()
-    photos = {  # only files inside the data directory, as GET /warnings/{id}/photos/{photo_id} serves them
-        i: [f for f in ((root / p.path).resolve() for p in list_photos(session, i))
-            if f.is_relative_to(root) and f.is_file()]
-        for i in sheets
-    }
-    chips = _chips(session, settings, [get_warning(session, i) for i in wanted])
+    county = scoped_county(user, county_code)
+    selected = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip())) if ids else None
+    total = count_warnings(session, period=period, county_code=county, only_warnings=True)
+    sheets = len(selected) if selected is not None else total
+    if total > SYNC_MAX_WARNINGS or sheets > SYNC_MAX_SHEETS:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=error_detail("period" if sheets <= SYNC_MAX_SHEETS else "ids",
+                                f"{total} warnings and {sheets} 核查表 sheets are too many for an inline report "
+                                f"(at most {SYNC_MAX_WARNINGS} warnings and {SYNC_MAX_SHEETS} sheets): "
+                                "POST /api/v1/exports/report-jobs makes it as a job", "query"),
+        )
+    inputs = collect_inputs(session, settings, county=county, period=period, ids=selected,
+                            sheets=sheets, top=top)
     session.commit()
     folder = _scratch(settings)
     path = folder / f"report_{_safe(county or 'all')}_{_safe(period)}.pdf"
-    write_report(frame, path, county_code=county or "all", period=period, chips=chips, sheet_ids=selected,
-                 top_n=top, photos=photos)
+    write_print_report(inputs.frame, path, county_code=county or "all", period=period, work_dir=folder / "work",
+                       sheet_ids=inputs.sheet_ids, chips=inputs.chips, photos=inputs.photos,
+                       photo_captions=inputs.captions, top_n=top)
     return _file(path, "pdf", folder)
 
 

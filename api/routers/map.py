@@ -36,12 +36,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_county, error_detail
+from cspon_rs.api.schemas import WarningOut
 from cspon_rs.store.api_models import ApiUser, Job, Scene
 
 __all__ = [
@@ -318,7 +319,8 @@ def resolve_sources(
     found = MapSources(county_code=county_code, period=period)
     job = session.scalars(
         select(Job)
-        .where(Job.county_code == county_code, Job.period == period, Job.state == "succeeded")
+        .where(Job.county_code == county_code, Job.period == period, Job.state == "succeeded",
+               Job.kind != "report")  # a report job (POST /exports/report-jobs) has no scene or layers
         .order_by(Job.finished_at.desc(), Job.id.desc())
         .limit(1)
     ).first()
@@ -525,3 +527,183 @@ def layer(
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
             "kind", f"no {kind} layer known for county {county_code}, period {period}", "path"))
     return JSONResponse(_layer_geojson(kind, path), media_type="application/geo+json")
+
+
+# ------------------------------------------------------------------------- warnings at county scale
+#: Polygons are sent while a view holds at most this many warnings; more are sent as points.
+MAX_POLYGONS = 3000
+#: Most warnings one features request returns (highest priority first); ``truncated`` says when cut.
+MAX_FEATURES = 20000
+
+
+class MapFacet(BaseModel):
+    """One filter value with its count."""
+
+    value: str
+    name: str | None = None
+    count: int
+
+
+class MapSummary(BaseModel):
+    """What the review map needs before it draws: total, extent and the filter choices with counts."""
+
+    county_code: str
+    period: str
+    total: int
+    #: ``[[south, west], [north, east]]`` of all the warnings (Leaflet order), ``null`` when none.
+    bounds: list[list[float]] | None
+    categories: list[MapFacet]
+    statuses: list[MapFacet]
+    townships: list[MapFacet]
+    landuse: list[MapFacet] = []
+
+
+def _warning_scope(
+    user: ApiUser, county_code: str, period: str, *, category: str | None = None, status: str | None = None,
+    township_code: str | None = None, landuse: str | None = None,
+) -> list[Any]:
+    """Clauses for the warnings of a county and period that ``user`` may see, with the map's filters."""
+    from cspon_rs.api.routers.warnings import _categories
+    from cspon_rs.store.models import WarningRecord as W
+
+    clauses: list[Any] = [W.county_code == county_code, W.period == period, W.is_warning.is_(True)]
+    if user.role == "field":  # as GET /warnings: a field team sees its assigned warnings only
+        clauses.append(W.assigned_team == user.team if user.team else W.id.is_(None))
+    cats = _categories([category]) if category else None
+    if cats:
+        clauses.append(W.category.in_(cats))
+    if status:
+        clauses.append(W.status == status)
+    if township_code:
+        clauses.append(or_(W.township_code == township_code,
+                           and_(W.township_code.is_(None), W.township_name == township_code)))
+    if landuse == "cropland":
+        clauses.append(W.cropland_m2 > 0)
+    elif landuse:
+        clauses.append(W.landuse_main.like(f"{landuse[:2]}%"))
+    return clauses
+
+
+CategoryQuery = Annotated[str | None, Query(max_length=64, description="category code or 中文 name")]
+StatusQuery = Annotated[str | None, Query(max_length=32, description="status, e.g. new")]
+TownshipQuery = Annotated[str | None, Query(max_length=64, description="township code (or name when it has none)")]
+LanduseQuery = Annotated[str | None, Query(max_length=16, description="'cropland' or a GB/T 21010 class, e.g. 01")]
+
+
+@router.get("/{county_code}/{period}/summary", response_model=MapSummary,
+            summary="Total, extent and filter choices of a county's warnings of one period")
+def summary(county_code: CountyPath, period: PeriodPath, user: CurrentUser, session: SessionDep) -> MapSummary:
+    """One grouped query: the review map's filters and its first view, without loading any warning."""
+    from cspon_rs.store.models import WarningRecord as W
+
+    _visible(user, county_code)
+    scope = _warning_scope(user, county_code, period)
+    total, minx, miny, maxx, maxy = session.execute(
+        select(func.count(), func.min(W.minx), func.min(W.miny), func.max(W.maxx), func.max(W.maxy)).where(*scope)
+    ).one()
+    facets: dict[str, list[MapFacet]] = {}
+    for name, columns in (("categories", (W.category,)), ("statuses", (W.status,)),
+                          ("townships", (W.township_code, W.township_name))):
+        rows = session.execute(select(*columns, func.count()).where(*scope).group_by(*columns)).all()
+        facets[name] = sorted(
+            (MapFacet(value=str(r[0] if r[0] is not None else (r[1] if len(r) > 2 else "") or ""),
+                      name=(r[1] if len(r) > 2 else None), count=int(r[-1])) for r in rows),
+            key=lambda f: f.value)
+    lands: dict[str, int] = {}
+    for main, n in session.execute(select(W.landuse_main, func.count()).where(*scope).group_by(W.landuse_main)):
+        if main:
+            lands[str(main)[:2]] = lands.get(str(main)[:2], 0) + int(n)
+    cropland = int(session.execute(select(func.count()).where(*scope, W.cropland_m2 > 0)).scalar_one())
+    facets["landuse"] = ([MapFacet(value="cropland", count=cropland)] if cropland else []) + [
+        MapFacet(value=k, count=v) for k, v in sorted(lands.items())]
+    bounds = [[miny, minx], [maxy, maxx]] if total else None
+    return MapSummary(county_code=county_code, period=period, total=int(total), bounds=bounds, **facets)
+
+
+@router.get("/{county_code}/{period}/features", summary="Warnings inside a map view, compact (EPSG:4326)",
+            responses={200: {"content": {"application/json": {}}}})
+def features(
+    county_code: CountyPath,
+    period: PeriodPath,
+    user: CurrentUser,
+    session: SessionDep,
+    bbox: Annotated[str, Query(description="min_lon,min_lat,max_lon,max_lat (EPSG:4326)")],
+    category: CategoryQuery = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=32)] = None,
+    township_code: TownshipQuery = None,
+    landuse: LanduseQuery = None,
+    max_polygons: Annotated[int, Query(ge=0, le=MAX_POLYGONS)] = MAX_POLYGONS,
+) -> Response:
+    """The warnings whose bounding box meets ``bbox``, highest priority first, with the few properties the
+    map draws (``id``, ``c`` category, ``s`` status, ``r`` field result, ``p`` priority). Up to
+    ``max_polygons`` in the view they come as outlines (``g``: GeoJSON geometry, 6 decimals, ~0.1 m);
+    more come as points (``pt``: [lon, lat], the representative point), at most :data:`MAX_FEATURES`.
+    Everything else of a warning is in ``GET /warnings/{id}`` when it is clicked."""
+    import shapely
+
+    from cspon_rs.api.routers.warnings import _bbox
+    from cspon_rs.store.models import WarningRecord as W
+
+    _visible(user, county_code)
+    minx, miny, maxx, maxy = _bbox(bbox)  # type: ignore[misc]
+    scope = [*_warning_scope(user, county_code, period, category=category, status=status_,
+                             township_code=township_code, landuse=landuse),
+             W.maxx >= minx, W.minx <= maxx, W.maxy >= miny, W.miny <= maxy]
+    total = int(session.execute(select(func.count()).where(*scope)).scalar_one())
+    polygons = total <= max_polygons
+    columns = [W.id, W.category, W.status, W.verification_result, W.priority]
+    columns += [W.geometry_wkt] if polygons else [W.centroid_lon, W.centroid_lat]
+    rows = session.execute(
+        select(*columns).where(*scope).order_by(W.priority.desc(), W.id).limit(MAX_FEATURES)).all()
+    parts: list[str] = []
+    if polygons and rows:
+        geoms = shapely.from_wkt([r[5] for r in rows])
+        geoms = shapely.transform(geoms, lambda xy: np.round(xy, 6))
+        shapes = shapely.to_geojson(geoms)
+    for k, r in enumerate(rows):
+        head = {"id": r[0], "c": r[1], "s": r[2], "r": r[3], "p": round(float(r[4] or 0.0), 2)}
+        text = json.dumps(head, ensure_ascii=False)[:-1]
+        if polygons:
+            parts.append(f'{text},"g":{shapes[k]}}}')
+        else:
+            parts.append(f'{text},"pt":[{r[5]:.6f},{r[6]:.6f}]}}')
+    body = (f'{{"total":{total},"mode":"{"polygons" if polygons else "points"}",'
+            f'"truncated":{"true" if total > len(rows) else "false"},"features":[{",".join(parts)}]}}')
+    return Response(body, media_type="application/json")
+
+
+class MapListPage(BaseModel):
+    """One page of the review map's list (highest priority first)."""
+
+    items: list[WarningOut]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.get("/{county_code}/{period}/list", response_model=MapListPage,
+            summary="The review map's warning list, one page, with the map's filters")
+def warning_list(
+    county_code: CountyPath,
+    period: PeriodPath,
+    user: CurrentUser,
+    session: SessionDep,
+    category: CategoryQuery = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=32)] = None,
+    township_code: TownshipQuery = None,
+    landuse: LanduseQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> MapListPage:
+    """Same rows as ``GET /warnings`` (list-view fields), filtered like ``features``."""
+    from cspon_rs.api.routers.warnings import warning_out
+    from cspon_rs.store.models import WarningRecord as W
+
+    _visible(user, county_code)
+    scope = _warning_scope(user, county_code, period, category=category, status=status_,
+                           township_code=township_code, landuse=landuse)
+    rows = list(session.scalars(select(W).where(*scope).order_by(W.priority.desc(), W.id).limit(limit)
+                                .offset(offset)))
+    total = offset + len(rows) if len(rows) < limit else int(
+        session.execute(select(func.count()).where(*scope)).scalar_one())
+    return MapListPage(items=[warning_out(r) for r in rows], total=total, limit=limit, offset=offset)

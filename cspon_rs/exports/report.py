@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,8 @@ def write_report(
     schema: ExportSchema | None = None,
     photo_captions: Mapping[str, Sequence[str]] | None = None,
     photos: Mapping[str, Sequence[Path]] | None = None,
+    extra_sections: Callable[[Any, pd.DataFrame], None] | None = None,
+    draw_sheet: Callable[[Any, pd.Series, Path | None, list[Path]], None] | None = None,
 ) -> Path:
     """Write the PDF report of one period and county.
 
@@ -213,6 +215,10 @@ def write_report(
         photo_captions: Warning id → one caption per photo of ``photos`` (举证: time, lon/lat, bearing,
             distance to the 图斑, who), printed under each photo.
         photos: Warning id → field photo files (JPEG/PNG); every one is placed on its sheet, two per row.
+        extra_sections: ``f(doc, rows)`` draws more pages after the top warnings, before the sheets
+            (:func:`cspon_rs.exports.report_job.draw_warning_list`).
+        draw_sheet: Replaces the 核查表 drawing call, same arguments as ``_sheet`` (the report job wraps it
+            to downscale photos and report progress, :mod:`cspon_rs.exports.report_job`).
 
     Raises:
         MissingDependencyError: No CJK font is installed.
@@ -289,13 +295,16 @@ def write_report(
                     pdf.image(str(chip), w=110)
                 pdf.ln(2)
 
+        if extra_sections is not None:
+            extra_sections(doc, frame)
         selected = list(sheet_ids) if sheet_ids is not None else list(frame["warning_id"])
         by_id = {str(r["warning_id"]): r for _, r in frame.iterrows()}
         for warning_id in selected:
             record = by_id.get(str(warning_id))
             if record is None:
                 continue
-            _sheet(doc, record, chips.get(str(warning_id)), list((photos or {}).get(str(warning_id), ())))
+            (draw_sheet or _sheet)(doc, record, chips.get(str(warning_id)),
+                                   list((photos or {}).get(str(warning_id), ())))
         with atomic_path(path) as out:
             pdf.output(str(out))
     return path

@@ -83,13 +83,17 @@ def test_review_map_shows_the_stored_warnings(browser: Any, seeded: Seeded, shot
                                    "is_warning=1 GROUP BY category ORDER BY count(*) LIMIT 1",
                                    (PERIOD, COUNTY)).fetchone()[0]
         page.select_option("#filter-category", category)
+        page.wait_for_selector(LOADED)  # the list and the map reload from the service
         n_cat = seeded.warning_count(category=category)
         assert page.locator("#warning-list li.warning-row").count() == n_cat
         assert page.locator("path.warning-poly").count() == n_cat
         page.select_option("#filter-category", "")
+        page.wait_for_selector(LOADED)  # the list and the map reload from the service
         page.select_option("#filter-status", "assigned")
+        page.wait_for_selector(LOADED)  # the list and the map reload from the service
         assert page.locator("#warning-list li.warning-row").count() == seeded.warning_count(status="assigned")
         page.select_option("#filter-status", "")
+        page.wait_for_selector(LOADED)  # the list and the map reload from the service
         # exports of the period (the files router), downloaded with the page's credentials
         hrefs = page.eval_on_selector_all("#exports a.export-link", "els => els.map(e => e.getAttribute('href'))")
         assert hrefs and all(h.startswith("/api/v1/exports/") and f"period={PERIOD}" in h for h in hrefs)
@@ -156,6 +160,7 @@ def test_bureau_assigns_a_warning_from_the_detail_panel(browser: Any, seeded: Se
     context, page, console = _open_review(browser, seeded)
     try:
         page.select_option("#filter-status", "new")
+        page.wait_for_selector(LOADED)  # the list and the map reload from the service
         row = page.locator("#warning-list li.warning-row").first
         warning_id = row.get_attribute("data-id")
         row.click()
@@ -174,6 +179,7 @@ def test_bureau_assigns_a_warning_from_the_detail_panel(browser: Any, seeded: Se
         # the list follows: the row left the "new" filter, and shows up under "assigned"
         assert page.locator(f"#warning-list li[data-id='{warning_id}']").count() == 0
         page.select_option("#filter-status", "assigned")
+        page.wait_for_selector(LOADED)  # the list and the map reload from the service
         moved = page.locator(f"#warning-list li[data-id='{warning_id}']")
         assert moved.get_attribute("data-status") == "assigned"
         assert not console.errors, console.errors

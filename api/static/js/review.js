@@ -7,8 +7,10 @@
   var state = {
     user: null,
     key: null,          // {county_code, period}
-    features: [],       // warning features of the period (GeoJSON, EPSG:4326)
-    layersById: {},     // warning id -> Leaflet layer
+    summary: null,      // GET map/{county}/{period}/summary: total, extent, filter counts
+    view: null,         // GET .../features of the current view: {total, mode: polygons|points, features}
+    list: { rows: [], total: 0 },  // list pages loaded so far (GET .../list)
+    layersById: {},     // warning id -> Leaflet layer (current view only)
     selected: null,
     imagery: null,      // {before: L.ImageOverlay, after: L.ImageOverlay, bounds, images: {before, after}}
     permits: null,      // GeoJSON of permits (for the chips' outlines)
@@ -218,46 +220,82 @@
   }
 
   // ----------------------------------------------------------------------------------------- warnings
+  // County scale (10,000 warnings and more): nothing downloads the whole period. The filters and the first
+  // view come from GET map/{county}/{period}/summary (counts, extent); the map asks for the warnings of its
+  // view (GET .../features?bbox=: outlines up to 3000 in view, points beyond, a few properties each); the
+  // list pages through GET .../list (200 rows at a time, "更多 more"); the detail, history and chips of a
+  // warning are loaded when it is clicked (GET /warnings/{id}).
+  var LIST_PAGE = 200;
+  var SVG_MAX = 1500;  // more outlines than this are drawn on one canvas instead of as SVG paths
+  var canvasRenderer = L.canvas({ padding: 0.3 });
   function props(f) { return f.properties || {}; }
-  function warningId(f) { return String(props(f).id !== undefined ? props(f).id : f.id); }
 
-  /** All warnings of a county and period (GeoJSON pages of 5000, highest priority first). */
-  function loadWarnings(key) {
-    var pageSize = 5000, features = [];
-    function page(offset) {
-      var q = "warnings.geojson?limit=" + pageSize + "&offset=" + offset +
-        "&county_code=" + encodeURIComponent(key.county_code) + "&period=" + encodeURIComponent(key.period);
-      return C.api(q).then(function (body) {
-        var got = body && body.features ? body.features : [];
-        features = features.concat(got);
-        var total = body.numberMatched || 0;
-        if (got.length === pageSize && features.length < total) return page(offset + pageSize);
-        return features.filter(function (f) { return props(f).is_warning !== false && f.geometry; });
-      });
-    }
-    return page(0);
+  function mapBase() { return "map/" + state.key.county_code + "/" + state.key.period; }
+
+  function filterQuery() {
+    var flt = currentFilters(), q = "";
+    if (flt.category) q += "&category=" + encodeURIComponent(flt.category);
+    if (flt.status) q += "&status=" + encodeURIComponent(flt.status);
+    if (flt.township) q += "&township_code=" + encodeURIComponent(flt.township);
+    if (flt.landuse) q += "&landuse=" + encodeURIComponent(flt.landuse);
+    return q;
   }
 
   function styleFor(f, selected) {
-    var c = C.category(props(f).category).color;
+    var c = C.category(f ? f.c : "").color;
     return { color: selected ? "#ffffff" : c, fillColor: c, weight: selected ? 4 : 2,
              fillOpacity: selected ? 0.15 : 0.3, opacity: 1 };
+  }
+
+  var viewToken = 0;
+  /** The warnings inside the current view (with a margin), drawn over the imagery. */
+  function loadView() {
+    if (!state.key) return Promise.resolve();
+    var token = ++viewToken, b = map.getBounds().pad(0.25);
+    function clamp(v, lim) { return Math.max(-lim, Math.min(lim, v)).toFixed(6); }
+    var bbox = [clamp(b.getWest(), 180), clamp(b.getSouth(), 90), clamp(b.getEast(), 180), clamp(b.getNorth(), 90)];
+    return C.api(mapBase() + "/features?bbox=" + bbox.join(",") + filterQuery()).then(function (body) {
+      if (token !== viewToken) return;
+      state.view = body;
+      drawWarnings();
+    });
   }
 
   function drawWarnings() {
     warningLayer.clearLayers();
     state.layersById = {};
-    visibleFeatures().forEach(function (f) {
-      var id = warningId(f);
-      var layer = L.geoJSON(f, {
-        style: Object.assign({ className: "warning-poly cat-" + props(f).category }, styleFor(f, false))
-      });
-      layer.on("click", function () { select(id, true); });
-      layer.bindTooltip(C.h("span", {}, C.category(props(f).category).zh + " · " + id), { sticky: true });
+    state.featById = {};
+    var view = state.view || { features: [], mode: "polygons", total: 0 };
+    var svg = view.mode === "polygons" && view.features.length <= SVG_MAX;
+    view.features.forEach(function (f) {
+      var layer, sel = f.id === state.selected;
+      if (view.mode === "polygons") {
+        layer = L.geoJSON(f.g, { renderer: svg ? undefined : canvasRenderer,
+          style: Object.assign({ className: "warning-poly cat-" + f.c }, styleFor(f, sel)) });
+      } else {
+        layer = L.circleMarker([f.pt[1], f.pt[0]], Object.assign({ renderer: canvasRenderer, radius: 4 },
+          styleFor(f, sel), { weight: sel ? 3 : 1, fillOpacity: 0.7 }));
+      }
+      layer.on("click", function () { select(f.id, true); });
+      if (svg) layer.bindTooltip(C.h("span", {}, C.category(f.c).zh + " · " + f.id), { sticky: true });
       layer.addTo(warningLayer);
-      state.layersById[id] = layer;
+      state.layersById[f.id] = layer;
+      state.featById[f.id] = f;
     });
+    var hint = document.getElementById("view-hint");
+    if (hint) {
+      hint.textContent = view.mode === "points" ? "视图内 " + view.total + " 条, 以点显示, 放大查看轮廓 · " +
+        view.total + " in view as points, zoom in for outlines" : "";
+      hint.hidden = view.mode !== "points";
+    }
+    if (state.selected && state.layersById[state.selected]) state.layersById[state.selected].bringToFront();
   }
+  var moveTimer = null;
+  map.on("moveend", function () {
+    if (!state.key || !state.summary) return;
+    clearTimeout(moveTimer);
+    moveTimer = setTimeout(loadView, 120);
+  });
 
   function currentFilters() {
     return {
@@ -268,21 +306,6 @@
     };
   }
 
-  function visibleFeatures() {
-    var flt = currentFilters();
-    return state.features.filter(function (f) {
-      var p = props(f);
-      if (flt.category && p.category !== flt.category) return false;
-      if (flt.status && p.status !== flt.status) return false;
-      if (flt.township && (p.township_code || p.township_name || "") !== flt.township) return false;
-      if (flt.landuse === "cropland" && !(p.cropland_m2 > 0)) return false;
-      if (flt.landuse && flt.landuse !== "cropland" && String(p.landuse_main || "").slice(0, 2) !== flt.landuse) {
-        return false;
-      }
-      return true;
-    });
-  }
-
   function fillFilter(select, values, label) {
     var current = select.value;
     while (select.options.length > 1) select.remove(1);
@@ -290,34 +313,18 @@
     select.value = values.some(function (v) { return v.value === current; }) ? current : "";
   }
 
+  /** Filter choices with their counts, from the summary (the whole period, not the loaded view). */
   function buildFilters() {
-    var cats = {}, statuses = {}, towns = {};
-    state.features.forEach(function (f) {
-      var p = props(f);
-      cats[p.category] = (cats[p.category] || 0) + 1;
-      statuses[p.status] = (statuses[p.status] || 0) + 1;
-      var t = p.township_code || p.township_name;
-      if (t) towns[t] = { value: t, name: p.township_name || t, n: ((towns[t] || {}).n || 0) + 1 };
-    });
-    fillFilter(document.getElementById("filter-category"),
-      Object.keys(cats).sort().map(function (k) { return { value: k, n: cats[k] }; }),
+    var s = state.summary || { categories: [], statuses: [], townships: [], landuse: [] };
+    function n(f) { return { value: f.value, name: f.name, n: f.count }; }
+    fillFilter(document.getElementById("filter-category"), s.categories.map(n),
       function (v) { return C.category(v.value).zh + " (" + v.n + ")"; });
-    fillFilter(document.getElementById("filter-status"),
-      Object.keys(statuses).sort().map(function (k) { return { value: k, n: statuses[k] }; }),
+    fillFilter(document.getElementById("filter-status"), s.statuses.map(n),
       function (v) { return (C.STATUS[v.value] || v.value) + " (" + v.n + ")"; });
-    fillFilter(document.getElementById("filter-township"),
-      Object.keys(towns).sort().map(function (k) { return towns[k]; }),
-      function (v) { return v.name + " (" + v.n + ")"; });
+    fillFilter(document.getElementById("filter-township"), s.townships.filter(function (f) { return f.value; }).map(n),
+      function (v) { return (v.name || v.value) + " (" + v.n + ")"; });
     // 地类 (GB/T 21010 first-level class of the main land class before the change), and 占用耕地
-    var lands = {}, cropland = 0;
-    state.features.forEach(function (f) {
-      var p = props(f), k = String(p.landuse_main || "").slice(0, 2);
-      if (k) lands[k] = (lands[k] || 0) + 1;
-      if (p.cropland_m2 > 0) cropland += 1;
-    });
-    var landValues = Object.keys(lands).sort().map(function (k) { return { value: k, n: lands[k] }; });
-    if (cropland) landValues.unshift({ value: "cropland", n: cropland });
-    fillFilter(document.getElementById("filter-landuse"), landValues, function (v) {
+    fillFilter(document.getElementById("filter-landuse"), (s.landuse || []).map(n), function (v) {
       if (v.value === "cropland") return "占用耕地 cropland taken (" + v.n + ")";
       return v.value + " " + (LAND_CLASS[v.value] || "") + " (" + v.n + ")";
     });
@@ -327,14 +334,37 @@
     "06": "工矿仓储用地", "07": "住宅用地", "08": "公共管理与公共服务用地", "09": "特殊用地",
     "10": "交通运输用地", "11": "水域及水利设施用地", "12": "其他土地" };
 
+  function loadSummary() {
+    return C.api(mapBase() + "/summary").then(function (s) { state.summary = s; buildFilters(); return s; });
+  }
+
+  var listToken = 0;
+  /** One page of the list (highest priority first); ``more`` appends the next page. */
+  function loadList(more) {
+    var token = ++listToken, offset = more ? state.list.rows.length : 0;
+    return C.api(mapBase() + "/list?limit=" + LIST_PAGE + "&offset=" + offset + filterQuery()).then(function (page) {
+      if (token !== listToken) return;
+      state.list = { rows: (more ? state.list.rows : []).concat(page.items), total: page.total };
+      state.rowById = {};
+      state.list.rows.forEach(function (r) { state.rowById[String(r.id)] = r; });
+      renderList();
+    });
+  }
+
+  function matchesFilters(p) {
+    var flt = currentFilters();
+    if (flt.category && p.category !== flt.category) return false;
+    if (flt.status && p.status !== flt.status) return false;
+    if (flt.township && (p.township_code || p.township_name || "") !== flt.township) return false;
+    return true;
+  }
+
   function renderList() {
     var list = C.clear(document.getElementById("warning-list"));
-    var rows = visibleFeatures().slice().sort(function (a, b) {
-      return (props(b).priority || 0) - (props(a).priority || 0);
-    });
-    document.getElementById("list-count").textContent = rows.length + " / " + state.features.length + " 条预警 warnings";
-    rows.forEach(function (f) {
-      var p = props(f), id = warningId(f), cat = C.category(p.category);
+    var rows = state.list.rows;
+    document.getElementById("list-count").textContent = rows.length + " / " + state.list.total + " 条预警 warnings";
+    rows.forEach(function (p) {
+      var id = String(p.id), cat = C.category(p.category);
       var flags = (p.flags || []).map(function (fl) { return h("span", { class: "badge flag" }, fl); });
       list.appendChild(h("li", {
         class: "warning-row" + (id === state.selected ? " selected" : ""),
@@ -352,40 +382,63 @@
           p.verification_result ? h("span", { class: "badge verdict verdict-" + p.verification_result },
             C.RESULT[p.verification_result] || p.verification_result) : null, flags))));
     });
+    if (rows.length < state.list.total) {
+      list.appendChild(h("li", { class: "list-more" }, h("button", { type: "button", id: "list-more", class: "link",
+        onclick: function () { loadList(true); } }, "更多 more (" + (state.list.total - rows.length) + ")")));
+    }
   }
 
+  /** List and map again from the service (after a filter change or an update); ``body[data-loaded]`` is
+   * cleared meanwhile so that a test (or a person) can tell when the page shows the new state. */
+  var refreshToken = 0;
   function refresh() {
-    drawWarnings();
-    renderList();
-    if (state.selected && state.layersById[state.selected]) highlight(state.selected);
+    var token = ++refreshToken;
+    delete document.body.dataset.loaded;
+    return Promise.all([loadList(false), loadView()]).then(function () {
+      if (token !== refreshToken || !state.key) return;
+      if (state.selected) highlight(state.selected);
+      document.body.dataset.loaded = state.key.county_code + "/" + state.key.period;
+    });
   }
   ["filter-category", "filter-status", "filter-township", "filter-landuse"].forEach(function (id) {
     document.getElementById(id).addEventListener("change", refresh);
   });
 
+  /** Restyle only the previous and the new selection (never every layer: 10,000 of them at county scale). */
   function highlight(id) {
-    Object.keys(state.layersById).forEach(function (k) {
-      var f = featureById(k);
-      state.layersById[k].setStyle(styleFor(f, k === id));
-    });
-    if (state.layersById[id]) state.layersById[id].bringToFront();
-    Array.prototype.forEach.call(document.querySelectorAll("#warning-list li"), function (li) {
-      li.classList.toggle("selected", li.dataset.id === id);
-      if (li.dataset.id === id) li.scrollIntoView({ block: "nearest" });
-    });
+    var prev = state.highlighted;
+    if (prev && prev !== id && state.layersById[prev]) state.layersById[prev].setStyle(styleFor(state.featById[prev], false));
+    if (id && state.layersById[id]) {
+      state.layersById[id].setStyle(styleFor(state.featById[id], true));
+      state.layersById[id].bringToFront();
+    }
+    state.highlighted = id;
+    var list = document.getElementById("warning-list");
+    var old = list.querySelector("li.warning-row.selected");
+    if (old && old.dataset.id !== id) old.classList.remove("selected");
+    var li = id ? list.querySelector("li.warning-row[data-id=\"" + CSS.escape(id) + "\"]") : null;
+    if (li) { li.classList.add("selected"); li.scrollIntoView({ block: "nearest" }); }
   }
 
-  function featureById(id) {
-    for (var i = 0; i < state.features.length; i++) if (warningId(state.features[i]) === id) return state.features[i];
+  /** Bounds of a warning known to the page without a request (its outline in view, or its list row). */
+  function knownBounds(id) {
+    var layer = state.layersById[id];
+    if (layer && layer.getBounds) return layer.getBounds();
+    var row = state.rowById && state.rowById[id];
+    if (row && row.bbox) return L.latLngBounds([row.bbox[1], row.bbox[0]], [row.bbox[3], row.bbox[2]]);
     return null;
+  }
+
+  function zoomTo(bounds) {
+    map.fitBounds(bounds, { padding: [60, 60], maxZoom: 16, animate: false });
   }
 
   function select(id, zoom) {
     state.selected = id;
     highlight(id);
-    showDetail(id);  // first: the panel narrows the map
-    var layer = state.layersById[id];
-    if (layer && zoom !== false) map.fitBounds(layer.getBounds(), { padding: [60, 60], maxZoom: 16, animate: false });
+    var bounds = zoom !== false ? knownBounds(id) : null;
+    showDetail(id, zoom !== false && !bounds);  // first: the panel narrows the map
+    if (bounds) zoomTo(bounds);
   }
 
   // ------------------------------------------------------------------------------------------- detail
@@ -732,16 +785,23 @@
     return section("处置 actions", box);
   }
 
-  /** Put a WarningOut returned by the API into the loaded features and redraw list and map. */
+  /** Put a WarningOut returned by the API into the list at once (a row that left the filter goes), then
+   * reload list, view and counts from the service. */
   function applyUpdate(updated) {
-    var f = featureById(String(updated.id));
-    if (f) Object.keys(updated).forEach(function (k) { f.properties[k] = updated[k]; });
-    buildFilters();
+    var id = String(updated.id), row = state.rowById && state.rowById[id];
+    if (row) Object.keys(updated).forEach(function (k) { row[k] = updated[k]; });
+    if (row && !matchesFilters(row)) {
+      state.list.rows = state.list.rows.filter(function (r) { return String(r.id) !== id; });
+      state.list.total = Math.max(0, state.list.total - 1);
+    }
+    var f = state.featById && state.featById[id];
+    if (f) { f.s = updated.status; f.r = updated.verification_result; }
+    renderList();
+    loadSummary().catch(function () {});
     refresh();
   }
 
-  function showDetail(id) {
-    var feature = featureById(id);
+  function showDetail(id, zoomWhenLoaded) {
     detailBox.hidden = false;
     map.invalidateSize({ pan: false });
     var body = C.clear(document.getElementById("detail-body"));
@@ -750,7 +810,9 @@
     Promise.all([C.api("warnings/" + encodeURIComponent(id)), imagesReady]).then(function (res) {
       var detail = res[0];
       if (state.selected !== id) return;
-      renderDetail(detail, feature || { geometry: detail.geometry, properties: detail });
+      var feature = { geometry: detail.geometry, properties: detail };
+      if (zoomWhenLoaded && detail.geometry) zoomTo(L.geoJSON(detail.geometry).getBounds());
+      renderDetail(detail, feature);
     }).catch(function (err) {
       C.clear(body).appendChild(h("p", { class: "error" }, "无法加载 " + id + ": " + err.message));
     });
@@ -774,15 +836,18 @@
           notes.hidden = false;
         });
       }
+      state.summary = null;
       return Promise.all([soft(setImagery(ctx, token), "影像 imagery"), soft(loadLayers(ctx, token), "图层 layers"),
-        loadWarnings(key)]).then(function (res) {
+        loadSummary(), loadList(false)]).then(function (res) {
         if (token !== state.loadToken) return;
-        state.features = res[2];
-        buildFilters();
-        refresh();
-        var bounds = warningLayer.getLayers().length ? warningLayer.getBounds() : null;
+        var s = res[2];
+        var bounds = s.bounds ? L.latLngBounds(s.bounds) : null;
         if (state.imagery) bounds = bounds ? bounds.extend(state.imagery.bounds) : state.imagery.bounds;
         if (bounds) map.fitBounds(bounds, { padding: [10, 10], animate: false });
+        clearTimeout(moveTimer);  // the view is loaded right here, not again by that move
+        return loadView();
+      }).then(function () {
+        if (token !== state.loadToken) return;
         document.body.dataset.loaded = key.county_code + "/" + key.period;
       });
     }).catch(function (err) {
@@ -807,11 +872,51 @@
   Array.prototype.forEach.call(document.querySelectorAll("#exports a.export-link"), function (a) {
     a.addEventListener("click", function (ev) {
       ev.preventDefault();
+      if (a.dataset.path === "report.pdf") { reportJob(); return; }
       C.download(a.dataset.url, a.dataset.path).catch(function (err) {
         C.toast("导出失败 export failed: " + err.message, "error");
       });
     });
   });
+
+  /** The report PDF is made by the job worker (POST /exports/report-jobs): the export row shows its
+   * progress, then a download link; an unchanged store answers at once with the cached file. */
+  function reportJob() {
+    var box = document.getElementById("report-job"), key = state.key;
+    if (!box || !key) return;
+    function show(text, cls) { box.hidden = false; box.className = "report-job " + (cls || ""); C.clear(box).append(text); }
+    function ready(job) {
+      var url = (job.result || {}).download_url;
+      C.clear(box).appendChild(h("a", { href: url, class: "report-download", onclick: function (ev) {
+        ev.preventDefault();
+        C.download(url, "report_" + key.county_code + "_" + key.period + ".pdf").catch(function (err) {
+          C.toast("下载失败 download failed: " + err.message, "error");
+        });
+      } }, "报告已生成, 下载 download PDF (" + C.fmt(((job.result || {}).bytes || 0) / 1e6, 1) + " MB)"));
+      box.className = "report-job done";
+      box.dataset.state = "succeeded";
+    }
+    function poll(id) {
+      C.api("jobs/" + id).then(function (job) {
+        box.dataset.state = job.state;
+        if (job.state === "succeeded") { ready(job); return; }
+        if (job.state === "failed" || job.state === "cancelled") {
+          show("报告失败 report " + job.state + ": " + (job.error || ""), "error");
+          return;
+        }
+        show("报告生成中 report " + (job.state === "queued" ? "排队 queued" : Math.round(100 * job.progress) + " %"));
+        setTimeout(function () { poll(id); }, 1000);
+      }).catch(function (err) { show("报告状态未知 " + err.message, "error"); });
+    }
+    show("报告提交中 submitting …");
+    C.api("exports/report-jobs", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ period: key.period, county_code: key.county_code }) }).then(function (job) {
+      box.dataset.jobId = String(job.id);
+      if (job.state === "succeeded") ready(job); else poll(job.id);
+    }).catch(function (err) {
+      show((err.status === 409 ? "已有报告任务 a report job of yours is running: " : "报告失败 ") + err.message, "error");
+    });
+  }
 
   function start(user) {
     state.user = user;
