@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -119,7 +119,7 @@ def detect(
     typer.echo(result.summary())
 
 
-def _mmu_value(text: str) -> float | str:
+def _mmu_value(text: str) -> float | Literal["auto"]:
     """``--mmu``: ``auto`` or a non-negative area in m²."""
     if text.strip().lower() == "auto":
         return "auto"

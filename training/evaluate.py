@@ -656,8 +656,9 @@ def delivered_figures(
 
     assert det.loaded is not None
     area = pixel_area_m2(pair.crs, pair.transform, pair.shape)
-    crs, transform, source = pair.crs, pair.transform, "transform"
-    if area is None:
+    crs, transform = pair.crs, pair.transform
+    source: str | None = "transform"
+    if area is None or transform is None:
         area, source = fallback
         if area is None:
             raise ConfigError(
