@@ -1,4 +1,4 @@
-"""CLI commands of the API area: ``serve``, ``worker`` and ``users add``."""
+"""CLI commands of the API area: ``serve``, ``worker`` and ``users add|deactivate|revoke``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def serve(
     from cspon_rs.api.app import create_app
     from cspon_rs.api.db import ensure_schema
     from cspon_rs.api.http_protocol import protocol_with_header_timeout
+    from cspon_rs.api.orphans import sweep_orphan_photos
     from cspon_rs.api.worker import WorkerSupervisor, recover_jobs
 
     settings = _settings(config, db_url=db, data_dir=data_dir, host=host, port=port)
@@ -60,6 +61,9 @@ def serve(
     failed = recover_jobs(settings)
     if failed:
         typer.echo(f"marked {len(failed)} interrupted job(s) failed: {', '.join(map(str, failed))}", err=True)
+    swept = sweep_orphan_photos(settings)
+    if swept:
+        typer.echo(f"removed {len(swept)} photo file(s) that no verification recorded (an earlier crash)", err=True)
     supervisor = WorkerSupervisor(settings).start() if settings.worker else None
     app = create_app(settings, migrate=False)
     app.state.supervisor = supervisor
@@ -90,6 +94,8 @@ def users_add(
     role: Annotated[str, typer.Option("--role", help="bureau | field | researcher | admin")],
     county: Annotated[str | None, typer.Option("--county", help="6-digit county code (region scope)")] = None,
     team: Annotated[str | None, typer.Option("--team", help="field team name")] = None,
+    display_name: Annotated[str | None, typer.Option("--display-name", help="name shown as 核查人 in the outputs, "
+                                                                          "e.g. 张三")] = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -110,7 +116,8 @@ def users_add(
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             try:
-                user, token = create_user(session, name, role, county_code=county, team=team)
+                user, token = create_user(session, name, role, county_code=county, team=team,
+                                          display_name=display_name)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
             typer.echo(
@@ -121,6 +128,56 @@ def users_add(
             typer.echo(token)
     finally:
         engine.dispose()
+
+
+def _end_access(config: Path | None, db: str | None, name: str | None, token: str | None,
+                action: str, reissue: bool = False) -> None:
+    from cspon_rs.api.db import ensure_schema, make_engine, make_sessionmaker, session_scope
+    from cspon_rs.errors import ConfigError
+    from cspon_rs.store.api_users import deactivate_user, find_user, revoke_token
+
+    if (name is None) == (token is None):
+        raise ConfigError("give a user NAME or --token TOKEN (one of them)")
+    settings = _settings(config, db_url=db)
+    ensure_schema(settings.db_url)
+    engine = make_engine(settings.db_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            user = find_user(session, name=name, token=token)
+            if action == "deactivate":
+                deactivate_user(session, user)
+                typer.echo(f"user {user.name} (id {user.id}) deactivated: its token and sessions are refused", err=True)
+                return
+            new = revoke_token(session, user, reissue=reissue)
+            typer.echo(f"token of user {user.name} (id {user.id}) revoked: it and its sessions are refused"
+                       + ("; new token (shown once):" if new else ""), err=True)
+            if new:
+                typer.echo(new)
+    finally:
+        engine.dispose()
+
+
+NameArg = Annotated[str | None, typer.Argument(help="user name", show_default=False)]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="the token itself (instead of NAME)")]
+
+
+@users_app.command("deactivate")
+def users_deactivate(name: NameArg = None, token: TokenOpt = None, config: ConfigOpt = None,
+                     db: DbOpt = None) -> None:
+    """Switch a user off: its token and every browser session are refused from the next request on."""
+    _end_access(config, db, name, token, "deactivate")
+
+
+@users_app.command("revoke")
+def users_revoke(
+    name: NameArg = None,
+    token: TokenOpt = None,
+    reissue: Annotated[bool, typer.Option("--reissue", help="print a new token for the same user")] = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Revoke a user's token (by NAME or --token): it and its sessions stop working; --reissue prints a new one."""
+    _end_access(config, db, name, token, "revoke", reissue)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "SettingsDep",
     "ensure_county",
     "error_detail",
+    "not_found",
     "require_roles",
     "user_for_cookie",
 ]
@@ -33,6 +34,12 @@ _bearer = HTTPBearer(auto_error=False, description="Token printed by `cspon-rs u
 def error_detail(field: str, msg: str, where: str = "body") -> list[dict[str, object]]:
     """A ``detail`` list shaped like FastAPI's validation errors: names the field and the problem."""
     return [{"loc": [where, field], "msg": msg, "type": "value_error"}]
+
+
+def not_found(field: str, what: str) -> HTTPException:
+    """The one 404 of a resource that is missing *or* outside the caller's county: the same body either way,
+    so an answer never tells another county's ids from absent ones."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(field, f"no such {what}", "path"))
 
 
 def get_settings(request: Request) -> ServeSettings:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cspon_rs.errors import (
     ConflictError,
@@ -24,11 +26,30 @@ __all__ = ["install_error_handlers"]
 _log = logging.getLogger("cspon_rs.api")
 
 
+#: An absolute POSIX path of two or more segments (not an API route): shown as ``…/<last segment>``.
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?!api/)(?:[^\s'\"()<>,;:/]+/)+([^\s'\"()<>,;:/]*)")
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute server path cut to its last segment (``/srv/data/x/a.tif`` → ``…/a.tif``):
+    error messages name the file without telling how the server's disks are laid out."""
+    return _ABS_PATH.sub(lambda m: f"…/{m.group(1)}", text)
+
+
+def _public_detail(detail: Any) -> Any:
+    if isinstance(detail, str):
+        return public_text(detail)
+    if isinstance(detail, list):
+        return [{**d, "msg": public_text(d["msg"])} if isinstance(d, dict) and isinstance(d.get("msg"), str)
+                else d for d in detail]
+    return detail
+
+
 def _body(exc: BaseException, status_code: int) -> JSONResponse:
     return JSONResponse(
         status_code=status_code,
         content={
-            "detail": [{"loc": [], "msg": str(exc), "type": type(exc).__name__}],
+            "detail": [{"loc": [], "msg": public_text(str(exc)), "type": type(exc).__name__}],
             "error": type(exc).__name__,
         },
     )
@@ -91,6 +112,22 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{**e, "input": short_echo(e["input"])} if "input" in e else dict(e) for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
+    async def _http(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code in (204, 304) or exc.status_code < 400:
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(status_code=exc.status_code, content={"detail": _public_detail(exc.detail)},
+                            headers=exc.headers)
+
+    async def _bomb(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=413, content={
+            "detail": [{"loc": [], "msg": f"image too large to decode: {exc}", "type": "DecompressionBombError"}],
+            "error": "DecompressionBombError"})
+
+    from PIL import Image
+
+    app.add_exception_handler(Image.DecompressionBombError, _bomb)
+    app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(CsponError, _cspon)
     app.add_exception_handler(ValueError, _value)

@@ -93,8 +93,9 @@ def issue_cookie(key: bytes, user_id: int, token_hash: str, lifetime_s: int) -> 
 def parse_cookie(value: str) -> tuple[int, int, str] | None:
     """``(user_id, expires, payload)`` of a well-formed cookie value (signature not checked), else ``None``."""
     parts = value.split(".")
-    if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit() or len(parts[0]) > 10:
-        return None
+    if len(parts) != 4 or not value.isascii() or not parts[0].isdigit() or not parts[1].isdigit() \
+            or len(parts[0]) > 10 or len(parts[1]) > 12:
+        return None  # (non-ASCII: '²'.isdigit() is true but int('²') fails; compare_digest refuses non-ASCII)
     return int(parts[0]), int(parts[1]), ".".join(parts[:3])
 
 
@@ -105,7 +106,7 @@ def read_cookie(key: bytes, value: str, token_hash: str) -> SessionClaims | None
         return None
     user_id, expires, payload = parsed
     signature = value.rsplit(".", 1)[1]
-    if not hmac.compare_digest(signature, _mac(key, f"{payload}.{token_hash}")):
+    if not hmac.compare_digest(signature.encode("utf-8"), _mac(key, f"{payload}.{token_hash}").encode("ascii")):
         return None
     if expires < time.time():
         return None

@@ -65,6 +65,7 @@ class ServeSettings(StrictModel):
             when it finishes).
         tile_max_read_px: Most source pixels (per band) one tile may read; coarser zooms are refused with
             422 naming the coarsest zoom served (add overviews, ``gdaladdo``, to serve coarser ones).
+        orphan_grace_s: On start, photo files no row names and older than this (seconds) are removed.
     """
 
     db_url: str = "sqlite:///cspon.db"
@@ -98,6 +99,7 @@ class ServeSettings(StrictModel):
     tile_wait_s: float = Field(default=10.0, gt=0)
     tile_budget_s: float = Field(default=10.0, gt=0)
     tile_max_read_px: int = Field(default=4 * 1024 * 1024, ge=65536)
+    orphan_grace_s: float = Field(default=600.0, ge=0)
 
     def allowed_roots(self) -> list[Path]:
         """Resolved folders from which the service itself reads (its data directory and ``scene_roots``)."""

@@ -19,7 +19,8 @@ from fastapi import HTTPException, UploadFile, status
 from cspon_rs.api.deps import error_detail
 from cspon_rs.api.settings import ServeSettings
 
-__all__ = ["SavedFile", "resolve_input", "resolve_inside", "save_upload", "sniff_type"]
+__all__ = ["SavedFile", "folder_bytes", "image_pixels", "resolve_input", "resolve_inside", "save_upload",
+           "sniff_type"]
 
 FileKind = Literal["jpeg", "png", "tiff", "gpkg", "pdf"]
 
@@ -52,6 +53,18 @@ class SavedFile:
     size: int
     sha256: str
     original_name: str | None
+
+
+def folder_bytes(folder: Path) -> int:
+    """Total size of the files under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 def sniff_type(head: bytes, allowed: tuple[FileKind, ...]) -> str | None:
@@ -101,8 +114,8 @@ def resolve_inside(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=error_detail(
                 field,
-                f"path {raw!r} is not inside your uploads or a configured data root "
-                f"({', '.join(str(r) for r in roots)}); upload it first (POST /scenes/upload, /layers)",
+                f"path {raw!r} is not inside your uploads or a configured scene root; "
+                "upload it first (POST /scenes/upload, /layers)",
             ),
         )
     if not resolved.is_file():
@@ -122,6 +135,41 @@ def resolve_input(raw: str, settings: ServeSettings, user_id: int, field: str) -
     return resolve_inside(raw, settings.input_roots(user_id), field, only_within=settings.refused_inside(user_id))
 
 
+#: Most pixels a photo may decode to (Pillow's own default limit, ≈ 89 Mpx: a 12000 × 7500 camera frame).
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def image_pixels(path: Path) -> int | None:
+    """Width × height that a JPEG/PNG decodes to, read from its header only (nothing is decoded); ``None`` when
+    Pillow cannot tell, ``MAX_IMAGE_PIXELS * 2 + 1`` when Pillow itself calls it a decompression bomb."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return int(image.size[0]) * int(image.size[1])
+    except Image.DecompressionBombError:
+        return MAX_IMAGE_PIXELS * 2 + 1
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _refuse_image_bomb(path: Path, field: str, name: str | None) -> None:
+    """413 when an image decodes to more than :data:`MAX_IMAGE_PIXELS` (a 48 KB PNG can claim 400 Mpx)."""
+    pixels = image_pixels(path)
+    if pixels is not None and pixels > MAX_IMAGE_PIXELS:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=error_detail(
+                field, f"image {name!r} decodes to over {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx, the limit; send a "
+                "smaller photo (e.g. the phone's 12 Mpx original)"
+            ),
+        )
+
+
 async def save_upload(
     upload: UploadFile,
     dest_dir: Path,
@@ -131,6 +179,7 @@ async def save_upload(
     max_bytes: int,
     field: str,
     stem: str | None = None,
+    quota: tuple[Path, int] | None = None,
 ) -> SavedFile:
     """Stream ``upload`` into ``dest_dir`` under a generated name, checking type and size.
 
@@ -142,6 +191,8 @@ async def save_upload(
         max_bytes: Size limit; the partial file is deleted when exceeded (413).
         field: Form field name, for error messages.
         stem: File name without suffix (default: a random UUID).
+        quota: ``(folder, bytes)``: everything under ``folder`` (the user's uploads) plus this file must stay
+            within ``bytes`` (413 naming both figures otherwise).
 
     Returns:
         What was written.
@@ -167,6 +218,7 @@ async def save_upload(
     tmp = dest_dir / f".{uuid.uuid4().hex}.part"
     digest = hashlib.sha256()
     size = 0
+    room = None if quota is None else quota[1] - folder_bytes(quota[0])
     try:
         with open(tmp, "wb") as out:
             chunk = head
@@ -179,9 +231,20 @@ async def save_upload(
                             field, f"file {upload.filename!r} is larger than the limit of {max_bytes} bytes"
                         ),
                     )
+                if room is not None and size > room:
+                    assert quota is not None
+                    raise HTTPException(
+                        status.HTTP_413_CONTENT_TOO_LARGE,
+                        detail=error_detail(
+                            field, f"your uploads would exceed your quota of {quota[1]} bytes "
+                            f"({quota[1] - room} bytes used); delete old uploads or ask an admin for more"
+                        ),
+                    )
                 digest.update(chunk)
                 out.write(chunk)
                 chunk = await upload.read(_CHUNK)
+        if kind in ("jpeg", "png"):
+            _refuse_image_bomb(tmp, field, upload.filename)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 
-from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
+from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, not_found, require_roles
 from cspon_rs.api.schemas import MAX_ID, JobCreate, JobOut
 from cspon_rs.api.settings import ServeSettings
 from cspon_rs.api.uploads import resolve_input, resolve_inside
@@ -24,9 +24,13 @@ JobUser = Annotated[ApiUser, Depends(require_roles("researcher", "bureau"))]
 
 
 def _visible_job(session: SessionDep, user: ApiUser, job_id: int) -> Job:
-    job = get_job(session, job_id)
+    """The job, or the same 404 whether it is missing or in another county."""
+    try:
+        job = get_job(session, job_id)
+    except NotFoundError:
+        raise not_found("job_id", "job") from None
     if user.county_code is not None and job.county_code != user.county_code:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail("job_id", "no such job", "path"))
+        raise not_found("job_id", "job")
     return job
 
 

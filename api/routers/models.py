@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
-from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_county, error_detail, require_roles
+from cspon_rs.api.deps import CurrentUser, SessionDep, SettingsDep, ensure_county, not_found, require_roles
 from cspon_rs.api.schemas import COUNTY_PATTERN, MAX_ID
-from cspon_rs.models.checkpoint import SHIPPED_DIR
+from cspon_rs.models.checkpoint import SHIPPED, SHIPPED_DIR
 from cspon_rs.store.api_models import ApiUser
 from cspon_rs.store.models import ModelEvent, ModelVersion
 
@@ -52,7 +53,7 @@ class ModelVersionOut(BaseModel):
     county_code: str
     status: str = Field(description="registered | promoted (the county's current model) | retired")
     detector: str = Field(description="card name@version")
-    checkpoint_path: str
+    checkpoint_path: str = Field(description="file name of the weights (no server path)")
     checkpoint_sha256: str
     bands: list[str]
     parent_id: int | None
@@ -114,8 +115,15 @@ def version_out(model: ModelVersion) -> ModelVersionOut:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     data = {name: getattr(model, name) for name in ModelVersionOut.model_fields if hasattr(model, name)}
+    data["checkpoint_path"] = Path(model.checkpoint_path).name  # never a server path (field users read this)
     data.update(candidate_figure=figure("candidate"), parent_figure=figure("parent"))
     return ModelVersionOut(**data)
+
+
+def _job_name(weights: Path) -> str:
+    """What a job names this checkpoint by, without a server path: the shipped name (``rgb``, ``s2-rgbn``), else
+    the file name (found in ``<data_dir>/models/``)."""
+    return next((name for name, stem in SHIPPED.items() if stem == weights.stem), weights.name)
 
 
 def _scope(user: ApiUser, requested: str | None) -> str | None:
@@ -124,14 +132,15 @@ def _scope(user: ApiUser, requested: str | None) -> str | None:
 
 
 def _visible(session: SessionDep, user: ApiUser, model_id: int) -> ModelVersion:
+    from cspon_rs.errors import NotFoundError
     from cspon_rs.store.model_registry import get_model
 
-    model = get_model(session, model_id)
+    try:
+        model = get_model(session, model_id)
+    except NotFoundError:
+        raise not_found("model_id", "model version") from None
     if user.county_code is not None and model.county_code != user.county_code:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            detail=error_detail("model_id", f"model version {model_id} not found", "path"),
-        )
+        raise not_found("model_id", "model version")
     return model
 
 
@@ -156,10 +165,10 @@ def list_models(
                 card = json.loads(card_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            out.append(ModelOut(name=str(card.get("name", card_path.stem)), path=str(weights), card=card))
+            out.append(ModelOut(name=str(card.get("name", card_path.stem)), path=_job_name(weights), card=card))
     for model in registered(session, county_code=_scope(user, county_code)):
         out.append(ModelOut(name=f"{model.detector} (county {model.county_code} #{model.id}, {model.status})",
-                            path=model.checkpoint_path, card=None, version=version_out(model)))
+                            path=Path(model.checkpoint_path).name, card=None, version=version_out(model)))
     return out
 
 

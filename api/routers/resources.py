@@ -53,6 +53,7 @@ async def upload_layer(
         allowed=("gpkg",),
         max_bytes=settings.max_upload_bytes,
         field="file",
+        quota=(settings.uploads_of(user.id), settings.upload_quota_bytes),
     )
 
     def _inspect() -> tuple[list[str], int, str | None]:

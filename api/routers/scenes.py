@@ -12,16 +12,50 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Upload
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
-from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, require_roles
+from cspon_rs.api.deps import SessionDep, SettingsDep, ensure_county, error_detail, not_found, require_roles
 from cspon_rs.api.schemas import COUNTY_PATTERN, MAX_ID, SceneCreate, SceneOut
 from cspon_rs.api.uploads import resolve_input, save_upload
-from cspon_rs.errors import CsponError
+from cspon_rs.errors import CsponError, NotFoundError
 from cspon_rs.store.api_crud import create_scene, get_scene, list_scenes
 from cspon_rs.store.api_models import ApiUser, Scene
 
 router = APIRouter(prefix="/scenes", tags=["scenes"])
 
 SceneUser = Annotated[ApiUser, Depends(require_roles("researcher", "bureau"))]
+
+
+def _check_complete(path: Path, field: str) -> None:
+    """422 unless the last block of every band, in the full resolution and in each overview, can be read.
+
+    A truncated GeoTIFF keeps a valid header (so its grid reads fine) but loses its last blocks; reading them
+    costs a few blocks, not the image.
+    """
+    import warnings
+
+    import rasterio
+    from rasterio.windows import Window
+
+    def last_block(src: Any) -> None:
+        bh, bw = src.block_shapes[0]
+        row, col = ((src.height - 1) // bh) * bh, ((src.width - 1) // bw) * bw
+        src.read(window=Window(col, row, min(bw, src.width - col), min(bh, src.height - row)))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with rasterio.open(path) as src:
+                last_block(src)
+                levels = len(src.overviews(1))
+            for level in range(levels):
+                with rasterio.open(path, overview_level=level) as ovr:
+                    last_block(ovr)
+    except Exception as exc:  # any GDAL read failure here means a damaged file
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=error_detail(field, f"{path.name}: the image is truncated or damaged (its last block cannot "
+                                f"be read: {reason}); copy or upload it again"),
+        ) from exc
 
 
 def _grid(path: Path, field: str) -> dict[str, Any]:
@@ -33,6 +67,7 @@ def _grid(path: Path, field: str) -> dict[str, Any]:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error_detail(field, str(exc))
         ) from exc
+    _check_complete(path, field)
     return {
         "crs": info.crs.to_string(),
         "width": info.width,
@@ -186,6 +221,7 @@ async def _save_and_register(
         max_bytes=settings.max_upload_bytes,
         field="before",
         stem="before",
+        quota=(settings.uploads_of(user.id), settings.upload_quota_bytes),
     )
     saved_a = await save_upload(
         after,
@@ -195,6 +231,7 @@ async def _save_and_register(
         max_bytes=settings.max_upload_bytes,
         field="after",
         stem="after",
+        quota=(settings.uploads_of(user.id), settings.upload_quota_bytes),
     )
     return await run_in_threadpool(
         _register, session, user, name, saved_b.path, saved_a.path, before_date, after_date, county_code
@@ -216,10 +253,11 @@ def scenes(
 def scene(
     scene_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], user: SceneUser, session: SessionDep
 ) -> Scene:
-    """404 if it does not exist or lies outside the user's county."""
-    found = get_scene(session, scene_id)
+    """404 if it does not exist or lies outside the user's county (the same answer)."""
+    try:
+        found = get_scene(session, scene_id)
+    except NotFoundError:
+        raise not_found("scene_id", "scene") from None
     if user.county_code is not None and found.county_code not in (None, user.county_code):
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, detail=error_detail("scene_id", "no such scene", "path")
-        )
+        raise not_found("scene_id", "scene")
     return found

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
+from pydantic import AwareDatetime
 from shapely import wkt as shapely_wkt
 from shapely.geometry import mapping
 
@@ -431,7 +432,9 @@ async def verify(
     notes: Annotated[str | None, Form(max_length=10000)] = None,
     lon: Annotated[float | None, Form(ge=-180, le=180, description="GPS longitude, EPSG:4326")] = None,
     lat: Annotated[float | None, Form(ge=-90, le=90, description="GPS latitude, EPSG:4326")] = None,
-    observed_at: Annotated[dt.datetime | None, Form(description="when the check was made (ISO 8601)")] = None,
+    observed_at: Annotated[
+        AwareDatetime | None, Form(description="when the check was made (ISO 8601 with an offset or Z; none: 422)")
+    ] = None,
     accuracy_m: Annotated[
         float | None,
         Form(ge=0, le=MAX_ACCURACY_M, allow_inf_nan=False, description="GPS accuracy radius of lon/lat, metres"),

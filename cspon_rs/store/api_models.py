@@ -60,6 +60,9 @@ class ApiUser(Base):
     #: Hex SHA-256 of the bearer token; the token itself is never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: When ``cspon-rs users deactivate`` switched it off, and when its token was last revoked (revision 0009).
+    deactivated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    token_revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

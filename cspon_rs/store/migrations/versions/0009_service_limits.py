@@ -1,6 +1,9 @@
-"""Service hardening: user deactivation, report jobs; issue 22.
+"""Service hardening (issue 22): when a user was deactivated and when its token was last revoked.
 
-Placeholder in the revision chain, filled in by the work on that issue (empty until then).
+``cspon-rs users deactivate NAME`` sets ``api_users.active`` false and ``deactivated_at``; ``cspon-rs users
+revoke NAME`` replaces the stored token hash (the old token and every browser session made with it stop
+working at once) and sets ``token_revoked_at``. Rows stored before this revision get ``NULL``. Only nullable
+columns are added.
 
 Revision ID: 0009_service_limits
 Revises: 0008_photo_evidence
@@ -11,6 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0009_service_limits"
 down_revision: str | None = "0008_photo_evidence"
 branch_labels: str | Sequence[str] | None = None
@@ -18,8 +24,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("api_users", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("deactivated_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("token_revoked_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("api_users", schema=None) as batch_op:
+        batch_op.drop_column("token_revoked_at")
+        batch_op.drop_column("deactivated_at")
