@@ -166,3 +166,6 @@ def _include_optional(app: FastAPI) -> None:
     from cspon_rs.api.routers import cases
 
     app.include_router(cases.router, prefix=API_PREFIX)  # case handling after the check (整改, documents)
+    from cspon_rs.api.routers import refit
+
+    app.include_router(refit.router, prefix=API_PREFIX)  # county warning classifier re-fit (triage button)

@@ -1,269 +1,230 @@
-"""Closed-loop benchmark: do a county's field verifications make the next warnings better?
+"""Closed-loop learning curve: does a county's desk triage make its next warnings better?
 
-On labelled scenes the shipped model never trained on (OSCD hongkong + saclay_e, Sentinel-2, model
-``s2-rgbn``), it simulates what a bureau does:
+For every labelled scene (a "county" of one scene), it simulates what a bureau does with the triage mode:
 
-1. detect: the shipped model predicts each scene; change patches (4-connected, >= 200 m², as ``detect``
-   makes them) are ranked by confidence (mean calibrated probability; no permits or control lines here);
-2. verify: the first N warnings in that order are "checked in the field" by the real label: a warning is
-   real change when it touches labelled change (label 1 = its polygon), else false change (label 0);
-3. fine-tune: ``cspon_rs.training.finetune.fine_tune`` on those N verifications (30 % held back to score
-   and to re-select the threshold), exactly as ``cspon-rs train --init-from s2-rgbn --labels ...`` does;
-4. re-run: both the shipped and the fine-tuned model predict the scenes again and are scored on the
-   **unverified remainder** only.
+1. detect: ``detect_pair`` (the same radiometry, MMU and suppression a user gets) gives the candidate patches,
+   each with its classifier features; the checkpoint's shipped classifier scores them, and those at or above
+   its operating point are the warnings (N = 0);
+2. triage: a desk reviewer answers the first N warnings **in the order the triage mode presents them**
+   (highest confidence first) from the scene's labels: real change when the warning touches labelled change,
+   else a false alarm (``1`` / ``3`` in the triage keys);
+3. re-fit: exactly :func:`cspon_rs.training.county_refit.refit_county`'s recipe (25 % of the labels held back;
+   the candidate is fitted on the rest plus the shipped fitting patches at half their weight, and replaces
+   the current classifier only if its average precision on the held-back labels is higher);
+4. re-score: the county's current classifier re-scores the **untriaged remainder** (the open warnings: a
+   re-score re-ranks them and suggests 内业排除 for those below its operating point, it raises no new ones);
+   warning precision (share of the warnings still raised that touch labelled change) and object recall
+   (labelled objects touched by a raised warning, over all labelled objects no triaged warning touched) are
+   reported for the shipped and the county classifier on that same remainder, with the re-fit seconds.
 
-No test pixel is used for training: every pixel the fine-tune could see (each verified polygon's box plus
-its context) is excluded from scoring, and so is every patch that reaches into it; labelled objects touched
-by a verified polygon are left out of object recall.
+Rounds are cumulative (N = 25, then 50 more, ...), as a reviewer's labels accumulate. Nothing is tuned here:
+the recipe and the operating points come from the fitting data (see the classifier's card).
 
-Usage (repository root; about 5 minutes per fine-tune round on 2 CPU cores)::
+Usage (repository root; a few minutes on 2 CPU cores; needs the data)::
 
-    .venv/bin/python benchmarks/closed_loop.py [--n 20,50,100] [--json outputs/closed_loop.json]
-        [--figure docs/img/closed_loop.png] [--quick]
+    .venv/bin/python benchmarks/closed_loop.py --data ../shared/data/OSCD/train_labelled --ids hongkong,saclay_e \\
+        --checkpoint s2-rgbn --n 0,25,50,100,200 --json outputs/closed_loop.json
+    .venv/bin/python benchmarks/closed_loop.py --data ../shared/data/LEVIR-CD --ids test_77_0512_0256,... \\
+        --checkpoint rgb --pool
+
+``--data`` is a folder in the OSCD layout (``A/<city>/``, ``label/<city>/cm/``) or the LEVIR layout
+(``A/``, ``B/``, ``label/`` with the same file names; PNG or GeoTIFF). ``--pool`` treats all ids as one
+county (useful for small crops).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy import ndimage
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cspon_rs.geo.pixels import pixel_area_m2  # noqa: E402
-from cspon_rs.models.checkpoint import LoadedModel, load_checkpoint, shipped_checkpoint  # noqa: E402
-from cspon_rs.training.datasets import ChangePair, load_oscd  # noqa: E402
-from cspon_rs.training.evaluate import model_proba  # noqa: E402
-
-CITIES = ["hongkong", "saclay_e"]
-MIN_AREA_M2 = 200.0
-FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
-
-
-@dataclass
-class Scene:
-    """A labelled test scene written as 4-band GeoTIFFs (what a bureau's store points to)."""
-
-    pair: ChangePair
-    before: Path
-    after: Path
-    pixel_m2: float
+from cspon_rs.inference.classify import classifier_path_for, load_classifier  # noqa: E402
+from cspon_rs.models.checkpoint import load_card, resolve_checkpoint  # noqa: E402
+from cspon_rs.training.county_refit import (  # noqa: E402
+    _average_precision,
+    _holdout_split,
+    load_shipped_patches,
+    shipped_patches_path,
+)
+from cspon_rs.training.warning_classifier import PatchTable, collect, fit_classifier  # noqa: E402
 
 
-@dataclass
-class Warning_:
-    """One predicted patch of one scene."""
+def load_pairs(data: Path, ids: list[str] | None, bands: list[str]) -> list[Any]:
+    """OSCD or LEVIR-layout pairs."""
+    from cspon_rs.training.datasets import load_levir, load_oscd
 
-    scene: int
-    mask: np.ndarray  # bool, scene grid
-    confidence: float
-    real: bool
-
-
-def write_scenes(pairs: list[ChangePair], folder: Path) -> list[Scene]:
-    """Stack each OSCD city into before/after GeoTIFFs on the date-1 grid."""
-    import rasterio
-    from rasterio.transform import Affine
-
-    scenes = []
-    for p in pairs:
-        tr = Affine(*p.transform) if p.transform else Affine.identity()
-        paths = []
-        for name, arr in (("before", p.before), ("after", p.after)):
-            path = folder / f"{p.id}_{name}.tif"
-            profile = {"driver": "GTiff", "height": arr.shape[1], "width": arr.shape[2], "count": arr.shape[0],
-                       "dtype": "uint16", "crs": p.crs, "transform": tr}
-            with rasterio.open(path, "w", **profile) as dst:
-                dst.write(arr.astype(np.uint16))
-                dst.descriptions = tuple(p.bands)
-            paths.append(path)
-        area = pixel_area_m2(p.crs, p.transform, p.shape)
-        scenes.append(Scene(p, paths[0], paths[1], float(area if area is not None else 100.0)))
-    return scenes
+    if (data / "label").is_dir() and any(p.is_dir() for p in (data / "label").iterdir()):
+        return load_oscd(data, ids, bands=bands)
+    return load_levir(data, ids)
 
 
-def patches(prob: np.ndarray, scene: Scene, index: int, threshold: float) -> list[Warning_]:
-    """Predicted patches of one scene (4-connected components >= 200 m²) with confidence and truth."""
-    comps, _ = ndimage.label((prob >= threshold) & scene.pair.valid, structure=FOUR)
-    out = []
-    truth = scene.pair.label.astype(bool)
-    for k, sl in enumerate(ndimage.find_objects(comps), start=1):
-        if sl is None:
-            continue
-        mask = np.zeros_like(truth)
-        mask[sl] = comps[sl] == k
-        if mask.sum() * scene.pixel_m2 < MIN_AREA_M2:
-            continue
-        out.append(Warning_(index, mask, float(prob[mask].mean()), bool((truth & mask).any())))
-    return out
+def detect_fn(checkpoint: Path) -> Any:
+    from cspon_rs.config import load_yaml_config
+    from cspon_rs.inference.config import DetectConfig
+    from cspon_rs.inference.detect import detect_pair
+
+    cfg = load_yaml_config(REPO / "configs" / "detect.yaml", DetectConfig)
+    kw = {**cfg.detect_kwargs(), "checkpoint": str(checkpoint), "classifier": "none", "progress": False,
+          "workers": 1, "scheduler": None}
+    return lambda a, b, o: detect_pair(a, b, o, **kw)
 
 
-def predict(loaded: LoadedModel, scenes: list[Scene]) -> list[np.ndarray]:
-    """Whole-scene calibrated probabilities."""
-    return [model_proba(loaded.model, loaded.card, s.pair.before, s.pair.after) for s in scenes]
+def remainder_figures(conf: np.ndarray, op: float, table: PatchTable, rest: np.ndarray,
+                      excluded_objects: set[str]) -> dict[str, Any]:
+    """Precision and object recall of the warnings still raised among the untriaged warnings ``rest``.
 
-
-def labels_gpkg(verified: list[Warning_], scenes: list[Scene], path: Path) -> None:
-    """The verified warnings as a labels layer (the schema of ``cspon-rs labels export``)."""
-    import geopandas as gpd
-    from rasterio.features import shapes
-    from rasterio.transform import Affine
-    from shapely.geometry import shape
-    from shapely.ops import unary_union
-
-    rows = []
-    for i, w in enumerate(verified):
-        s = scenes[w.scene]
-        tr = Affine(*s.pair.transform)  # type: ignore[misc]
-        geoms = [shape(g) for g, v in shapes(w.mask.astype(np.uint8), mask=w.mask, transform=tr) if v == 1]
-        rows.append({"geometry": unary_union(geoms), "label": int(w.real), "verification_id": i + 1,
-                     "scene_before": str(s.before), "scene_after": str(s.after),
-                     "result": "illegal" if w.real else "false_change"})
-    gdf = gpd.GeoDataFrame(rows, geometry="geometry", crs=scenes[0].pair.crs)
-    gdf.to_file(path, driver="GPKG", layer="verified_labels")
-
-
-def exposed_masks(verified: list[Warning_], scenes: list[Scene], context_px: int) -> list[np.ndarray]:
-    """Pixels a fine-tune could have seen: each verified patch's box grown by the context."""
-    out = [np.zeros(s.pair.shape, dtype=bool) for s in scenes]
-    for w in verified:
-        ys, xs = np.nonzero(w.mask)
-        h, wd = w.mask.shape
-        out[w.scene][max(ys.min() - context_px - 1, 0) : min(ys.max() + context_px + 2, h),
-                     max(xs.min() - context_px - 1, 0) : min(xs.max() + context_px + 2, wd)] = True
-    return out
-
-
-def score_remainder(probs: list[np.ndarray], threshold: float, scenes: list[Scene],
-                    exposed: list[np.ndarray]) -> dict[str, Any]:
-    """Warning precision, top-20 precision, pixel F1 and object recall outside the exposed pixels."""
-    warns = [w for i, (p, s) in enumerate(zip(probs, scenes, strict=True)) for w in patches(p, s, i, threshold)
-             if not (w.mask & exposed[i]).any()]
-    tp = fp = fn = 0
-    objects = touched = 0
-    for i, (p, s) in enumerate(zip(probs, scenes, strict=True)):
-        keep = s.pair.valid & ~exposed[i]
-        pred, truth = (p >= threshold) & keep, s.pair.label.astype(bool) & keep
-        tp += int((pred & truth).sum())
-        fp += int((pred & ~truth).sum())
-        fn += int((~pred & truth).sum())
-        comps, n = ndimage.label(s.pair.label.astype(bool), structure=np.ones((3, 3)))
-        flagged = np.zeros_like(truth)
-        for w in warns:
-            if w.scene == i:
-                flagged |= w.mask
-        for k in range(1, n + 1):
-            obj = comps == k
-            if (obj & exposed[i]).any():
-                continue
-            objects += 1
-            touched += bool((obj & flagged).any())
-    ranked = sorted(warns, key=lambda w: -w.confidence)
-    top = ranked[:20]
+    Object recall counts every labelled object of the scene (found by the detector or not) except those a
+    triaged warning touched.
+    """
+    raised = rest & (conf >= op)
+    total = sum(table.n_objects.values()) - len(excluded_objects)
+    hit = set().union(*[table.objects[k] for k in np.flatnonzero(raised)]) - excluded_objects \
+        if raised.any() else set()
     return {
-        "remainder_warnings": len(warns),
-        "warning_precision": sum(w.real for w in warns) / len(warns) if warns else 0.0,
-        "top20_precision": sum(w.real for w in top) / len(top) if top else 0.0,
-        "pixel_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
-        "object_recall": touched / objects if objects else 0.0,
-        "objects": objects,
-        "threshold": threshold,
+        "warnings": int(raised.sum()),
+        "warning_precision": float(table.touches[raised].mean()) if raised.any() else None,
+        "object_recall": len(hit) / total if total > 0 else None,
+        "objects": total,
     }
+
+
+def curve_for(table: PatchTable, shipped: Any, base: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None,
+              ns: list[int], seed: int) -> list[dict[str, Any]]:
+    """The learning curve of one county (one scene, or a pooled set)."""
+    x = table.features
+    ship_conf = shipped.confidence(x)
+    current = shipped
+    conf = ship_conf.copy()
+    raised0 = conf >= shipped.min_confidence
+    order = np.argsort(-conf, kind="stable")
+    triage_order = [int(k) for k in order if raised0[k]]  # the reviewer sees raised warnings, most confident first
+    rows = []
+    for n in ns:
+        n_eff = min(n, len(triage_order))
+        triaged = np.zeros(len(x), dtype=bool)
+        triaged[triage_order[:n_eff]] = True
+        rest = raised0 & ~triaged  # the open warnings: a re-score re-ranks them, it raises no new ones
+        excluded = set().union(*[table.objects[k] for k in np.flatnonzero(triaged)]) if triaged.any() else set()
+        row: dict[str, Any] = {"n": n, "n_labelled": n_eff, "n_real": int(table.touches[triaged].sum())}
+        if n_eff >= 10 and 0 < table.touches[triaged].sum() < n_eff:
+            t0 = time.perf_counter()
+            ids = [str(k) for k in np.flatnonzero(triaged)]
+            y = table.touches[triaged]
+            held = _holdout_split(ids, y, 0.25, seed)
+            lx = x[triaged].reset_index(drop=True)
+            tx, ty = lx[~held].reset_index(drop=True), y[~held]
+            groups = np.array([f"county-{k % 5}" for k in range(len(ty))], dtype=object)
+            weights = np.ones(len(ty))
+            objs = [frozenset({f"c{k}"}) if v else frozenset() for k, v in enumerate(ty)]
+            if base is not None:
+                bx, by, bg = base
+                bx = bx.reindex(columns=list(x.columns))
+                tx = pd.concat([tx, bx], ignore_index=True)
+                weights = np.concatenate([weights, np.full(len(by), 0.5 * len(ty) / max(len(by), 1))])
+                groups = np.concatenate([groups, np.asarray([f"shipped-{g}" for g in bg], dtype=object)])
+                objs += [frozenset({f"s{k}"}) if v else frozenset() for k, v in enumerate(by)]
+                ty = np.concatenate([ty, by])
+            t = PatchTable(features=tx, touches=ty, objects=objs, group=groups,
+                           variant=np.array(["as is"] * len(ty), dtype=object), n_objects={("a", "b"): int(ty.sum())})
+            cand, _ = fit_classifier(t, shipped.bands, seed=seed, target_precision=shipped.target_precision,
+                                     sample_weight=weights)
+            hx, hy = lx[held], y[held]
+            cand_ap = _average_precision(cand.confidence(hx), hy)
+            cur_ap = _average_precision(current.confidence(hx), hy)
+            promoted = cand_ap > cur_ap
+            if promoted:
+                current = cand
+            row.update(refit_seconds=round(time.perf_counter() - t0, 2), candidate_ap=round(cand_ap, 3),
+                       current_ap=round(cur_ap, 3), promoted=bool(promoted))
+        conf = current.confidence(x)
+        row["shipped"] = remainder_figures(ship_conf, shipped.min_confidence, table, rest, excluded)
+        row["county"] = remainder_figures(conf, current.min_confidence, table, rest, excluded)
+        rows.append(row)
+    return rows
+
+
+def rescore_timing(shipped: Any, base: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None,
+                   n: int = 3000) -> dict[str, float]:
+    """Seconds to re-fit from 200 labels (+ shipped patches) and re-score ``n`` warnings."""
+    if base is None:
+        return {}
+    bx, by, bg = base
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(bx), size=min(200, len(bx)), replace=False)
+    t0 = time.perf_counter()
+    tx = pd.concat([bx.iloc[pick], bx], ignore_index=True)
+    ty = np.concatenate([by[pick], by])
+    w = np.concatenate([np.ones(len(pick)), np.full(len(by), 0.5 * len(pick) / len(by))])
+    g = np.concatenate([np.array([f"c{k % 5}" for k in range(len(pick))], dtype=object),
+                        np.asarray([f"s-{x}" for x in bg], dtype=object)])
+    objs = [frozenset({str(k)}) if v else frozenset() for k, v in enumerate(ty)]
+    t = PatchTable(features=tx, touches=ty, objects=objs, group=g,
+                   variant=np.array(["as is"] * len(ty), dtype=object), n_objects={("a", "b"): int(ty.sum())})
+    cand, _ = fit_classifier(t, shipped.bands, seed=0, sample_weight=w)
+    t1 = time.perf_counter()
+    many = bx.iloc[rng.choice(len(bx), size=n, replace=True)]
+    cand.confidence(many)
+    t2 = time.perf_counter()
+    return {"refit_s": round(t1 - t0, 2), "rescore_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
+            "warnings": n}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("CSPON_SHARED_DATA", REPO.parent / "shared" / "data")))
-    parser.add_argument("--n", default="20,50,100", help="numbers of verified warnings, comma-separated")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--crops-per-epoch", type=int, default=256)
-    parser.add_argument("--context-px", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="N = 20 only, 1 short epoch (a smoke run)")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--ids", default=None, help="comma-separated pair ids / cities (default: all)")
+    parser.add_argument("--checkpoint", default="s2-rgbn")
+    parser.add_argument("--n", default="0,25,50,100,200", help="cumulative desk labels per county")
+    parser.add_argument("--pool", action="store_true", help="all ids as one county")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--figure", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    ns = [20] if args.quick else [int(x) for x in args.n.split(",")]
-    epochs, crops = (1, 32) if args.quick else (args.epochs, args.crops_per_epoch)
-    shipped = load_checkpoint(shipped_checkpoint("s2-rgbn"))
-    tmp = Path(tempfile.mkdtemp(prefix="cspon_closed_loop_"))
-    scenes = write_scenes(load_oscd(args.data / "OSCD" / "train_labelled", CITIES, shipped.card.bands), tmp)
-    base_probs = predict(shipped, scenes)
-    ranked = sorted((w for i, (p, s) in enumerate(zip(base_probs, scenes, strict=True))
-                     for w in patches(p, s, i, shipped.card.threshold)), key=lambda w: -w.confidence)
-    print(f"shipped {shipped.card.detector_id}: {len(ranked)} warnings on {', '.join(CITIES)}, "
-          f"{sum(w.real for w in ranked)} real", file=sys.stderr)
-    none = [np.zeros(s.pair.shape, dtype=bool) for s in scenes]
-    rows: list[dict[str, Any]] = [{"n": 0, "model": "shipped", **score_remainder(base_probs, shipped.card.threshold,
-                                                                                 scenes, none)}]
-    for n in ns:
-        verified = ranked[:n]
-        gpkg = tmp / f"verified_{n}.gpkg"
-        labels_gpkg(verified, scenes, gpkg)
-        exposed = exposed_masks(verified, scenes, args.context_px)
-        from cspon_rs.training.finetune import fine_tune
 
-        t0 = time.time()
-        result = fine_tune("s2-rgbn", gpkg, tmp / f"run_{n}", epochs=epochs, crops_per_epoch=crops,
-                           context_px=args.context_px, num_threads=args.threads, progress=False)
-        minutes = (time.time() - t0) / 60
-        tuned = load_checkpoint(result.checkpoint)
-        rows.append({"n": n, "model": "shipped", "verified_real": sum(w.real for w in verified),
-                     **score_remainder(base_probs, shipped.card.threshold, scenes, exposed)})
-        rows.append({"n": n, "model": "fine-tuned", "verified_real": sum(w.real for w in verified),
-                     "fine_tune_minutes": round(minutes, 1), "holdout": result.candidate,
-                     "holdout_parent": result.parent,
-                     **score_remainder(predict(tuned, scenes), tuned.card.threshold, scenes, exposed)})
-        print(f"N={n}: fine-tune {minutes:.1f} min", file=sys.stderr)
-    print("| N verified (real) | model | remainder warnings | warning precision | top-20 precision | pixel F1 "
-          "| object recall | threshold | fine-tune min |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        real = f" ({r['verified_real']})" if "verified_real" in r else ""
-        print(f"| {r['n']}{real} | {r['model']} | {r['remainder_warnings']} | {r['warning_precision']:.2f} | "
-              f"{r['top20_precision']:.2f} | {r['pixel_f1']:.3f} | {r['object_recall']:.2f} ({r['objects']}) | "
-              f"{r['threshold']:.2f} | {r.get('fine_tune_minutes', '')} |")
+    ckpt = Path(resolve_checkpoint(args.checkpoint))
+    card = load_card(ckpt)
+    clf_path = classifier_path_for(ckpt)
+    if not clf_path.is_file():
+        sys.exit(f"{args.checkpoint}: no warning classifier beside the checkpoint (cspon-rs classifier fit)")
+    shipped = load_classifier(clf_path)
+    base = load_shipped_patches(shipped_patches_path(ckpt))
+    ids = args.ids.split(",") if args.ids else None
+    pairs = load_pairs(args.data, ids, list(card.bands))
+    ns = [int(v) for v in args.n.split(",")]
+    detect = detect_fn(ckpt)
+    groups = [pairs] if args.pool else [[p] for p in pairs]
+    out: dict[str, Any] = {"checkpoint": card.detector_id, "data": str(args.data), "n": ns, "counties": {}}
+    with tempfile.TemporaryDirectory():
+        for group in groups:
+            name = "+".join(p.id for p in group) if len(group) < 4 else f"{len(group)} pairs pooled"
+            print(f"[{name}] detect ...", flush=True)
+            table = collect(group, detect, bands=card.bands, pixel_size_m=float(card.pixel_size_m or 1.0),
+                            perturbations=0)
+            rows = curve_for(table, shipped, base, ns, args.seed)
+            out["counties"][name] = {"patches": len(table), "real": int(table.touches.sum()), "rounds": rows}
+            for r in rows:
+                s, c = r["shipped"], r["county"]
+                fmt = lambda v: "  –  " if v is None else f"{v:.3f}"  # noqa: E731
+                print(f"  N={r['n']:>3} labelled {r['n_labelled']:>3} ({r['n_real']:>3} real)  shipped: "
+                      f"{s['warnings']:>4} warnings P {fmt(s['warning_precision'])} R {fmt(s['object_recall'])}  "
+                      f"county: {c['warnings']:>4} P {fmt(c['warning_precision'])} R {fmt(c['object_recall'])}"
+                      + (f"  re-fit {r['refit_seconds']} s AP {r['candidate_ap']} vs {r['current_ap']}"
+                         f"{' promoted' if r['promoted'] else ' refused'}" if "refit_seconds" in r else ""),
+                      flush=True)
+    out["timing_3000"] = rescore_timing(shipped, base)
+    print(f"re-fit from 200 labels + re-score 3000 warnings: {out['timing_3000']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1, default=float) + "\n", encoding="utf-8")
-    if args.figure:
-        learning_curve(rows, args.figure)
-
-
-def learning_curve(rows: list[dict[str, Any]], path: Path) -> None:
-    """Warning precision and object recall on the remainder against the number of verifications."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for model, style in (("shipped", "o--"), ("fine-tuned", "s-")):
-        pts = [r for r in rows if r["model"] == model or (r["n"] == 0 and model == "fine-tuned")]
-        xs = [r["n"] for r in pts]
-        for ax, key, title in zip(axes, ("warning_precision", "top20_precision", "object_recall"),
-                                  ("warning precision (remainder)", "top-20 precision", "object recall"),
-                                  strict=True):
-            ax.plot(xs, [r[key] for r in pts], style, label=model)
-            ax.set(title=title, xlabel="verified warnings N", ylim=(0, 1))
-    axes[0].legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+        args.json.write_text(json.dumps(out, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

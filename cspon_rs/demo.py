@@ -238,6 +238,8 @@ def register(app: typer.Typer) -> None:
                       f"{result.total_area_m2:,.0f}", f"{to_mu(result.total_area_m2):,.1f}")
         console.print(f"change patches found: {detection.n_patches}")
         console.print(f"false-alarm suppression: {detection.suppression or 'off'}")
+        if detection.classifier:
+            console.print(f"warning classifier: {detection.classifier}")
         console.print(table)
         flags = flag_counts(result.warnings)
         console.print("control-line flags: " + (", ".join(f"{k} {v}" for k, v in flags.items()) or "none"))

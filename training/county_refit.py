@@ -48,6 +48,7 @@ __all__ = [
     "CountyLabels",
     "RefitResult",
     "county_labels",
+    "label_counts",
     "load_shipped_patches",
     "refit_county",
     "rescore_open_warnings",
@@ -156,6 +157,20 @@ def county_labels(session: Session, county_code: str, names: list[str], bands: l
         source=[r[2] for r in keep],
         detector=[r[4] for r in keep],
     )
+
+
+def label_counts(session: Session, county_code: str) -> tuple[int, int]:
+    """``(desk, field)`` labels of the county whose patch has stored features of the current version."""
+    from cspon_rs.store.crud import latest_verifications
+    from cspon_rs.store.triage import desk_labels
+
+    def usable(patch: Patch | None) -> bool:
+        return patch is not None and bool(patch.features) and patch.features.get("v") == FEATURE_VERSION
+
+    field_n = sum(1 for r, v, p in latest_verifications(session, county_code=county_code)
+                  if r.status in ("verified", "closed") and v.result in _FIELD and usable(p))
+    desk_n = sum(1 for _, d, p in desk_labels(session, county_code=county_code) if d.decision in _DESK and usable(p))
+    return desk_n, field_n
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ class PatchTable:
     Attributes:
         features: One row per patch (:func:`~cspon_rs.inference.features.feature_names` columns).
         touches: ``(n,)`` the patch touches labelled change.
-        objects: Per patch, the labelled change objects it touches (``"<group>#<k>"``).
+        objects: Per patch, the labelled change objects it touches (``"<group>/<variant>#<k>"``).
         group: ``(n,)`` pair id (all perturbed variants of a pair share it).
         variant: ``(n,)`` ``"as is"`` or ``"perturbed <k>"``.
         n_objects: Labelled change objects per (group, variant).
@@ -204,7 +204,7 @@ def pair_patches(
             if not ids.any():  # a sliver smaller than a pixel centre: take the pixels it touches
                 ids = rasterize([(g, 1)], out_shape=truth.shape, transform=transform, fill=0, dtype="uint8",
                                 all_touched=True) > 0
-            touched.append(frozenset(f"{pair.id}#{k}" for k in np.unique(objects[ids]) if k > 0))
+            touched.append(frozenset(f"{pair.id}/{variant}#{k}" for k in np.unique(objects[ids]) if k > 0))
     return PatchTable(
         features=feats.reset_index(drop=True),
         touches=np.array([len(t) > 0 for t in touched], dtype=bool),
