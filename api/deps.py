@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
@@ -194,9 +194,9 @@ def _caller_known_sync(request: Request) -> bool:
     return user is not None
 
 
-async def caller_is_known(scope: dict[str, object]) -> bool:
+async def caller_is_known(scope: MutableMapping[str, Any]) -> bool:
     """True when the request carries a valid token or session (checked before a large body is read)."""
-    request = Request(scope)  # type: ignore[arg-type]
+    request = Request(scope)
     try:
         return await anyio.to_thread.run_sync(_caller_known_sync, request, limiter=_cleanup())
     except Exception:  # an unreadable credential (e.g. bytes that are not UTF-8) is not a known caller
