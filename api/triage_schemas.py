@@ -76,10 +76,11 @@ class UndoIn(_In):
 
 
 class DecisionResult(BaseModel):
-    """The decision and the warning as it is now."""
+    """The decision, the warning as it is now and the period's triage counters after it."""
 
     decision: DecisionOut
     warning: WarningOut
+    counters: CountersOut | None = None
 
 
 class TriageConflictOut(BaseModel):
@@ -142,3 +143,6 @@ class CountersOut(BaseModel):
     per_hour: float = Field(description="the caller's decisions per hour over the last hour")
     labels_desk: int = Field(description="desk labels of the county (all periods; not unsure, no field check)")
     labels_field: int = Field(description="warnings of the county with a field check (all periods)")
+
+
+DecisionResult.model_rebuild()

@@ -69,11 +69,21 @@ def _conflict(session: SessionDep, warning_id: str, exc: ConflictError) -> JSONR
     return JSONResponse(status_code=status.HTTP_409_CONFLICT, content=jsonable_encoder(body))
 
 
-def _result(session: SessionDep, row: Any) -> DecisionResult:
+def _counters(session: SessionDep, user: ApiUser, county: str, period: str) -> CountersOut:
+    from cspon_rs.store.triage import triage_counters
+
+    c = triage_counters(session, county_code=county, period=period, by=user.name)
+    return CountersOut(county_code=county, period=period, total=c.total, done=c.done, left=c.left,
+                       by_decision=c.by_decision, mine=c.mine, mine_last_hour=c.mine_last_hour, per_hour=c.per_hour,
+                       labels_desk=c.labels_desk, labels_field=c.labels_field)
+
+
+def _result(session: SessionDep, user: ApiUser, row: Any) -> DecisionResult:
     from cspon_rs.store.crud import get_warning
 
     warning = warning_out(get_warning(session, row.warning_id))
-    return DecisionResult(decision=DecisionOut.model_validate(row), warning=warning)
+    return DecisionResult(decision=DecisionOut.model_validate(row), warning=warning,
+                          counters=_counters(session, user, warning.county_code, warning.period))
 
 
 @router.get("/queue", response_model=TriageQueue, summary="Untriaged warnings in triage order (bureau)")
@@ -100,13 +110,7 @@ def queue(
 @router.get("/counters", response_model=CountersOut, summary="Triage progress: done / left / per hour (bureau)")
 def counters(user: BureauUser, session: SessionDep, period: Period, county_code: County = None) -> CountersOut:
     """Warnings of the period, decided, left in the queue, per decision, and the caller's own pace."""
-    from cspon_rs.store.triage import triage_counters
-
-    county = _county(user, county_code)
-    c = triage_counters(session, county_code=county, period=period, by=user.name)
-    return CountersOut(county_code=county, period=period, total=c.total, done=c.done, left=c.left,
-                       by_decision=c.by_decision, mine=c.mine, mine_last_hour=c.mine_last_hour, per_hour=c.per_hour,
-                       labels_desk=c.labels_desk, labels_field=c.labels_field)
+    return _counters(session, user, _county(user, county_code), period)
 
 
 @router.get("/decisions", response_model=list[DecisionOut], summary="Recent desk decisions of a period (bureau)")
@@ -153,7 +157,7 @@ def decide(warning_id: str, body: DecideIn, user: BureauUser, session: SessionDe
                              expected_version=body.expected_version)
     except ConflictError as exc:
         return _conflict(session, warning_id, exc)
-    return _result(session, row)
+    return _result(session, user, row)
 
 
 @router.post("/{warning_id}/undo", response_model=DecisionResult, responses=_CONFLICT,  # type: ignore[arg-type]
@@ -173,7 +177,7 @@ def undo(
         row = undo_decision(session, warning_id, by=user.name, admin=user.role == "admin")
     except ConflictError as exc:
         return _conflict(session, warning_id, exc)
-    return _result(session, row)
+    return _result(session, user, row)
 
 
 @router.post("/bulk", response_model=BulkOut, summary="One desk decision for a selection (bureau)")

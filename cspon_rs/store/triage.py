@@ -220,7 +220,7 @@ def _first_line(first: TriageDecision) -> str:
 
 def _apply(
     session: Session, record: WarningRecord, decision: str, *, by: str | None, batch: str | None,
-    from_status: str,
+    from_status: str, changed_from: str | None = None,
 ) -> TriageDecision:
     """Inside a transaction: move ``record`` for ``decision`` and add the decision row and history event."""
     to_status = DECISION_STATUS[decision]
@@ -233,7 +233,8 @@ def _apply(
     session.add(row)
     before = record.status
     record.status = to_status
-    why = f"desk triage: {decision} ({DECISION_ZH[decision]})" + (f"; bulk, {batch}" if batch else "")
+    why = (f"desk triage: {decision} ({DECISION_ZH[decision]})" + (f"; bulk, {batch}" if batch else "")
+           + (f"; changed from {changed_from}" if changed_from else ""))
     record.history.append(WarningHistory(
         event="triage", by=by, from_status=before, to_status=to_status, why=why,
         details={"decision": decision, "source": "desk", "batch": batch, "detector": record.detector,
@@ -292,7 +293,8 @@ def decide(
             _check_version(record, expected_version)
         except ConflictError as exc:
             raise TriageConflictError(str(exc), first) from exc
-        row = _apply(session, record, decision, by=by, batch=None, from_status=from_status)
+        row = _apply(session, record, decision, by=by, batch=None, from_status=from_status,
+                     changed_from=first.decision if first is not None else None)
     return row
 
 

@@ -3,6 +3,7 @@ shown, undo, bulk with a dry-run count, counters, status filter and exports, cou
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -45,6 +46,7 @@ def test_decide_conflict_undo_and_history(server: Server, triage_setup: dict[str
         body = r.json()
         assert body["decision"]["source"] == "desk" and body["decision"]["by"] == "triage-li"
         assert body["warning"]["status"] == "to_field" and body["warning"]["version"] == seen + 1
+        assert (body["counters"]["done"], body["counters"]["left"], body["counters"]["mine"]) == (1, 5, 1)
         # the second reviewer saw the same version: refused, with the first decision shown, nothing changed
         r = wang.post(f"/triage/{wid}/decide", json={"decision": "false_alarm", "expected_version": seen})
         assert r.status_code == 409, r.text
@@ -151,3 +153,8 @@ def test_triage_is_county_scoped_and_bureau_only(server: Server, triage_setup: d
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "<script>" not in page.text and "/static/js/triage.js" in page.text
+    assert not re.search(r"\son[a-z]+\s*=", page.text)  # no inline event handlers (CSP)
+    refs = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    assert "/static/css/triage.css" in refs
+    for ref in refs:
+        assert server.client().get(server.base + ref).status_code == 200, ref

@@ -26,6 +26,7 @@
     items: [],        // warnings in the order shown: this reviewer's earlier decisions, then the queue
     index: -1,
     details: {},      // id -> Promise of GET /warnings/{id}
+    stale: {},        // id -> true: its cached detail predates a decision (history, status, version)
     decided: {},      // id -> active desk decision (DecisionOut)
     undo: [],         // ids decided by me, most recent last
     chain: Promise.resolve(),
@@ -33,7 +34,7 @@
     showToken: 0
   };
   // Measurements the browser test reads: every triage API request and the time until the next warning is ready.
-  var probe = window.__triage = { timings: [], ready: [] };
+  var probe = window.__triage = { timings: [], ready: [], pending: 0, prefetch: 0 };
 
   // -------------------------------------------------------------------------------------------- requests
   function message(body, fallback) {
@@ -53,7 +54,7 @@
     var headers = C.authHeaders(method);
     if (body !== undefined) headers["Content-Type"] = "application/json";
     return fetch(C.API + "/" + path, {
-      method: method, headers: headers, credentials: "same-origin", cache: "no-store",
+      method: method, headers: headers, credentials: "same-origin", cache: "no-store", priority: "high",
       body: body === undefined ? undefined : JSON.stringify(body)
     }).then(function (resp) {
       return resp.json().catch(function () { return null; }).then(function (data) {
@@ -95,14 +96,48 @@
   follow(mapBefore, mapAfter);
   follow(mapAfter, mapBefore);
 
-  var tileCache = new Map();  // url -> Promise<Blob>, shared by the layers and the prefetch
-  function getTile(url) {
+  /*
+   * Tiles go through a line of at most TILE_SLOTS requests at once (the browser opens 6 connections per host:
+   * the decisions must never queue behind tiles), the current view's tiles before the prefetched ones.
+   */
+  var TILE_SLOTS = 3;
+  var tileLine = { active: 0, high: [], low: [] };
+  function pump() {
+    while (tileLine.active < TILE_SLOTS && (tileLine.high.length || tileLine.low.length)) {
+      var job = tileLine.high.length ? tileLine.high.shift() : tileLine.low.shift();
+      job.started = true;
+      tileLine.active += 1;
+      job.run().then(job.resolve, job.reject).then(function () { tileLine.active -= 1; pump(); });
+    }
+  }
+  function fetchTileBlob(url, high) {
+    return fetch(url, { headers: C.authHeaders("GET"), credentials: "same-origin", priority: high ? "high" : "low" })
+      .then(function (resp) {
+        if (!resp.ok) throw new C.ApiError(resp.status, "tile " + resp.status);
+        return resp.blob();
+      });
+  }
+  var tileCache = new Map();  // url -> {promise, job}, shared by the layers and the prefetch
+  function getTile(url, high) {
     var hit = tileCache.get(url);
-    if (hit) { tileCache.delete(url); tileCache.set(url, hit); return hit; }
-    var p = C.fetchTile(url).catch(function (err) { tileCache.delete(url); throw err; });
-    tileCache.set(url, p);
+    if (hit) {
+      tileCache.delete(url);
+      tileCache.set(url, hit);
+      if (high && !hit.job.started && !hit.job.high) {  // wanted on screen now: move it up the line
+        tileLine.low.splice(tileLine.low.indexOf(hit.job), 1);
+        hit.job.high = true;
+        tileLine.high.push(hit.job);
+      }
+      return hit.promise;
+    }
+    var job = { high: !!high, started: false, run: function () { return fetchTileBlob(url, job.high); } };
+    var promise = new Promise(function (resolve, reject) { job.resolve = resolve; job.reject = reject; });
+    promise.catch(function () { tileCache.delete(url); });
+    tileCache.set(url, { promise: promise, job: job });
+    (high ? tileLine.high : tileLine.low).push(job);
+    pump();
     while (tileCache.size > TILE_CACHE_MAX) tileCache.delete(tileCache.keys().next().value);
-    return p;
+    return promise;
   }
 
   var layers = { before: null, after: null };
@@ -115,7 +150,7 @@
         img.setAttribute("role", "presentation");
         var url = C.tileUrl(info.url, coords.z, coords.x, coords.y);
         img.dataset.src = url;
-        getTile(url).then(function (blob) {
+        getTile(url, true).then(function (blob) {
           var src = URL.createObjectURL(blob);
           img.onload = function () { URL.revokeObjectURL(src); done(null, img); };
           img.onerror = function () { URL.revokeObjectURL(src); done(new Error("bad tile"), img); };
@@ -169,7 +204,7 @@
       var y0 = Math.max(0, Math.floor((p.y - half.y) / 256)), y1 = Math.min(n - 1, Math.floor((p.y + half.y) / 256));
       for (var x = x0; x <= x1; x++) {
         for (var y = y0; y <= y1; y++) {
-          jobs.push(getTile(C.tileUrl(info.url, z, x, y)).catch(function () { return null; }));
+          jobs.push(getTile(C.tileUrl(info.url, z, x, y), false).catch(function () { return null; }));
         }
       }
     });
@@ -216,12 +251,15 @@
     return item;
   }
 
+  /** Fetch item i's detail and tiles in the background (probe.prefetch counts those still running). */
   function prefetch(i) {
     var item = state.items[i];
     if (!item) return;
+    probe.prefetch += 1;
     var d = detail(item.id);
-    if (item.bbox) prefetchTiles(item.bbox);
-    else d.then(function (data) { merge(item, data); prefetchTiles(item.bbox); }).catch(function () {});
+    var tiles = item.bbox ? prefetchTiles(item.bbox)
+      : d.then(function (data) { merge(item, data); return prefetchTiles(item.bbox); });
+    Promise.all([d, tiles]).catch(function () {}).then(function () { probe.prefetch -= 1; });
   }
 
   function render(item, d) {
@@ -260,8 +298,9 @@
     });
   }
 
-  /** Show item i; `t0` (performance.now() of the key press) measures how soon it is ready. */
-  function show(i, t0) {
+  /** Show item i; `t0` (performance.now() of the key press) measures how soon it is ready (`what` says why).
+   * A warning changed by a decision is shown from its cached detail at once and its history refreshed after. */
+  function show(i, t0, what) {
     var item = state.items[i];
     if (!item) return Promise.resolve();
     state.index = i;
@@ -271,6 +310,7 @@
     document.getElementById("conflict").hidden = true;
     var d = detail(item.id);
     var placed = item.bbox ? Promise.resolve() : d.then(function (data) { merge(item, data); });
+    var stale = !!state.stale[item.id];
     return placed.then(function () {
       if (token !== state.showToken) return null;
       var view = viewFor(item.bbox);
@@ -279,33 +319,47 @@
       return Promise.all([d, whenTilesLoaded()]);
     }).then(function (res) {
       if (!res || token !== state.showToken) return;
-      merge(item, res[0]);
+      if (!stale) merge(item, res[0]);
       render(item, res[0]);
       box.dataset.ready = "1";
-      if (t0 !== undefined) probe.ready.push({ id: item.id, ms: performance.now() - t0 });
+      if (t0 !== undefined) probe.ready.push({ id: item.id, ms: performance.now() - t0, what: what || "show" });
       var j = nextOpen(i);
       if (j >= 0) prefetch(j);
       if (i + 1 < state.items.length && i + 1 !== j) prefetch(i + 1);
+      if (i > 0) prefetch(i - 1);
+      if (stale) {
+        delete state.stale[item.id];
+        delete state.details[item.id];
+        return detail(item.id).then(function (fresh) {
+          if (token !== state.showToken) return;
+          merge(item, fresh);
+          render(item, fresh);
+        });
+      }
     }).catch(function (err) {
       C.toast("无法加载 cannot load " + item.id + ": " + err.message, "error");
     });
   }
 
+  function showCounters(c) {
+    state.counters = c;
+    document.getElementById("counter-done").textContent = String(c.done);
+    document.getElementById("counter-left").textContent = String(c.left);
+    document.getElementById("counter-rate").textContent = c.per_hour.toFixed(0);
+    var n = String(c.labels_desk + c.labels_field);
+    document.getElementById("refit-n").textContent = n;
+    document.getElementById("refit-n2").textContent = n;
+  }
+
   function updateCounters() {
-    return call("GET", "triage/counters?" + scope()).then(function (c) {
-      state.counters = c;
-      document.getElementById("counter-done").textContent = String(c.done);
-      document.getElementById("counter-left").textContent = String(c.left);
-      document.getElementById("counter-rate").textContent = c.per_hour.toFixed(0);
-      var n = String(c.labels_desk + c.labels_field);
-      document.getElementById("refit-n").textContent = n;
-      document.getElementById("refit-n2").textContent = n;
-    }).catch(function () {});
+    return call("GET", "triage/counters?" + scope()).then(showCounters).catch(function () {});
   }
 
   // ------------------------------------------------------------------------------------------ decisions
   function enqueue(fn) {
-    state.chain = state.chain.then(fn).catch(function (err) { C.toast(err.message || String(err), "error"); });
+    probe.pending += 1;
+    state.chain = state.chain.then(fn).catch(function (err) { C.toast(err.message || String(err), "error"); })
+      .then(function () { probe.pending -= 1; });
     return state.chain;
   }
 
@@ -336,17 +390,18 @@
         item.version = res.warning.version;
         item.status = res.warning.status;
         state.decided[item.id] = res.decision;
-        delete state.details[item.id];  // its history changed
+        state.stale[item.id] = true;  // its history changed
         state.undo = state.undo.filter(function (id) { return id !== item.id; });
         state.undo.push(item.id);
-        updateCounters();
+        if (res.counters) showCounters(res.counters);
+        var counted = res.counters ? Promise.resolve() : updateCounters();
         var j = nextOpen(state.index);
         if (j < 0) {
           render(item, null);
           C.toast("队列已判完 all warnings of the queue are decided", "ok");
-          return detail(item.id).then(function (d) { render(item, d); });
+          return Promise.all([counted, detail(item.id).then(function (d) { render(item, d); })]);
         }
-        return show(j, t0);
+        return Promise.all([counted, show(j, t0, "next")]);
       }, function (err) {
         if (err.status === 409) { showConflict(err); return; }
         throw err;
@@ -358,13 +413,13 @@
     if (!id) { C.toast("没有可撤销的判读 nothing to undo", "info"); return Promise.resolve(); }
     return call("POST", "triage/" + encodeURIComponent(id) + "/undo", {}).then(function (res) {
       delete state.decided[id];
-      delete state.details[id];
+      state.stale[id] = true;
       var i = state.items.findIndex(function (it) { return it.id === id; });
       var item = state.items[i];
       item.version = res.warning.version;
       item.status = res.warning.status;
-      updateCounters();
-      return show(i, t0);
+      if (res.counters) showCounters(res.counters);
+      return show(i, t0, "undo");
     }, function (err) {
       if (err.status === 409) { showConflict(err); return; }
       throw err;
@@ -377,7 +432,7 @@
       C.toast(step > 0 ? "已是最后一条 last warning" : "已是第一条 first warning", "info");
       return Promise.resolve();
     }
-    return show(i, t0);
+    return show(i, t0, step > 0 ? "next (J)" : "previous (K)");
   }
 
   // ------------------------------------------------------------------------------------------------ bulk
@@ -414,17 +469,18 @@
       res.ids.forEach(function (id) {
         state.decided[id] = { warning_id: id, decision: res.decision, by: me, at: new Date().toISOString(),
                               to_status: res.decision === "illegal" || res.decision === "unsure" ? "to_field" : "desk_excluded" };
-        delete state.details[id];
+        state.stale[id] = true;
         var item = state.items.find(function (it) { return it.id === id; });
         if (item) { item.status = state.decided[id].to_status; item.version = undefined; }
       });
       C.toast("已批量判读 " + res.count + " 条 bulk: " + res.count + " warnings decided", "ok");
-      updateCounters();
+      var counted = updateCounters();
       var item = current();
       if (item && state.decided[item.id]) {
         var j = nextOpen(state.index);
-        return show(j >= 0 ? j : state.index);
+        return Promise.all([counted, show(j >= 0 ? j : state.index)]);
       }
+      return counted;
     });
   }
 
@@ -554,20 +610,22 @@
       setImagery();
       state.decided = {};
       state.details = {};
+      state.stale = {};
       var mine = res[1].filter(function (d) { return !d.undone_at; }).reverse();  // oldest first
       mine.forEach(function (d) { state.decided[d.warning_id] = d; });
       state.undo = mine.map(function (d) { return d.warning_id; });
       state.items = mine.map(function (d) { return { id: d.warning_id, confidence: d.confidence }; })
         .concat(res[2].items);
-      document.body.dataset.loaded = key.county_code + "/" + key.period;
-      updateCounters();
+      var counted = updateCounters();
       var start = nextOpen(-1);
       if (start < 0 && state.items.length) start = state.items.length - 1;
       if (start < 0) {
         C.toast("此期次没有待判读的预警 nothing to triage in this period", "info");
-        return;
+        return counted.then(function () { document.body.dataset.loaded = key.county_code + "/" + key.period; });
       }
-      return show(start);
+      return Promise.all([counted, show(start)]).then(function () {
+        document.body.dataset.loaded = key.county_code + "/" + key.period;
+      });
     }).catch(function (err) {
       C.toast("无法加载 cannot load: " + err.message, "error");
     });
