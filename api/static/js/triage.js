@@ -397,6 +397,8 @@
         var counted = res.counters ? Promise.resolve() : updateCounters();
         var j = nextOpen(state.index);
         if (j < 0) {
+          delete state.details[item.id];  // stay on it: show its new history
+          delete state.stale[item.id];
           render(item, null);
           C.toast("队列已判完 all warnings of the queue are decided", "ok");
           return Promise.all([counted, detail(item.id).then(function (d) { render(item, d); })]);
