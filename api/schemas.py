@@ -109,6 +109,7 @@ class UserCreate(_In):
     role: Literal["bureau", "field", "researcher", "admin"]
     county_code: str | None = Field(default=None, pattern=COUNTY_PATTERN)
     team: str | None = Field(default=None, min_length=1, max_length=100)
+    display_name: str | None = Field(default=None, min_length=1, max_length=100, description="核查人 in the outputs")
 
     @model_validator(mode="after")
     def _field_needs_team(self) -> UserCreate:

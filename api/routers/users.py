@@ -30,5 +30,6 @@ def list_users(_admin: AdminUser, session: SessionDep) -> list[ApiUser]:
 )
 def add_user(body: UserCreate, _admin: AdminUser, session: SessionDep) -> UserCreated:
     """Create a user; the response carries its token, which is not stored and cannot be shown again."""
-    user, token = create_user(session, body.name, body.role, county_code=body.county_code, team=body.team)
+    user, token = create_user(session, body.name, body.role, county_code=body.county_code, team=body.team,
+                              display_name=body.display_name)
     return UserCreated(**UserOut.model_validate(user).model_dump(), token=token)

@@ -30,7 +30,14 @@ from pyproj import CRS
 from cspon_rs.errors import ConfigError, SchemaError
 from cspon_rs.exports.dbf import DbfField, declare_text_widths, write_dbf
 from cspon_rs.exports.fileio import atomic_path, publish
-from cspon_rs.exports.schema import RESULT_ZH, STATUS_ZH, ExportSchema, load_export_schema, local_time_text
+from cspon_rs.exports.schema import (
+    RESULT_ZH,
+    STATUS_ZH,
+    ExportSchema,
+    county_name,
+    load_export_schema,
+    local_time_text,
+)
 from cspon_rs.geo.areas import AREA_METHOD, CGCS2000, OutCRS, ellipsoidal_area_m2, gk_crs_for, resolve_out_crs
 from cspon_rs.geo.crs import SQM_PER_MU
 from cspon_rs.rules.config import CATEGORY_ZH
@@ -47,7 +54,7 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "verified_at", "verified_by", "photo_count", "remarks",
     "cropland_m2", "cropland_mu", "landuse_main", "landuse_main_zh", "landuse_zh", "issued_no",
     "land_user", "project_name", "construction_status_zh", "violation_type", "rectification_zh", "case_steps_zh",
-    "case_document_count",
+    "case_document_count", "change_type_zh",
 )
 #: Files of one Shapefile.
 SHP_SUFFIXES: tuple[str, ...] = (".shp", ".shx", ".dbf", ".prj", ".cpg")
@@ -123,7 +130,7 @@ def tuban_frame(warnings: gpd.GeoDataFrame, schema: ExportSchema | None = None) 
     fallback = col("id") if "id" in src.columns else col("source_key")
     out["warning_id"] = [_text(a) or _text(b) for a, b in zip(ids, fallback, strict=True)]
     out["county_code"] = [_text(v) for v in col("county_code")]
-    out["county_name"] = [schema.county_names.get(c or "", None) for c in out["county_code"]]
+    out["county_name"] = [county_name(schema, c) for c in out["county_code"]]
     for name in ("township_code", "township_name", "period", "category", "actual_use", "assigned_team",
                  "verified_by", "verification_result", "issued_no", "land_user", "project_name",
                  "construction_status_zh", "violation_type", "rectification_zh", "case_steps_zh"):
@@ -170,9 +177,45 @@ def tuban_frame(warnings: gpd.GeoDataFrame, schema: ExportSchema | None = None) 
     out["case_document_count"] = [int(v) if v is not None and not pd.isna(v) else 0
                                   for v in col("case_document_count", 0)]
     _landuse_columns(out, col("landuse_areas"), col("cropland_m2"), col("landuse_main"), src.index)
+    out["change_type_zh"] = [change_type(c, m, t) for c, m, t in zip(out["category"], out["landuse_main"],
+                                                                    _issued_types(col("reasons")), strict=True)]
     rows = src.assign(verification_result=out["verification_result"], flags=col("flags", []))
     out["remarks"] = [_remarks(r) for _, r in rows.iterrows()]
     return out
+
+
+def _issued_types(reasons: list[Any]) -> list[str | None]:
+    """The issuer's change type kept in the reason of an ``issued`` warning (:mod:`cspon_rs.store.issued`)."""
+    out: list[str | None] = []
+    for value in reasons:
+        if isinstance(value, str) and value.startswith("["):
+            value = json.loads(value)
+        found = [r.get("change_type") for r in value or [] if isinstance(r, dict) and r.get("code") == "ISSUED"]
+        out.append(_text(found[0]) if found else None)
+    return out
+
+
+def change_type(category: str | None, landuse_main: str | None, issued: Any = None) -> str:
+    """变化类型 (BHLX), a land-change type rather than the rule category.
+
+    The issued 图斑's own type for a warning created from one; ``批而未建(无变化)`` for 批而不建; for detected
+    construction ``新增建设用地`` (before-class unknown), ``耕地→建设用地`` etc. when the land-use layer gave a
+    class outside 建设用地, or ``建设用地内改扩建``.
+    """
+    from cspon_rs.rules.landuse import load_code_table
+
+    if category == "issued":
+        return _text(issued) or "下发图斑"
+    if category == "approved_not_built":
+        return "批而未建(无变化)"
+    if not landuse_main:
+        return "新增建设用地"
+    table = load_code_table()
+    code = table.normalise(landuse_main) or ""
+    group = table.codes[code].group if code in table.codes else None
+    if group == "建设用地":
+        return "建设用地内改扩建"
+    return f"{table.first_level(code)}→建设用地" if table.known(code) else "新增建设用地"
 
 
 def _landuse_columns(out: gpd.GeoDataFrame, areas: list[Any], cropland: list[Any], main: list[Any],

@@ -28,7 +28,7 @@ from cspon_rs.exports.fileio import atomic_path
 from cspon_rs.exports.layers import tuban_frame
 from cspon_rs.exports.schema import ExportSchema, load_export_schema
 from cspon_rs.geo.crs import SQM_PER_MU
-from cspon_rs.rules.config import CATEGORY_ZH
+from cspon_rs.rules.config import CATEGORIES, CATEGORY_ZH
 
 __all__ = [
     "LIST_COLUMNS",
@@ -36,6 +36,8 @@ __all__ = [
     "PRINTED_COLUMNS",
     "cropland_table",
     "list_frame",
+    "list_title",
+    "list_totals",
     "summary_tables",
     "write_warning_csv",
     "write_warning_gpkg",
@@ -52,6 +54,7 @@ LIST_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
     ("township_code", "乡镇代码", "township code", 12),
     ("township_name", "乡镇名称", "township", 10),
     ("category_zh", "预警类型", "category (zh)", 10),
+    ("change_type_zh", "变化类型", "change type", 12),
     ("flags", "管控线标记", "control-line flags", 11),
     ("area_m2", "面积(m²)", "area (m²)", 10),
     ("area_mu", "面积(亩)", "area (mu)", 9),
@@ -72,6 +75,7 @@ LIST_COLUMNS: tuple[tuple[str, str, str, int], ...] = (
     ("assigned_team", "核查组", "team", 10),
     ("due_date", "核查期限", "due date", 11),
     ("verified_at", "核查时间", "verified at", 16),
+    ("verified_by", "核查人", "checked by", 10),
     ("photo_count", "照片数", "photos", 6),
     ("land_user", "用地主体", "land user", 12),
     ("project_name", "项目名称", "project", 14),
@@ -102,7 +106,7 @@ NUMBER_FORMATS: dict[str, str] = {
     "verified_at": "yyyy-mm-dd hh:mm",
 }
 _WRAPPED = {"reason_zh", "reason_en", "permit_nos", "actual_use", "flags", "township_name", "category",
-            "landuse_zh", "landuse_main_zh", "land_user", "project_name", "case_steps_zh"}
+            "landuse_zh", "landuse_main_zh", "land_user", "project_name", "case_steps_zh", "change_type_zh"}
 _SUMMED = ("area_m2", "area_mu", "excess_m2", "farmland_overlap_m2", "redline_overlap_m2", "outside_urban_m2",
            "cropland_m2", "photo_count")
 
@@ -181,8 +185,12 @@ def summary_tables(warnings: gpd.GeoDataFrame, *, only_warnings: bool = True) ->
             table = table.reset_index()
         else:
             table = pd.DataFrame({**{k: [] for k in keys}, "count": [], "area_m2": []})
+        if name == "category" and len(table):  # in the order of the rules, not by code point
+            table = table.assign(_o=[CATEGORIES.index(c) if c in CATEGORIES else len(CATEGORIES)
+                                     for c in table["category"]]).sort_values(["_o", "category"]).drop(columns="_o")
+            table = table.reset_index(drop=True)
+        table["area_mu"] = (table["area_m2"].astype(float) / SQM_PER_MU).round(2)
         table["area_m2"] = table["area_m2"].astype(float).round(1)
-        table["area_mu"] = (table["area_m2"] / SQM_PER_MU).round(2)
         out[name] = table
     lines = []
     for code, zh, column in (("YJJBNT", "永久基本农田", "farmland_overlap_m2"),
@@ -268,6 +276,7 @@ def write_warning_xlsx(
     schema = schema or load_export_schema()
     links = {k: Path(os.path.relpath(Path(v).resolve(), path.parent.resolve())) for k, v in (chips or {}).items()}
     table = list_frame(warnings, schema=schema, chips=links)
+    title = list_title(warnings, schema, title)
     book = Workbook()
     sheet = book.active
     sheet.title = "预警清单 warnings"
@@ -305,15 +314,15 @@ def write_warning_xlsx(
     widths = {c: w for c, _, _, w in LIST_COLUMNS}
     for i, values in enumerate(table.to_dict("records"), start=3):
         lines = max([_lines(values.get(c), widths[c]) for c in _WRAPPED if c in values] + [1])
-        sheet.row_dimensions[i].height = 15 * min(lines, 8)
+        sheet.row_dimensions[i].height = min(409.0, 13.5 * lines + 3.0)  # fitted to the wrapped text
     last = len(table) + 2
     total_row = last + 1
     sheet.cell(row=total_row, column=1, value="合计").font = bold
     sheet.cell(row=total_row, column=2, value=f"{len(table)} 宗 warnings").font = bold
+    totals = list_totals(table)
     for column in _SUMMED:
         j = columns.index(column) + 1
-        total = float(pd.to_numeric(table[column], errors="coerce").fillna(0).sum()) if len(table) else 0.0
-        cell = sheet.cell(row=total_row, column=j, value=round(total, 4))
+        cell = sheet.cell(row=total_row, column=j, value=totals[column])
         cell.number_format = NUMBER_FORMATS[column]
         cell.font = bold
     for j in range(1, len(columns) + 1):
@@ -321,9 +330,15 @@ def write_warning_xlsx(
         sheet.cell(row=total_row, column=j).fill = PatternFill("solid", fgColor="F2F2F2")
     sheet.freeze_panes = "C3"
     sheet.auto_filter.ref = f"A2:{get_column_letter(len(columns))}{max(last, 2)}"
-    _print_setup(sheet, title, f"A1:{get_column_letter(PRINTED_COLUMNS)}{total_row}", PageSetupProperties)
+    _print_setup(sheet, title, f"A1:{get_column_letter(PRINTED_COLUMNS)}{total_row}", PageSetupProperties,
+                 schema=schema)
 
     summary = book.create_sheet("汇总 summary")
+    # the summary counts the same rows with the same areas as the list, so both 合计 agree
+    listed = dict(zip(table["warning_id"], table["area_m2"], strict=True))
+    counted = warnings.assign(area_m2=[listed.get(i, a) for i, a in zip(
+        warnings["warning_id"] if "warning_id" in warnings.columns else [None] * len(warnings),
+        warnings["area_m2"], strict=True)])
     row = 1
     if title:
         summary.cell(row=1, column=1, value=title).font = Font(bold=True, size=13)
@@ -339,7 +354,7 @@ def write_warning_xlsx(
         "status": ((("状态", "status (zh)"), ("代码", "status")), "核查进度 verification progress"),
         "cropland": ((("乡镇名称", "township"),), "占用耕地 by township (耕地 = GB/T 21010 01xx)"),
     }
-    for name, frame in summary_tables(warnings).items():
+    for name, frame in summary_tables(counted).items():
         keys, label = headers[name]
         summary.cell(row=row, column=1, value=label).font = bold
         row += 1
@@ -369,17 +384,43 @@ def write_warning_xlsx(
             offset = len(keys)
             for j, column, fmt in ((offset + 1, "count", "0"), (offset + 2, "area_m2", "#,##0"),
                                    (offset + 3, "area_mu", "0.00")):
-                cell = summary.cell(row=row, column=j, value=_cell(frame[column].sum()) if len(frame) else 0)
+                cell = summary.cell(row=row, column=j, value=totals[column])
                 cell.number_format = fmt
                 cell.font = bold
             row += 1
         row += 1
     for j, width in enumerate((22, 24, 10, 14, 12), start=1):
         summary.column_dimensions[get_column_letter(j)].width = width
-    _print_setup(summary, title, None, PageSetupProperties, repeat=False)
+    _print_setup(summary, title, None, PageSetupProperties, repeat=False, schema=schema)
     with atomic_path(path) as tmp:
         book.save(tmp)
     return path
+
+
+def list_totals(table: pd.DataFrame) -> dict[str, Any]:
+    """The 合计 of a list table, computed once for the list and the summary sheet: counts, sums of m² columns,
+    and 亩 from the m² total (not a sum of rounded 亩)."""
+    totals: dict[str, Any] = {"count": len(table)}
+    for column in (*_SUMMED, "area_m2"):
+        values = pd.to_numeric(table[column], errors="coerce").fillna(0) if len(table) else pd.Series(dtype=float)
+        totals[column] = round(float(values.sum()), 2)
+    totals["area_mu"] = round(totals["area_m2"] / SQM_PER_MU, 4)
+    totals["photo_count"] = int(totals["photo_count"])
+    return totals
+
+
+def list_title(warnings: gpd.GeoDataFrame, schema: ExportSchema, title: str | None = None) -> str:
+    """The list's title with the county name and period, e.g. ``香港特别行政区（810000）2018Q1 疑似违法用地预警清单``;
+    a caller's title is kept, with the county name put in front when it lacks it."""
+    from cspon_rs.exports.schema import county_name
+
+    codes = sorted({str(c) for c in warnings.get("county_code", pd.Series(dtype=object)).dropna()})
+    periods = sorted({str(p) for p in warnings.get("period", pd.Series(dtype=object)).dropna()})
+    names = [f"{county_name(schema, c)}（{c}）" for c in codes] or ["行政区未注明"]
+    if title:
+        missing = [county_name(schema, c) for c in codes if county_name(schema, c) not in title]
+        return f"{'、'.join(missing)} {title}" if missing else title
+    return f"{'、'.join(names)} {'、'.join(periods)} 疑似违法用地预警清单"
 
 
 def _lines(value: Any, width: int) -> int:
@@ -397,7 +438,8 @@ def _headers(schema: ExportSchema) -> tuple[tuple[str, str, str, int], ...]:
                  for c, zh, en, w in LIST_COLUMNS)
 
 
-def _print_setup(sheet: Any, title: str | None, area: str | None, props: Any, *, repeat: bool = True) -> None:
+def _print_setup(sheet: Any, title: str | None, area: str | None, props: Any, *, repeat: bool = True,
+                 schema: ExportSchema | None = None) -> None:
     sheet.page_setup.orientation = "landscape"
     sheet.page_setup.paperSize = sheet.PAPERSIZE_A3 if repeat else sheet.PAPERSIZE_A4
     sheet.page_setup.fitToWidth = 1
@@ -412,7 +454,8 @@ def _print_setup(sheet: Any, title: str | None, area: str | None, props: Any, *,
     if title:
         sheet.oddHeader.center.text = title
     sheet.oddFooter.center.text = "第 &P 页，共 &N 页"
-    sheet.oddFooter.right.text = "cspon-rs &D"
+    zone = (schema or load_export_schema()).zone()  # a fixed ISO date, not Excel's locale date (&D)
+    sheet.oddFooter.right.text = f"cspon-rs {dt.datetime.now(zone).date().isoformat()}"
 
 
 def write_warning_csv(

@@ -30,7 +30,8 @@ from cspon_rs.errors import MissingDependencyError
 from cspon_rs.exports.fileio import atomic_path
 from cspon_rs.exports.layers import tuban_frame
 from cspon_rs.exports.lists import summary_tables
-from cspon_rs.exports.schema import ExportSchema, load_export_schema
+from cspon_rs.exports.schema import ExportSchema, load_export_schema, zh_date
+from cspon_rs.exports.schema import county_name as _county_name
 from cspon_rs.geo.crs import SQM_PER_MU
 
 __all__ = ["SHEET_TITLE", "render_overview", "write_report"]
@@ -229,11 +230,11 @@ def write_report(
     frame = tuban_frame(rows, schema)
     order = pd.to_numeric(frame["rank"], errors="coerce").fillna(1e12)
     frame = frame.assign(_o=order).sort_values(["_o", "warning_id"]).drop(columns="_o")
-    county_name = schema.county_names.get(county_code, "")
+    county_name = f"{_county_name(schema, county_code)}（{county_code}）"  # 未配置 for a county not in the schema
     t1 = min((d for d in frame["t1"] if d is not None), default=None)
     t2 = max((d for d in frame["t2"] if d is not None), default=None)
     now = dt.datetime.now(dt.UTC).astimezone(schema.zone())
-    title = f"{county_name}{county_code} {period} 卫片执法图斑核查报告"
+    title = f"{county_name} {period} 卫片执法图斑核查报告"
     with tempfile.TemporaryDirectory(prefix=".report.", dir=path.parent if path.parent.is_dir() else None) as tmp:
         work = Path(tmp)
         if chips is None and before is not None and after is not None:
@@ -243,7 +244,7 @@ def write_report(
         chips = dict(chips or {})
         if overview_png is None:
             overview_png = render_overview(rows, work / "overview.png", after=after, control_lines=control_lines)
-        doc = _Report(title, now.strftime("%Y-%m-%d %H:%M %Z"))
+        doc = _Report(title, f"{zh_date(now)} {now:%H:%M} ({schema.timezone})")  # no "CST"
         doc.photo_captions = photo_captions or {}
         pdf = doc.pdf
         pdf.add_page()
@@ -364,5 +365,7 @@ def _sheet(doc: _Report, r: pd.Series, chip: Path | None, photos: list[Path]) ->
         pdf.set_y(top + 56)
     pdf.set_font("cjk", size=8.5)
     pdf.ln(4)
-    pdf.cell(0, 7, "核查人员签字: ______________    日期: ____________    审核意见: ______________________",
+    pdf.cell(0, 7, "核查人员签字: ______________    日期: ____年__月__日    审核意见: ______________________",
+             new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 7, "负责人签字: ______________    日期: ____年__月__日    单位(盖章): ______________________",
              new_x="LMARGIN", new_y="NEXT")

@@ -20,10 +20,13 @@ from cspon_rs.errors import ConfigError
 __all__ = [
     "RESULT_ZH",
     "STATUS_ZH",
+    "UNCONFIGURED_NAME",
     "ExportField",
     "ExportSchema",
+    "county_name",
     "load_export_schema",
     "local_time_text",
+    "zh_date",
 ]
 
 #: Warning lifecycle states as bureaus say them.
@@ -96,7 +99,8 @@ def load_export_schema(path: str | Path | None = None) -> ExportSchema:
 
 
 def local_time_text(value: Any, zone: ZoneInfo) -> str | None:
-    """A stored timestamp as ``YYYY-MM-DD HH:MM:SS+08:00`` in ``zone``; naive values are taken as UTC."""
+    """A stored timestamp as ``YYYY-MM-DD HH:MM`` in ``zone`` (the one time style of every output; the zone is
+    named in the headers and layer notes, never as an abbreviation like "CST"); naive values are taken as UTC."""
     if value is None or value != value:  # None, NaN, NaT
         return None
     if isinstance(value, str):
@@ -104,4 +108,20 @@ def local_time_text(value: Any, zone: ZoneInfo) -> str | None:
     if not isinstance(value, dt.datetime):
         return str(value)
     aware = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
-    return aware.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+    return aware.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def zh_date(value: dt.date | dt.datetime) -> str:
+    """A date in Chinese running text: ``2026年12月5日`` (tables and fields use ``2026-12-05``)."""
+    return f"{value.year}年{value.month}月{value.day}日"
+
+
+#: XZQMC of a county missing from ``county_names``.
+UNCONFIGURED_NAME = "未配置"
+
+
+def county_name(schema: ExportSchema, code: str | None) -> str:
+    """行政区名称 of a county code from the schema's ``county_names`` (6-digit prefix too), else ``未配置``."""
+    if not code:
+        return UNCONFIGURED_NAME
+    return schema.county_names.get(code) or schema.county_names.get(code[:6]) or UNCONFIGURED_NAME

@@ -56,6 +56,7 @@ def create_user(
     *,
     county_code: str | None = None,
     team: str | None = None,
+    display_name: str | None = None,
 ) -> tuple[ApiUser, str]:
     """Create a user and a fresh random token.
 
@@ -65,6 +66,7 @@ def create_user(
         role: One of ``bureau``, ``field``, ``researcher``, ``admin``.
         county_code: Region scope (6-digit county code); ``None`` (all counties) only for role ``admin``.
         team: Field team the user belongs to.
+        display_name: Name shown as 核查人 in lists, 图斑 layers and 核查表 (default: the user name).
 
     Returns:
         ``(user, token)`` -- the token is shown once and only its hash is stored.
@@ -86,7 +88,8 @@ def create_user(
     if session.scalar(select(ApiUser.id).where(ApiUser.name == name)) is not None:
         raise ConflictError(f"user {name!r} already exists")
     token = secrets.token_urlsafe(32)
-    user = ApiUser(name=name, role=role, county_code=county_code, team=team, token_hash=hash_token(token))
+    user = ApiUser(name=name, role=role, county_code=county_code, team=team, token_hash=hash_token(token),
+                   display_name=(display_name or "").strip()[:100] or None)
     session.add(user)
     session.commit()
     session.refresh(user)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import shapely
 from shapely import wkt as shapely_wkt
@@ -496,7 +496,7 @@ def desk_labels(
     )
     if period is not None:
         query = query.where(WarningRecord.period == period)
-    pairs = [(cast(WarningRecord, r[0]), cast(TriageDecision, r[1])) for r in session.execute(query)]
+    pairs = [(r[0], r[1]) for r in session.execute(query)]
     patches: dict[tuple[str, str, str], Patch] = {}
     ids = [record.id for record, _ in pairs]
     for start in range(0, len(ids), 500):

@@ -26,8 +26,17 @@ def _pdf_bytes() -> bytes:
 @pytest.fixture(scope="module")
 def case_setup(server: Server) -> dict[str, Any]:
     ids = seed_warnings(server.db_url, COUNTY, PERIOD, 2, lon0=113.30, lat0=23.10, seed=31)
-    return {"ids": ids, "bureau": add_user(server.db_url, "case-bureau", "bureau", COUNTY),
-            "field": add_user(server.db_url, "case-field", "field", COUNTY, "team-case")}
+    from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
+    from cspon_rs.store.api_crud import create_user
+
+    engine = make_engine(server.db_url)
+    try:  # a field user with a display name (users add --display-name): 核查人 in the outputs
+        with session_scope(make_sessionmaker(engine)) as session:
+            field = create_user(session, "case-field", "field", county_code=COUNTY, team="team-case",
+                                display_name="张三")[1]
+    finally:
+        engine.dispose()
+    return {"ids": ids, "bureau": add_user(server.db_url, "case-bureau", "bureau", COUNTY), "field": field}
 
 
 def test_case_steps_with_document_show_in_the_xlsx(server: Server, case_setup: dict[str, Any]) -> None:
@@ -88,3 +97,4 @@ def test_case_steps_with_document_show_in_the_xlsx(server: Server, case_setup: d
         assert value["用地主体"] == "某某建材有限公司" and value["违法类型"] == "未批先建"
         assert value["整改状态"] == "已整改" and value["建设状态"] == "已建成" and value["材料数"] == 1
         assert value["整改/处理记录"] == "2025-04-02 立案（立案决定书）；2025-05-10 拆除"
+        assert value["核查人"] == "张三"  # the display name, not the login name

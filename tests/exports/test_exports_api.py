@@ -63,7 +63,7 @@ def test_tuban_shapefile_zip_gpkg_and_report(served: dict[str, object], tmp_path
         archive.extractall(tmp_path / "shp")
         back = pyogrio.read_dataframe(tmp_path / "shp" / next(n for n in names if n.endswith(".shp")))
         assert sorted(back["TBBH"]) == [i for i in served["ids"] if i in set(back["TBBH"])] and len(back) == 5
-        assert "未批先建" in set(back["BHLX"])
+        assert "未批先建" in set(back["YJLX"]) and "新增建设用地" in set(back["BHLX"])
         gpkg = c.get("/exports/tuban.gpkg", params={**params, "gpkg_version": "1.3"})
         assert gpkg.status_code == 200
         (tmp_path / "t.gpkg").write_bytes(gpkg.content)

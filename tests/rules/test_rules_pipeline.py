@@ -184,7 +184,7 @@ def test_warn_without_permits_makes_every_patch_built_before_approval(inputs: di
     assert "no permit layer given" in " ".join(done.stdout.split()) and "4 warnings" in done.stdout
     shp = tmp_path / "cli" / "tuban" / "tuban_510000_2025Q3.shp"
     assert shp.with_suffix(".cpg").read_text() == "GBK"
-    assert set(pyogrio.read_dataframe(shp)["BHLX"]) == {"未批先建"}
+    assert set(pyogrio.read_dataframe(shp)["YJLX"]) == {"未批先建"}  # BHLX holds the land-change type
     db = f"sqlite:///{tmp_path / 'cli' / 'warnings.sqlite'}"
     done = _cli("export", "--db", db, "--period", "2025Q3", "--county", "510000", "--out", str(tmp_path / "exp"),
                 "--format", "xlsx,csv,shp,tuban-gpkg", "--gpkg-version", "1.3")
