@@ -198,6 +198,8 @@ def register(app: typer.Typer) -> None:
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "command-line option")) from exc
         result = train(cfg, out_dir=out, resume=resume, init_from=init_from, max_epochs=max_epochs, pack=pack)
+        if not result.main_process:  # torchrun: process 0 reports
+            return
         typer.echo(
             f"best epoch {result.best_epoch} (validation score {result.best_score:.4f}), "
             f"threshold {result.threshold:.2f}"

@@ -233,7 +233,13 @@ class OptimConfig(StrictModel):
     )
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes drawing batches (0: in-process).")
     max_minutes: float | None = Field(
-        None, gt=0, description="Stop after the epoch that passes this wall-clock budget (minutes)."
+        None,
+        gt=0,
+        description="Wall-clock budget (minutes, from the start of the run, data loading included): training "
+        "stops at the first step past it, then validates and saves.",
+    )
+    patience: int | None = Field(
+        None, gt=0, description="Early stopping: stop after this many epochs without a better validation score."
     )
 
 

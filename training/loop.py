@@ -46,8 +46,16 @@ from cspon_rs.training.datasets import (
     load_split,
     sample_batch,
 )
+from cspon_rs.training.distributed import (
+    agree,
+    barrier,
+    broadcast_float,
+    init_distributed,
+    mean_over_processes,
+)
 from cspon_rs.training.evaluate import evaluate_pairs, model_proba, select_threshold
 from cspon_rs.training.provenance import atomic_write_text, make_readable, run_provenance
+from cspon_rs.training.runlog import RunLogger
 from cspon_rs.training.synthetic import SyntheticSampler, extract_instances, load_host_images
 
 __all__ = ["THRESHOLD_GRID", "TrainResult", "change_loss", "export_best", "score_parent", "seed_everything", "train"]
@@ -72,6 +80,7 @@ class TrainResult:
     test_metrics: dict[str, Any] = field(default_factory=dict)
     card: ModelCard | None = None
     parent_val: dict[str, Any] = field(default_factory=dict)
+    main_process: bool = True  # False in the other processes of a torchrun run (they report nothing)
 
     @property
     def worse_than_parent(self) -> bool | None:
@@ -381,12 +390,23 @@ def train(
         CheckpointError: ``resume`` without ``last.pt``, or a ``last.pt`` from a different config.
         LabelError, MissingFileError, GridMismatchError: Bad training data.
     """
+    t_start = time.time()  # the wall-clock budget (optim.max_minutes) counts from here, data loading included
     opt_cfg = config.optim
     out = Path(out_dir) if out_dir is not None else config.output.dir
     out.mkdir(parents=True, exist_ok=True)
     if opt_cfg.num_threads:
         torch.set_num_threads(opt_cfg.num_threads)
     device = _device(config)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    if world > 1 and opt_cfg.batch_size % world:
+        raise ConfigError(
+            f"optim.batch_size {opt_cfg.batch_size} must be a multiple of the {world} processes "
+            "(each trains on an equal share of every batch)"
+        )
+    ctx = init_distributed(device.type)  # torchrun: one process per GPU (NCCL) or per CPU share (gloo)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    progress = progress and ctx.main
     use_amp = device.type == "cuda" and opt_cfg.amp
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -513,7 +533,8 @@ def train(
         parent_val = dict(state.get("parent_val") or {})
 
     end_epoch = opt_cfg.epochs if max_epochs is None else min(opt_cfg.epochs, max_epochs)
-    t_start = time.time()
+    stopped = ""
+    logger = RunLogger(out, enabled=ctx.main)
     for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
         torch.manual_seed(opt_cfg.seed * 100_003 + epoch)
@@ -521,6 +542,11 @@ def train(
         if opt_cfg.freeze_encoder_bn:
             _freeze_bn(model)
         _set_encoder_trainable(model, epoch >= opt_cfg.warmup_epochs)
+        net: nn.Module = model
+        if ctx.enabled:  # wrapped per epoch: the trainable parameters change after the warm-up
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.local_rank] if device.type == "cuda" else None
+            )
         losses = []
         batches = _BatchSource(train_pairs, config, card, synthetic, epoch, steps_per_epoch)
         loader = torch.utils.data.DataLoader(
@@ -531,14 +557,17 @@ def train(
             worker_init_fn=_worker_init,
         )
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opt_cfg.epochs}", disable=not progress, leave=False)
-        for step, (ta, tb, tl, tv) in enumerate(bar):
+        for step, batch in enumerate(bar):
+            if ctx.enabled:  # the same batch as one process would draw; this process's share of it
+                batch = [t[ctx.rank :: ctx.world] for t in batch]
+            ta, tb, tl, tv = batch
             ta, tb = ta.to(device, non_blocking=True), tb.to(device, non_blocking=True)
             tl, tv = tl.to(device, non_blocking=True), tv.to(device, non_blocking=True)
             if use_amp:
                 ta = ta.contiguous(memory_format=torch.channels_last)
                 tb = tb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=device.type, enabled=use_amp):
-                logits = model(ta, tb)
+                logits = net(ta, tb)
             loss = change_loss(logits, tl, tv, dice_weight=opt_cfg.dice_weight, pos_weight=opt_cfg.pos_weight)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -553,25 +582,30 @@ def train(
             scheduler.step()
             losses.append(float(loss.item()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            over = opt_cfg.max_minutes is not None and time.time() - t_start > 60 * opt_cfg.max_minutes
+            if agree(ctx, over, device):  # wall clock: stop inside the epoch, then validate and save
+                stopped = f"time budget of {opt_cfg.max_minutes} min used at step {step + 1}/{steps_per_epoch}"
+                break
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
+            "train_loss": mean_over_processes(ctx, float(np.mean(losses)), device),
             "lr": float(optimizer.param_groups[0]["lr"]),
+            "steps": len(losses),
         }
         model.eval()
-        if val_pairs:
+        thr, score = 0.5, -record["train_loss"]
+        if val_pairs and ctx.main:
             figures, probs = _val_score(model, card, val_pairs, device, opt_cfg.select_on)
             score, thr, mean_f1 = figures.pop("score"), figures["val_threshold"], figures["val_f1_mean_pairs"]
             record.update(figures)
-        else:
-            thr, score = 0.5, -record["train_loss"]
+        score = broadcast_float(ctx, score, device)  # every process takes the same decisions
         record["seconds"] = round(time.time() - t0, 2)
         history.append(record)
         improved = score > best_score
         if improved:
             best_score, best_epoch = score, epoch + 1
             card = card.model_copy(update={"threshold": float(thr)})
-            if val_pairs:
+            if val_pairs and ctx.main:
                 val_m = evaluate_pairs(probs, val_pairs, threshold=thr)
                 card.metrics = {
                     "val": {
@@ -603,34 +637,43 @@ def train(
             "config": _config_fingerprint(config),
             "parent_val": parent_val,
         }
-        _atomic_torch_save(state, last_path)
-        if improved:
-            _atomic_torch_save(state, best_state_path)
-            _save_checkpoint(model, card, best_stem, half=config.output.half_precision_export)
-        _atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")
-        _plot_curves(history, out / "curves.png")
-        if progress:
+        if opt_cfg.patience is not None and not stopped and epoch + 1 - best_epoch >= opt_cfg.patience:
+            stopped = f"early stopping: no better validation score for {opt_cfg.patience} epochs"
+        if stopped:
+            record["stopped"] = stopped
+        if ctx.main:
+            _atomic_torch_save(state, last_path)
+            if improved:
+                _atomic_torch_save(state, best_state_path)
+                _save_checkpoint(model, card, best_stem, half=config.output.half_precision_export)
+            _atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")
+            _plot_curves(history, out / "curves.png")
+            logger.log(record)
+        barrier(ctx)
+        if progress and ctx.main:
             msg = f"epoch {epoch + 1}: loss {record['train_loss']:.4f}"
             if val_pairs:
                 msg += f", val F1 {record['val_f1']:.3f} (@0.5) / {record['val_f1_best']:.3f} (@{thr:.2f})"
             tqdm.write(msg + f" [{record['seconds']:.0f} s]" + (" *" if improved else ""))
-        if opt_cfg.max_minutes is not None and time.time() - t_start > 60 * opt_cfg.max_minutes:
-            if progress:
-                tqdm.write(f"stopping after epoch {epoch + 1}: time budget of {opt_cfg.max_minutes} min used")
+            if stopped:
+                tqdm.write(f"stopping after epoch {epoch + 1}: {stopped}")
+        if stopped:
             end_epoch = epoch + 1
             break
+    logger.close()
 
     if best_epoch < 0:
         raise TrainingError(f"{out}: no epoch finished")
     best = load_checkpoint(best_stem, device=device)
     card = best.card
     test_metrics: dict[str, Any] = {}
-    if test_pairs and (end_epoch == opt_cfg.epochs or opt_cfg.max_minutes is not None):
+    if ctx.main and test_pairs and (end_epoch == opt_cfg.epochs or opt_cfg.max_minutes is not None or stopped):
         probs = [model_proba(best.model, card, p.before, p.after, device) for p in test_pairs]
         m = evaluate_pairs(probs, test_pairs, threshold=card.threshold)
         test_metrics = {"pairs": [p.id for p in test_pairs], "threshold": card.threshold, **m.as_dict()}
         card.metrics = {**card.metrics, "test": test_metrics}
         _save_checkpoint(best.model, card, best_stem, half=config.output.half_precision_export)
+    barrier(ctx)
     return TrainResult(
         out_dir=out,
         checkpoint=best_stem.with_suffix(".safetensors"),
@@ -643,6 +686,7 @@ def train(
         test_metrics=test_metrics,
         card=card,
         parent_val=parent_val,
+        main_process=ctx.main,
     )
 
 

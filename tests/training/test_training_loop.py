@@ -37,7 +37,9 @@ def test_cli_train_levir_end_to_end(levir_config: Path, tmp_path: Path) -> None:
     ev = tmp_path / "eval"
     data = str(levir_config.parent / "levir")
     result = CliRunner().invoke(
-        cli_app(), ["evaluate", "--checkpoint", str(out / "best.safetensors"), "--data", data, "--out", str(ev)]
+        cli_app(),
+        ["evaluate", "--checkpoint", str(out / "best.safetensors"), "--data", data, "--out", str(ev),
+         "--pixel-size", "0.5"],  # LEVIR PNGs carry no georeference
     )
     assert result.exit_code == 0, result.output
     report = json.loads((ev / "report.json").read_text())
@@ -56,6 +58,8 @@ def test_cli_train_levir_end_to_end(levir_config: Path, tmp_path: Path) -> None:
             str(tmp_path / "ev_spec"),
             "--ids",
             "pair_0,pair_1",
+            "--pixel-size",
+            "0.5",
         ],
     )
     assert result.exit_code == 0, result.output
