@@ -11,7 +11,7 @@ from cspon_rs.errors import NotFoundError
 from cspon_rs.store.api_models import Job, Scene
 from cspon_rs.store.models import Patch, WarningRecord
 
-__all__ = ["chip_for_warning", "scenes_for_warning"]
+__all__ = ["chip_fingerprint", "chip_for_warning", "scenes_for_warning"]
 
 
 def _jobs_for(session: Session, record: WarningRecord) -> list[Job]:
@@ -49,11 +49,26 @@ def scenes_for_warning(session: Session, record: WarningRecord) -> tuple[str, st
     raise NotFoundError(f"warning {record.id}: no scene pair is known for it, so there is no image chip")
 
 
+def chip_fingerprint(record: WarningRecord, scenes: tuple[str, str] | None = None) -> str:
+    """Hash of everything a chip shows (id, category, area, confidence, dates, outline, scenes): a chip on
+    disk with the same fingerprint is reused; assigning or verifying the warning does not change it."""
+    import hashlib
+    import json
+
+    shown = [record.id, record.category, round(record.area_m2 or 0.0, 2), round(record.area_mu or 0.0, 4),
+             None if record.confidence is None else round(record.confidence, 4),
+             record.t1.isoformat() if record.t1 else None, record.t2.isoformat() if record.t2 else None,
+             record.geometry_wkt, list(scenes) if scenes else None]
+    return hashlib.sha256(json.dumps(shown, ensure_ascii=False).encode()).hexdigest()
+
+
 def chip_for_warning(session: Session, record: WarningRecord, cache_dir: Path) -> Path:
-    """PNG with the before and after panels of the warning (outline in red).
+    """PNG with the before and after panels of the warning, drawn from the stored warning (dates, category,
+    area, confidence) by the same :func:`cspon_rs.exports.chips.write_chips` as the demo and ``warn`` chips.
 
     Uses the chip the warning pipeline wrote for the job (``<job>/warn/chips/<id>.png``) when there is one;
-    otherwise renders it with :func:`cspon_rs.exports.chips.write_chips` into ``cache_dir`` (per version).
+    otherwise renders it into ``cache_dir/<id>_<fingerprint>/`` and reuses it while the warning shows the
+    same things (:func:`chip_fingerprint`).
 
     Raises:
         NotFoundError: No scenes are known for the warning, the files are gone, or it lies outside them.
@@ -64,24 +79,20 @@ def chip_for_warning(session: Session, record: WarningRecord, cache_dir: Path) -
             written = Path(out_dir) / "warn" / "chips" / f"{record.id}.png"
             if written.is_file():
                 return written
+    before, after = scenes_for_warning(session, record)
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in record.id)
-    folder = cache_dir / f"{safe}_v{record.version}"
+    folder = cache_dir / f"{safe}_{chip_fingerprint(record, (before, after))[:16]}"
     cached = sorted(folder.glob("*.png")) if folder.is_dir() else []
     if cached:
         return cached[0]
-    before, after = scenes_for_warning(session, record)
     for path in (before, after):
         if not Path(path).is_file():
             raise NotFoundError(f"warning {record.id}: scene {path} is no longer on the server")
 
-    import geopandas as gpd
-    from shapely import wkt as shapely_wkt
-
     from cspon_rs.exports.chips import write_chips
+    from cspon_rs.store.crud import warnings_frame
 
-    frame = gpd.GeoDataFrame(
-        {"warning_id": [record.id]}, geometry=[shapely_wkt.loads(record.geometry_wkt)], crs=4326
-    )
+    frame = warnings_frame([record])  # id, category, area m²/亩, confidence, t1/t2 as stored
     written_chips = write_chips(frame, before, after, folder, progress=False)
     if record.id not in written_chips:
         raise NotFoundError(f"warning {record.id}: it lies outside its scenes, no chip")

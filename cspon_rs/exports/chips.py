@@ -25,6 +25,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 from pyproj import CRS, Transformer
 from rasterio.windows import Window, from_bounds
 from shapely.geometry.base import BaseGeometry
@@ -37,7 +38,7 @@ from cspon_rs.geo.raster import aligned_pair
 from cspon_rs.geo.stretch import common_stretch
 from cspon_rs.rules.config import CATEGORY_ZH
 
-__all__ = ["CHANGE_RGB", "PERMIT_RGB", "nice_length", "stretch_pair", "write_chips"]
+__all__ = ["CHANGE_RGB", "PERMIT_RGB", "chip_metadata", "nice_length", "stretch_pair", "write_chips"]
 
 #: Outline colour of the change patch (solid).
 CHANGE_RGB = (255, 40, 40)
@@ -258,13 +259,41 @@ def write_chips(
             fd, tmp_name = tempfile.mkstemp(prefix=".chip.", suffix=".png", dir=out)
             os.close(fd)
             try:
-                canvas.save(tmp_name, format="PNG")
+                canvas.save(tmp_name, format="PNG", pnginfo=_png_info(chip_metadata(warning_id, row)))
                 publish(Path(tmp_name), target)
             finally:
                 if os.path.exists(tmp_name):
                     os.unlink(tmp_name)
             written[str(warning_id)] = target
     return written
+
+
+def chip_metadata(warning_id: Any, row: Any) -> dict[str, str]:
+    """What a chip shows, as PNG text chunks (``tEXt``/``iTXt``): id, category, dates, area, confidence."""
+    category = str(_row_value(row, "category") or "")
+    area, area_mu, confidence = (_row_value(row, k) for k in ("area_m2", "area_mu", "confidence"))
+    meta = {
+        "warning_id": str(warning_id), "category": category, "category_zh": CATEGORY_ZH.get(category, category),
+        "t1": _date_text(_row_value(row, "t1")), "t2": _date_text(_row_value(row, "t2")),
+        "Software": "cspon-rs",
+    }
+    if area is not None and not pd_isna(area):
+        meta["area_m2"] = f"{float(area):.2f}"
+        mu = float(area_mu) if area_mu is not None and not pd_isna(area_mu) else float(area) / (10000 / 15)
+        meta["area_mu"] = f"{mu:.4f}"
+    if confidence is not None and not pd_isna(confidence):
+        meta["confidence"] = f"{float(confidence):.4f}"
+    return meta
+
+
+def _png_info(meta: dict[str, str]) -> PngInfo:
+    info = PngInfo()
+    for key, value in meta.items():
+        if value.isascii():
+            info.add_text(key, value)
+        else:
+            info.add_itxt(key, value)
+    return info
 
 
 def _compose(panels: list[Image.Image], size: tuple[int, int], warning_id: Any, row: Any,
