@@ -4,12 +4,13 @@
  * IndexedDB and the Cache Storage "cspon-tiles-v1", and reads it from there when offline. */
 "use strict";
 
-var SHELL = "cspon-shell-v1";
+var SHELL = "cspon-shell-v2";
 var FILES = [
   "/field",
   "/static/css/app.css",
   "/static/js/common.js",
   "/static/js/offline.js",
+  "/static/js/photos.js",
   "/static/js/field.js",
   "/static/manifest.webmanifest",
   "/static/favicon.svg",

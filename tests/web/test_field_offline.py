@@ -17,6 +17,7 @@ pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 120_000
 FAST_CLOCK = "2031-01-05T16:00:00+08:00"  # a phone clock years ahead: the server refuses it as recorded_at
+PER_TARGET_BYTES = 600_000  # issue 24: offline download <= 0.6 MB per target at the default zooms
 LEGACY_NOTES = "旧版 old app\n[设备时间 device time 2026-01-05T08:00:00.000Z; 定位 position 114.1,22.3 ±9 m]"
 
 
@@ -76,9 +77,22 @@ def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
         page.wait_for_selector("body[data-sw='active']")
         open_ids = {t["id"] for t in _open_targets(seeded, 3)}
         page.click("#download")
+        # a size and time estimate first (a few tiles and a chip fetched to measure them), then the download
+        page.wait_for_selector("body[data-estimate-bytes]")
+        estimate = int(page.get_attribute("body", "data-estimate-bytes"))
+        shown = page.inner_text("#download-estimate")
+        assert "预计" in shown and "3G" in shown and "MB" in shown, shown
+        page.click("#download-go")
         page.wait_for_selector("body[data-downloaded]")
         n_tiles = int(page.get_attribute("body", "data-downloaded"))
-        assert n_tiles > 10, page.inner_text("#download-status")
+        got = int(page.get_attribute("body", "data-downloaded-bytes"))
+        per_target = got / len(open_ids)
+        print(f"\noffline download: {got / 1e6:.2f} MB for {len(open_ids)} targets, {per_target / 1e6:.2f} MB per "
+              f"target (target <= {PER_TARGET_BYTES / 1e6:.1f} MB); estimate {estimate / 1e6:.2f} MB "
+              f"({(estimate - got) / got:+.0%}, allowed +-20 %)")
+        assert abs(estimate - got) <= 0.2 * got
+        assert per_target <= PER_TARGET_BYTES
+        assert n_tiles >= 2 * len(open_ids), page.inner_text("#download-status")  # both dates at every stop
         assert "已下载" in page.inner_text("#download-status")
 
         # ---- airplane mode: the page itself comes from the service worker, the data from the phone
@@ -89,7 +103,7 @@ def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
         assert not page.locator("#login").is_visible()
         cards = page.locator("#targets li.target")
         assert {cards.nth(i).get_attribute("data-id") for i in range(cards.count())} == open_ids
-        page.wait_for_function("() => document.querySelectorAll('.tiles-after img.leaflet-tile-loaded').length >= 1")
+        page.wait_for_function("() => document.querySelectorAll('.tiles-after .leaflet-tile-loaded').length >= 1")
         page.wait_for_function("() => document.querySelectorAll('path.target-poly').length >= 2")
         page.wait_for_function("() => Array.from(document.querySelectorAll('#targets img.chip-img'))"
                                ".filter(i => i.complete && i.naturalWidth > 0).length >= 2")
@@ -123,6 +137,10 @@ def test_patrol_in_airplane_mode_then_sync_with_a_conflict(
             photos: []})""", [c_id, c_version, LEGACY_NOTES, FAST_CLOCK])
         page.reload()
         page.wait_for_selector("body[data-loaded='1'][data-queue='3']")
+        # the queue shows each check's age, and warns about the one unsent for more than a day
+        assert "分钟前" in page.inner_text("#queue-list")
+        assert page.get_attribute("body", "data-stale") == "1"
+        assert "超过1天未发送" in page.inner_text("#queue-warning")
         page.screenshot(path=str(shots / "field_queue.png"))
         with seeded.db() as con:
             assert con.execute("SELECT status FROM warnings WHERE id=?", (a,)).fetchone()[0] == "assigned"

@@ -7,11 +7,13 @@
   var C = Cspon, O = CsponOffline, h = C.h;
   var state = {
     user: null, targets: [], details: {}, tiles: null, here: null, start: null, routeLength: null,
-    queue: [], setAside: 0, syncing: false, fromCache: false
+    queue: [], setAside: 0, syncing: false, fromCache: false, track: [], recording: false, selected: null
   };
-  /** Zoom levels stored around each target: native - 2 .. native + 1 (native first, so a capped download
-   * still covers every stop); the whole route's box at native - 5 .. - 3. */
-  var NEAR_ZOOMS_BY_PRIORITY = [0, 1, -1, -2], ROUTE_ZOOMS = [-5, -4, -3];
+  /** Zoom levels stored around each target: native .. native - 2 (native first, so a capped download
+   * still covers every stop); the whole route's box at native - 5 .. - 3 (see tilePlan). */
+  var NEAR_ZOOMS_BY_PRIORITY = [0, -1, -2], ROUTE_ZOOMS = [-5, -4, -3];
+  /** Zooms offered offline beyond the native one (native tiles drawn enlarged, pixel for pixel). */
+  var OFFLINE_OVERZOOM = 3;
   var NEAR_BUFFER_DEG = 0.003, MAX_TILES = 3000;
 
   // ------------------------------------------------------------------------------------------ helpers
@@ -64,17 +66,55 @@
   var meLayer = L.layerGroup().addTo(map);
   var imagery = null, layerControl = null;
 
+  /** Leaflet layer of imagery tiles (WebP) that, where a tile is neither cached nor reachable, draws the
+   * enlarged part of the nearest cached coarser tile instead, so no grey gap shows at the zooms offered. */
+  function fieldTileLayer(template, options) {
+    var Layer = L.TileLayer.extend({
+      createTile: function (coords, done) {
+        var canvas = document.createElement("canvas");
+        canvas.width = canvas.height = 256;
+        canvas.setAttribute("role", "presentation");
+        function attempt(d) {
+          if (d > 8 || coords.z - d < 0) { canvas.classList.add("tile-missing"); done(new Error("no tile"), canvas); return; }
+          var f = Math.pow(2, d), x = Math.floor(coords.x / f), y = Math.floor(coords.y / f);
+          O.cachedBlob(C.tileUrl(template, coords.z - d, x, y)).then(function (blob) {
+            if (!blob) return attempt(d + 1);
+            return createImageBitmap(blob).then(function (bmp) {
+              var ctx = canvas.getContext("2d"), size = 256 / f;
+              ctx.imageSmoothingEnabled = false;
+              ctx.drawImage(bmp, (coords.x % f) * size, (coords.y % f) * size, size, size, 0, 0, 256, 256);
+              bmp.close();
+              if (d) canvas.dataset.from = String(coords.z - d);
+              done(null, canvas);
+            });
+          }).catch(function () { attempt(d + 1); });
+        }
+        attempt(0);
+        return canvas;
+      }
+    });
+    return new Layer(template, options);
+  }
+
   function setTiles(index) {
     if (!index || !index.layers || !index.layers.after) return;
     if (imagery) return;
     var bounds = L.latLngBounds(index.bounds);
+    var plan = index.offline || null;
     function layer(name) {
       var info = index.layers[name];
-      return C.tileLayer(info.url, { bounds: bounds, minNativeZoom: info.minzoom,
-        maxNativeZoom: info.max_native_zoom + 1, maxZoom: 21, className: "imagery-tiles tiles-" + name });
+      return fieldTileLayer(webp(info.url), { bounds: bounds, minNativeZoom: info.minzoom,
+        maxNativeZoom: info.max_native_zoom, maxZoom: info.max_native_zoom + OFFLINE_OVERZOOM,
+        className: "imagery-tiles tiles-" + name });
     }
     imagery = { after: layer("after"), before: index.layers.before ? layer("before") : null };
     imagery.after.addTo(map);
+    if (plan && plan.zooms && (state.fromCache || !online())) {
+      // offline: only the zooms that were downloaded, inside the downloaded box
+      map.setMinZoom(plan.zooms[0]);
+      map.setMaxZoom(plan.zooms[1]);
+      if (plan.box) map.setMaxBounds(L.latLngBounds([[plan.box[1], plan.box[0]], [plan.box[3], plan.box[2]]]).pad(0.05));
+    }
     var base = {};
     base["后时相 after " + (index.layers.after.date || "")] = imagery.after;
     if (imagery.before) base["前时相 before " + (index.layers.before.date || "")] = imagery.before;
@@ -112,7 +152,80 @@
     }
   }
 
+  // ------------------------------------------------------------------------------------ navigation
+  /** Initial bearing in degrees clockwise from north from a to b ([lon, lat]). */
+  function bearing(a, b) {
+    var rad = Math.PI / 180, p1 = a[1] * rad, p2 = b[1] * rad, dl = (b[0] - a[0]) * rad;
+    var y = Math.sin(dl) * Math.cos(p2), x = Math.cos(p1) * Math.sin(p2) - Math.sin(p1) * Math.cos(p2) * Math.cos(dl);
+    return (Math.atan2(y, x) / rad + 360) % 360;
+  }
+
+  var COMPASS = ["北 N", "东北 NE", "东 E", "东南 SE", "南 S", "西南 SW", "西 W", "西北 NW"];
+
+  /** Distance and bearing from the phone to the selected target, with an arrow (works offline: GPS only).
+   * With a compass heading the arrow points relative to where the phone faces, else relative to north. */
+  function updateNav() {
+    var box = document.getElementById("nav");
+    var t = state.targets.filter(function (x) { return x.id === state.selected; })[0] ||
+      state.targets.filter(function (x) { return x.status === "assigned" && !queuedFor(x.id); })[0];
+    if (!t || !state.here) { box.hidden = true; return; }
+    box.hidden = false;
+    var here = [state.here.lon, state.here.lat], there = [t.centroid_lon, t.centroid_lat];
+    var d = distance(here, there), b = bearing(here, there);
+    var facing = state.here.compass;
+    var turn = typeof facing === "number" && isFinite(facing) ? (b - facing + 360) % 360 : b;
+    var arrow = document.getElementById("nav-arrow");
+    arrow.style.transform = "rotate(" + turn.toFixed(0) + "deg)";
+    arrow.dataset.bearing = b.toFixed(1);
+    document.getElementById("nav-text").textContent = (state.targets.indexOf(t) + 1) + " · " + t.id + " · " +
+      (d < 1000 ? Math.round(d) + " m" : (d / 1000).toFixed(2) + " km") + " · 方位 " + Math.round(b) + "° " +
+      COMPASS[Math.round(b / 45) % 8] + " (直线 straight line)" +
+      (typeof facing === "number" ? "" : " · 箭头以北为上 arrow: north up");
+    box.dataset.distance = String(Math.round(d));
+    box.dataset.target = t.id;
+  }
+
+  function select(id) { state.selected = id; updateNav(); }
+
+  // ------------------------------------------------------------------------------------ GPS track
+  /** Optional track recording during a patrol: every fix (≥ 5 m or ≥ 30 s from the last point) is kept on the
+   * phone (IndexedDB, survives reloads) and sent with each check saved while recording (GET .../track.gpx). */
+  function trackPoint(pos) {
+    if (!state.recording) return;
+    var last = state.track[state.track.length - 1];
+    var now = new Date().toISOString();
+    if (last && distance([last[0], last[1]], [pos.lon, pos.lat]) < 5 && Date.now() - new Date(last[2]).getTime() < 30000) return;
+    state.track.push([Number(pos.lon.toFixed(7)), Number(pos.lat.toFixed(7)), localIso(Date.now()) || now]);
+    O.put("track", { recording: true, points: state.track });
+    showTrack();
+  }
+
+  function trackLength() {
+    var m = 0;
+    for (var i = 1; i < state.track.length; i++) m += distance(state.track[i - 1], state.track[i]);
+    return m;
+  }
+
+  function showTrack() {
+    var button = document.getElementById("track");
+    button.setAttribute("aria-pressed", state.recording ? "true" : "false");
+    button.textContent = state.recording ? "停止轨迹 stop track (" + state.track.length + " 点 points, " +
+      (trackLength() / 1000).toFixed(2) + " km)" : "记录轨迹 record track";
+    document.body.dataset.trackPoints = String(state.track.length);
+  }
+
+  function toggleTrack() {
+    state.recording = !state.recording;
+    if (state.recording) {
+      state.track = [];
+      if (state.here) trackPoint(state.here);
+    }
+    O.put("track", { recording: state.recording, points: state.track });
+    showTrack();
+  }
+
   function focusCard(id) {
+    select(id);
     var card = document.querySelector("#targets li.target[data-id='" + CSS.escape(id) + "']");
     if (card) card.scrollIntoView({ block: "start", behavior: "smooth" });
   }
@@ -134,6 +247,8 @@
         heading: (p.coords.heading === null || isNaN(p.coords.heading)) ? (state.here && state.here.compass) : p.coords.heading,
         compass: state.here && state.here.compass, at: new Date(p.timestamp).toISOString() };
       showMe(state.here);
+      trackPoint(state.here);
+      updateNav();
       if (first) document.body.dataset.located = "1";
     }, function () { /* no position: the route starts at the highest-priority target */ },
     { enableHighAccuracy: true, maximumAge: 10000, timeout: 30000 });
@@ -142,6 +257,7 @@
       if (ev.alpha === null || ev.alpha === undefined) return;
       var heading = (360 - ev.alpha) % 360;
       if (state.here) { state.here.compass = heading; if (state.here.heading === undefined || state.here.heading === null) state.here.heading = heading; }
+      updateNav();
     });
   }
 
@@ -173,12 +289,61 @@
     return fig;
   }
 
-  function photoField() {
-    return h("label", {}, "照片 photos ", h("input", { type: "file", name: "photos", accept: "image/jpeg,image/png",
-      multiple: true, capture: "environment" }));
+  /** Photo picker with thumbnails and removal: each picked file is downscaled (long edge 2048 px, JPEG, EXIF
+   * kept; CsponPhotos) and hashed on the phone, the same photo picked twice is kept once, and the phone's fix
+   * and compass at that moment go with it (the server uses them where the file has no EXIF GPS/direction). */
+  function photoField(t) {
+    var id = "photos-" + t.id.replace(/[^0-9A-Za-z_-]/g, "_");
+    var input = h("input", { type: "file", name: "photos", id: id, accept: "image/jpeg,image/png", multiple: true,
+      capture: "environment" });
+    var thumbs = h("ul", { class: "thumbs", "aria-label": "照片 photos" });
+    var total = h("p", { class: "muted photo-total", role: "status" });
+    var box = h("div", { class: "photo-field" }, h("label", { for: id }, "照片 photos"), input, thumbs, total);
+    var picked = [];
+    box.picked = picked;
+    box.pending = Promise.resolve();
+    function render() {
+      C.clear(thumbs);
+      picked.forEach(function (p, i) {
+        var img = h("img", { class: "thumb-img", alt: p.name });
+        img.src = URL.createObjectURL(p.blob);
+        var remove = h("button", { type: "button", class: "link-btn remove-photo", "aria-label": "移除 remove " + p.name },
+          "移除 remove");
+        remove.addEventListener("click", function () { picked.splice(i, 1); render(); });
+        thumbs.appendChild(h("li", { class: "thumb", dataset: { hash: p.hash || "" } }, img,
+          h("span", { class: "thumb-cap" }, p.width + "×" + p.height + " · " + Math.round(p.size / 1024) + " KB" +
+            (p.exif ? " · EXIF" : "")), remove));
+      });
+      var bytes = picked.reduce(function (s, p) { return s + p.size; }, 0);
+      total.textContent = picked.length ? picked.length + " 张 photos · " + (bytes / 1048576).toFixed(2) + " MB" : "";
+      box.dataset.count = String(picked.length);
+      box.dataset.bytes = String(bytes);
+    }
+    input.addEventListener("change", function () {
+      var files = Array.prototype.slice.call(input.files || []);
+      input.value = "";
+      box.dataset.busy = "1";
+      box.pending = files.reduce(function (chain, f) {
+        return chain.then(function () {
+          return CsponPhotos.prepare(f, { original: !!state.photoOriginals }).then(function (p) {
+            if (p.hash && picked.some(function (q) { return q.hash === p.hash; })) {
+              C.toast("同一照片已添加 photo already added: " + f.name, "error");
+              return;
+            }
+            p.last_modified = new Date(f.lastModified).toISOString();
+            if (state.here) p.capture = { lon: state.here.lon, lat: state.here.lat, heading: state.here.heading };
+            picked.push(p);
+          }, function (err) { C.toast("照片无法处理 cannot read photo " + f.name + ": " + err.message, "error"); });
+        });
+      }, box.pending).then(function () { delete box.dataset.busy; render(); });
+    });
+    render();
+    return box;
   }
 
   function verifyForm(t, card) {
+    var safe = t.id.replace(/[^0-9A-Za-z_-]/g, "_");
+    var photos = photoField(t);
     var gps = h("input", { type: "text", name: "gps", placeholder: "经度,纬度 lon,lat (默认当前位置 default: here)",
       inputmode: "decimal", "aria-label": "GPS" });
     var message = h("p", { class: "error", role: "alert" });
@@ -189,16 +354,18 @@
           return h("label", {}, h("input", { type: "radio", name: "result", value: key, required: true,
             checked: i === 0 ? true : null }), C.RESULT[key]);
         })),
-      h("input", { type: "text", name: "actual_use", placeholder: "实际用途 actual use (e.g. 厂房)", maxlength: "128" }),
-      h("textarea", { name: "notes", rows: "3", placeholder: "现场情况 notes", maxlength: "9000" }),
-      photoField(),
+      h("label", { for: "use-" + safe }, "实际用途 actual use"),
+      h("input", { type: "text", name: "actual_use", id: "use-" + safe, placeholder: "e.g. 厂房", maxlength: "128" }),
+      h("label", { for: "notes-" + safe }, "备注 notes"),
+      h("textarea", { name: "notes", id: "notes-" + safe, rows: "3", placeholder: "现场情况", maxlength: "9000" }),
+      photos,
       h("div", { class: "gps-row" }, gps, h("button", { type: "button", class: "link-btn", onclick: function () { locate(gps); } },
         "定位 use my location")),
       message,
       h("button", { type: "submit" }, "保存核查 save"));
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      record(t, form, card, message, gps);
+      photos.pending.then(function () { record(t, form, card, message, gps, photos.picked); });
     });
     return form;
   }
@@ -212,17 +379,19 @@
   }
 
   /** Put a verification into the queue (IndexedDB), then send it when there is signal. */
-  function record(t, form, card, message, gps) {
+  function record(t, form, card, message, gps, picked) {
     var chosen = form.querySelector("input[name=result]:checked");
     var item = {
       warning_id: t.id, expected_version: t.version, result: chosen ? chosen.value : "",
       actual_use: form.elements.actual_use.value.trim(), notes: form.elements.notes.value.trim(),
       observed_at: new Date().toISOString(), recorded_at: localIso(Date.now()), created_at: new Date().toISOString(),
       state: "pending",
-      photos: Array.prototype.map.call(form.elements.photos.files, function (f) {
-        return { name: f.name, type: f.type, size: f.size, last_modified: new Date(f.lastModified).toISOString(), blob: f };
+      photos: picked.map(function (p) {
+        return { name: p.name, type: p.type, size: p.size, original_size: p.original_size, hash: p.hash,
+          last_modified: p.last_modified, blob: p.blob, capture: p.capture || null };
       })
     };
+    if (state.recording && state.track.length > 1) item.track = state.track.slice();
     if (gps.value.trim()) {
       var parts = gps.value.split(",").map(function (x) { return parseFloat(x); });
       if (parts.length !== 2 || parts.some(isNaN)) { message.textContent = "GPS 格式: 经度,纬度 lon,lat"; return; }
@@ -254,6 +423,8 @@
     var done = t.status !== "assigned";
     var box = h("li", { class: "target" + (done ? " done" : "") + (queued ? " queued" : ""), dataset: { id: t.id } },
       h("div", { class: "head" }, h("span", { class: "order" }, String(i + 1)),
+        h("button", { type: "button", class: "link-btn nav-btn", "aria-label": "指向 point to " + t.id,
+          onclick: function () { select(t.id); } }, "➤"),
         h("div", { class: "title" }, h("strong", {}, cat.zh), " ", h("span", { class: "muted" }, t.id)),
         h("span", { class: "badge status" }, C.STATUS[t.status] || t.status)),
       h("div", { class: "meta" },
@@ -283,7 +454,8 @@
     var open = state.targets.filter(function (t) { return t.status === "assigned" && !queuedFor(t.id); }).length;
     var total = state.routeLength || state.targets.reduce(function (s, t) { return s + (t.leg_m || 0); }, 0);
     document.getElementById("summary").textContent = C.today() + " · " + (state.user.team || "–") + " · " +
-      open + " / " + state.targets.length + " 待核查 open" + (total ? " · 路线 " + (total / 1000).toFixed(1) + " km" : "") +
+      open + " / " + state.targets.length + " 待核查 open" + (total ? " · 路线 " + (total / 1000).toFixed(1) + " km " + (state.alongRoads ? "(沿道路 along roads)" :
+        "(直线 straight lines)") : "") +
       (state.fromCache ? " · 离线数据 offline copy " + C.fmtTime(state.downloadedAt) : "");
   }
 
@@ -299,6 +471,7 @@
     if (!state.targets.length) list.appendChild(h("li", { class: "target muted" }, "今日无待核查目标 nothing assigned to your team"));
     updateSummary();
     drawTargets();
+    updateNav();
   }
 
   // ------------------------------------------------------------------------------------------- queue
@@ -321,7 +494,7 @@
         h("div", {}, h("strong", {}, q.warning_id), " · ", C.RESULT[q.result] || q.result,
           q.actual_use ? " · " + q.actual_use : "", q.photos.length ? " · " + q.photos.length + " 张照片 photos" : "",
           " ", h("span", { class: "badge qstate" }, label)),
-        h("div", { class: "muted" }, "记录于 recorded " + C.fmtTime(q.observed_at)));
+        h("div", { class: "muted qage" }, "记录于 recorded " + C.fmtTime(q.observed_at) + " · " + age(q.created_at || q.observed_at)));
       if (q.state === "conflict" && q.server) {
         row.appendChild(h("p", { class: "conflict-text" },
           "服务器上已被更新 changed on the server: " + (C.STATUS[q.server.status] || q.server.status) +
@@ -340,8 +513,26 @@
       list.appendChild(row);
     });
     if (state.setAside) list.appendChild(h("li", { class: "muted" }, "本机保留 kept on this phone, not sent: " + state.setAside));
+    var stale = state.queue.filter(function (q) {
+      return Date.now() - new Date(q.created_at || q.observed_at).getTime() > 86400000;
+    }).length;
+    var warn = document.getElementById("queue-warning");
+    warn.hidden = !stale;
+    warn.textContent = stale ? "⚠ " + stale + " 条核查超过1天未发送 unsent for more than a day: 请到有信号处同步 " +
+      "find signal and sync (手机可能清理离线数据 the phone may clear offline data)" : "";
+    document.body.dataset.stale = String(stale);
     document.body.dataset.queue = String(state.queue.length);
     document.body.dataset.conflicts = String(state.queue.filter(function (q) { return q.state === "conflict"; }).length);
+  }
+
+  /** "5 分钟前 5 min ago" style age of an ISO time. */
+  function age(iso) {
+    var ms = Date.now() - new Date(iso).getTime();
+    if (!isFinite(ms)) return "";
+    var min = Math.max(0, Math.round(ms / 60000));
+    if (min < 60) return min + " 分钟前 min ago";
+    if (min < 2880) return Math.round(min / 60) + " 小时前 h ago";
+    return Math.round(min / 1440) + " 天前 days ago";
   }
 
   function resubmit(q) {
@@ -391,6 +582,14 @@
     if (!q.drop_times && times.some(function (t) { return t; })) {
       times.forEach(function (t) { data.append("photo_times", t); });
     }
+    if (q.photos.some(function (p) { return p.capture; })) {
+      q.photos.forEach(function (p) {
+        var c = p.capture;
+        data.append("photo_capture", c && finite(c.lon) && finite(c.lat) ? JSON.stringify({ lon: c.lon, lat: c.lat,
+          heading: finite(c.heading) ? ((c.heading % 360) + 360) % 360 : null }) : "");
+      });
+    }
+    if (q.track && q.track.length > 1) data.append("track", JSON.stringify(q.track));
     q.photos.forEach(function (p) { data.append("photos", p.blob, p.name); });
     return data;
   }
@@ -477,7 +676,8 @@
       if (!state.user.team || items.length > 500) return { targets: routeOrder(items, start), start: start, routeLength: null };
       return C.api("patrols/" + encodeURIComponent(state.user.team) + "?limit=500&start_lon=" + start[0] +
         "&start_lat=" + start[1]).then(function (route) {
-        return { targets: route.stops, start: start, routeLength: route.length_m };
+        return { targets: route.stops, start: start, routeLength: route.length_m, alongRoads: !!route.along_roads,
+          photoMode: route.photo_mode || "downscaled" };
       });
     });
   }
@@ -486,6 +686,8 @@
     state.targets = got.targets || [];
     state.start = got.start || null;
     state.routeLength = got.routeLength || null;
+    state.alongRoads = !!got.alongRoads;
+    state.photoOriginals = got.photoMode === "original";
     state.fromCache = !!fromCache;
     state.downloadedAt = got.downloadedAt || state.downloadedAt || null;
   }
@@ -544,47 +746,62 @@
   // --------------------------------------------------------------------------------------- download
   function status(text) { document.getElementById("download-status").textContent = text; }
 
-  /** Fetch `urls` (tiles, chips) with the page's credentials into the Cache Storage, `limit` at a time. */
+  /** Fetch `urls` (tiles, chips) with the page's credentials into the Cache Storage, `limit` at a time;
+   * counts the bytes stored (cached copies included). */
   function store(urls, limit, progress) {
-    var i = 0, ok = 0, failed = 0;
+    var i = 0, ok = 0, failed = 0, bytes = 0;
     function worker() {
       if (i >= urls.length) return Promise.resolve();
       var url = urls[i++];
-      return O.cacheHas(url).then(function (has) {
-        if (has) { ok++; return; }
-        return C.api(url, { raw: true }).then(function (resp) { return O.cachePut(url, resp); })
-          .then(function () { ok++; }, function () { failed++; });
-      }).then(function () { progress(ok, failed); return worker(); });
+      return O.cachedSize(url).then(function (size) {
+        if (size !== null) { ok++; bytes += size; return; }
+        return fetchInto(url).then(function (n) { ok++; bytes += n; }, function () { failed++; });
+      }).then(function () { progress(ok, failed, bytes); return worker(); });
     }
     var workers = [];
     for (var k = 0; k < limit; k++) workers.push(worker());
-    return Promise.all(workers).then(function () { return { ok: ok, failed: failed }; });
+    return Promise.all(workers).then(function () { return { ok: ok, failed: failed, bytes: bytes }; });
   }
 
-  function tileUrls(index) {
+  /** Fetch one URL into the cache; resolves to its size in bytes. */
+  function fetchInto(url) {
+    return C.api(url, { raw: true }).then(function (resp) { return resp.blob(); }).then(function (blob) {
+      return O.cachePut(url, new Response(blob, { headers: { "Content-Type": blob.type } })).then(function () { return blob.size; });
+    });
+  }
+
+  /** Imagery URL template of a layer as WebP (a fifth of the PNG; masks and probability stay PNG). */
+  function webp(template) { return template.replace(/\.png$/, ".webp"); }
+
+  /** Zooms stored: around each target native, native - 1, native - 2 (deeper zooms draw the native tiles
+   * enlarged, pixel for pixel, so they are not downloaded); the whole route's box at native - 5 .. - 3, never
+   * below the coarsest zoom the service serves (minzoom). Returns {urls, zooms: [lo, hi], box}. */
+  function tilePlan(index) {
     var seen = {}, out = [];
     var layers = ["after", "before"].filter(function (n) { return index.layers[n]; });
-    if (!layers.length) return out;
-    var native = index.layers[layers[0]].max_native_zoom;
+    if (!layers.length) return { urls: out, zooms: null, box: null };
+    var info = index.layers[layers[0]];
+    var native = info.max_native_zoom, minzoom = info.minzoom || 0;
     var ib = index.bounds;  // [[s, w], [n, e]]
     function clip(b) {
-      return [Math.max(b[0], ib[0][1]), Math.max(b[1], ib[0][0]), Math.min(b[2], ib[1][1]), Math.min(b[3], ib[1][0])];
+      return ib ? [Math.max(b[0], ib[0][1]), Math.max(b[1], ib[0][0]), Math.min(b[2], ib[1][1]), Math.min(b[3], ib[1][0])] : b;
     }
+    var lo = Infinity;
     function add(bbox, zooms) {
       bbox = clip(bbox);
       if (bbox[0] > bbox[2] || bbox[1] > bbox[3]) return;
       zooms.forEach(function (dz) {
         var z = native + dz;
-        if (z < 0) return;
+        if (z < minzoom || z < 0) return;
+        lo = Math.min(lo, z);
         C.tilesFor(bbox, z).forEach(function (t) {
           layers.forEach(function (name) {
-            var url = C.tileUrl(index.layers[name].url, t.z, t.x, t.y);
+            var url = C.tileUrl(webp(index.layers[name].url), t.z, t.x, t.y);
             if (!seen[url] && out.length < MAX_TILES) { seen[url] = 1; out.push(url); }
           });
         });
       });
     }
-    // zoom by zoom (native first), every target at each: a capped download still covers every stop
     var boxes = state.targets.map(function (t) {
       var d = state.details[t.id];
       var b = d && d.geometry ? C.bboxOf(d.geometry) : [t.centroid_lon, t.centroid_lat, t.centroid_lon, t.centroid_lat];
@@ -595,16 +812,43 @@
     }, [Infinity, Infinity, -Infinity, -Infinity]);
     if (state.start) all = [Math.min(all[0], state.start[0]), Math.min(all[1], state.start[1]),
       Math.max(all[2], state.start[0]), Math.max(all[3], state.start[1])];
+    // the route box at its coarse zooms first, then zoom by zoom (native first) every target
     if (isFinite(all[0])) add(all, ROUTE_ZOOMS.slice().reverse());
+    if (lo === Infinity) add(all, [Math.max(minzoom, native - 2) - native]);  // coarse zooms not served
     NEAR_ZOOMS_BY_PRIORITY.forEach(function (dz) { boxes.forEach(function (b) { add(b, [dz]); }); });
-    return out;
+    return { urls: out, zooms: isFinite(lo) ? [lo, native + OFFLINE_OVERZOOM] : null, box: isFinite(all[0]) ? clip(all) : null };
   }
 
+  function mb(bytes) { return (bytes / 1048576).toFixed(2) + " MB"; }
+
+  /** Seconds to move `bytes` at `kbit` kbit/s, as "N s" / "N 分钟 min". */
+  function duration(bytes, kbit) {
+    var s = bytes * 8 / (kbit * 1000);
+    return s < 90 ? Math.max(1, Math.round(s)) + " s" : Math.round(s / 60) + " 分钟 min";
+  }
+
+  /** Average size of a few of `urls` (spread over the list), fetched into the cache as part of the download. */
+  function sampleSize(urls, n) {
+    if (!urls.length) return Promise.resolve(0);
+    var picks = [], step = Math.max(1, Math.floor(urls.length / n));
+    for (var i = 0; i < urls.length && picks.length < n; i += step) picks.push(urls[i]);
+    return Promise.all(picks.map(function (u) {
+      return O.cachedSize(u).then(function (size) { return size !== null ? size : fetchInto(u); }).catch(function () { return null; });
+    })).then(function (sizes) {
+      var got = sizes.filter(function (x) { return x !== null; });
+      return got.length ? got.reduce(function (a, b) { return a + b; }, 0) / got.length : 0;
+    });
+  }
+
+  /** Step 1 of "download my targets": the targets, their polygons and the tile index, then a size and time
+   * estimate (a few tiles and a chip are fetched to measure them) with a button to start step 2. */
   function download() {
     var button = document.getElementById("download");
     if (!online()) { status("离线，无法下载 offline: cannot download now"); return Promise.resolve(); }
+    persistStorage();
     button.disabled = true;
     delete document.body.dataset.downloaded;
+    delete document.body.dataset.estimateBytes;
     status("下载目标 downloading targets …");
     var details = {};
     return fetchTargets().then(function (got) {
@@ -626,31 +870,71 @@
       return key ? C.api("map/" + key.county_code + "/" + key.period + "/tiles").catch(function () { return null; }) : null;
     }).then(function (index) {
       state.tiles = index;
+      var plan = index ? tilePlan(index) : { urls: [], zooms: null, box: null };
       var chips = Object.keys(details).map(function (id) { return details[id].chip_urls.before_after; }).filter(Boolean);
-      return store(chips, 2, function (ok, failed) { status("切片 chips " + ok + " / " + chips.length + (failed ? " (" + failed + " ✗)" : "")); })
-        .then(function (chipRes) {
-          var tiles = index ? tileUrls(index) : [];
-          return store(tiles, 4, function (ok, failed) {
-            status("瓦片 tiles " + ok + " / " + tiles.length + (failed ? " (" + failed + " ✗)" : ""));
-          }).then(function (tileRes) { return { chips: chipRes, tiles: tileRes, nTiles: tiles.length }; });
-        });
-    }).then(function (res) {
-      state.downloadedAt = new Date().toISOString();
-      return Promise.all([
-        O.put("targets", { targets: state.targets, start: state.start, routeLength: state.routeLength,
-          downloadedAt: state.downloadedAt }),
-        O.put("details", state.details), O.put("tiles", state.tiles), O.put("user", state.user)
-      ]).then(function () { return res; });
-    }).then(function (res) {
-      status("已下载 downloaded " + C.fmtTime(state.downloadedAt) + ": " + state.targets.length + " 个目标 targets, " +
-        res.chips.ok + " 张切片 chips, " + res.tiles.ok + " / " + res.nTiles + " 个瓦片 tiles" +
-        (res.tiles.failed + res.chips.failed ? " (" + (res.tiles.failed + res.chips.failed) + " 失败 failed)" : ""));
-      setTiles(state.tiles);
-      renderTargets();
-      document.body.dataset.downloaded = String(res.tiles.ok);
+      status("估算大小 estimating size …");
+      return Promise.all([sampleSize(plan.urls, 8), sampleSize(chips, 1)]).then(function (avg) {
+        var json = JSON.stringify(details).length + JSON.stringify(state.targets).length;
+        var total = Math.round(avg[0] * plan.urls.length + avg[1] * chips.length + json);
+        showEstimate(plan, chips, total);
+      });
     }).catch(function (err) {
       status("下载失败 download failed: " + err.message);
     }).then(function () { button.disabled = false; });
+  }
+
+  function showEstimate(plan, chips, total) {
+    var n = state.targets.length;
+    var box = C.clear(document.getElementById("download-estimate"));
+    box.hidden = false;
+    var go = h("button", { type: "button", id: "download-go", class: "tool" }, "开始下载 start download");
+    var cancel = h("button", { type: "button", class: "link-btn" }, "取消 cancel");
+    go.addEventListener("click", function () { box.hidden = true; fetchAll(plan, chips, total); });
+    cancel.addEventListener("click", function () { box.hidden = true; status(""); });
+    box.appendChild(h("span", { id: "estimate-text" }, "预计 estimate: " + n + " 个目标 targets, " + plan.urls.length +
+      " 个瓦片 tiles" + (plan.zooms ? " (z" + plan.zooms[0] + "–" + (plan.zooms[1] - OFFLINE_OVERZOOM) + ")" : "") +
+      ", " + chips.length + " 张切片 chips ≈ " + mb(total) + (n ? " (" + mb(total / n) + " / 目标 target)" : "") +
+      "; 3G 400 kbit/s ≈ " + duration(total, 400) + ", 4G 5 Mbit/s ≈ " + duration(total, 5000)));
+    box.appendChild(go);
+    box.appendChild(cancel);
+    status("");
+    document.body.dataset.estimateBytes = String(total);
+  }
+
+  /** Step 2: chips and tiles into the Cache Storage, then the targets, polygons and tile plan into IndexedDB. */
+  function fetchAll(plan, chips, estimate) {
+    var button = document.getElementById("download");
+    button.disabled = true;
+    var started = Date.now();
+    return store(chips, 2, function (ok, failed) { status("切片 chips " + ok + " / " + chips.length + (failed ? " (" + failed + " ✗)" : "")); })
+      .then(function (chipRes) {
+        return store(plan.urls, 4, function (ok, failed, bytes) {
+          status("瓦片 tiles " + ok + " / " + plan.urls.length + " · " + mb(bytes) + (failed ? " (" + failed + " ✗)" : ""));
+        }).then(function (tileRes) { return { chips: chipRes, tiles: tileRes, nTiles: plan.urls.length }; });
+      }).then(function (res) {
+        state.downloadedAt = new Date().toISOString();
+        state.tiles.offline = { zooms: plan.zooms, box: plan.box };
+        var json = JSON.stringify(state.details).length + JSON.stringify(state.targets).length;
+        res.bytes = res.tiles.bytes + res.chips.bytes + json;
+        return Promise.all([
+          O.put("targets", { targets: state.targets, start: state.start, routeLength: state.routeLength,
+            downloadedAt: state.downloadedAt }),
+          O.put("details", state.details), O.put("tiles", state.tiles), O.put("user", state.user)
+        ]).then(function () { return res; });
+      }).then(function (res) {
+        var n = state.targets.length;
+        status("已下载 downloaded " + C.fmtTime(state.downloadedAt) + ": " + n + " 个目标 targets, " +
+          res.chips.ok + " 张切片 chips, " + res.tiles.ok + " / " + res.nTiles + " 个瓦片 tiles, " + mb(res.bytes) +
+          (n ? " (" + mb(res.bytes / n) + " / 目标 target)" : "") + " · 预计 estimated " + mb(estimate) + " · " +
+          Math.round((Date.now() - started) / 1000) + " s" +
+          (res.tiles.failed + res.chips.failed ? " (" + (res.tiles.failed + res.chips.failed) + " 失败 failed)" : ""));
+        setTiles(state.tiles);
+        renderTargets();
+        document.body.dataset.downloadedBytes = String(res.bytes);
+        document.body.dataset.downloaded = String(res.tiles.ok);
+      }).catch(function (err) {
+        status("下载失败 download failed: " + err.message);
+      }).then(function () { button.disabled = false; });
   }
 
   /** The team's route as a file for other apps (GET /patrols/{team}?format=...), from the same start. */
@@ -670,10 +954,27 @@
   });
 
   // ------------------------------------------------------------------------------------------ start
+  /** Ask the browser to keep the downloads and the queue (not evicted under storage pressure or, on iOS,
+   * after 7 days unused); the answer is shown with the download status. */
+  function persistStorage() {
+    if (!navigator.storage || !navigator.storage.persist) { document.body.dataset.persist = "unsupported"; return Promise.resolve(false); }
+    return navigator.storage.persisted().then(function (already) {
+      return already || navigator.storage.persist();
+    }).then(function (ok) {
+      document.body.dataset.persist = ok ? "granted" : "denied";
+      return ok;
+    }, function () { document.body.dataset.persist = "failed"; return false; });
+  }
+
   function start(user) {
     state.user = user;
+    persistStorage();
     document.getElementById("user-name").textContent = user.name + (user.team ? " · " + user.team : "");
     if (!C.auth.offline) O.put("user", user);
+    O.get("track").then(function (saved) {
+      if (saved && saved.points) { state.track = saved.points; state.recording = !!saved.recording; }
+      showTrack();
+    }).catch(function () { /* no track kept */ });
     refreshQueue().then(load).then(function () { if (online() && state.queue.length) sync(); });
     watchPosition();
   }
@@ -692,6 +993,7 @@
   showNet();
   registerWorker();
   document.getElementById("download").addEventListener("click", download);
+  document.getElementById("track").addEventListener("click", toggleTrack);
   document.getElementById("sync").addEventListener("click", function () {
     if (!online()) { C.toast("离线 offline: 有信号时自动同步 syncs when there is signal", "error"); return; }
     sync();

@@ -58,6 +58,13 @@ var CsponOffline = (function () {
     return caches.open(Cspon.TILE_CACHE).then(function (c) { return c.put(url, response); });
   }
 
+  /** Size in bytes of the cached copy of `url`, or null when it is not cached. */
+  function cachedSize(url) {
+    return caches.open(Cspon.TILE_CACHE).then(function (c) { return c.match(url); }).then(function (r) {
+      return r ? r.blob().then(function (b) { return b.size; }) : null;
+    });
+  }
+
   function cacheHas(url) {
     return caches.open(Cspon.TILE_CACHE).then(function (c) { return c.match(url); }).then(function (r) { return !!r; });
   }
@@ -80,6 +87,7 @@ var CsponOffline = (function () {
 
   return {
     cacheHas: cacheHas,
+    cachedSize: cachedSize,
     cachePut: cachePut,
     cachedBlob: cachedBlob,
     get: get,
