@@ -55,6 +55,7 @@ __all__ = [
     "landuse_text",
     "load_code_table",
     "load_landuse",
+    "store_landuse",
 ]
 
 #: Columns :func:`attach_landuse` adds to a warnings frame.
@@ -328,3 +329,34 @@ def landuse_text(value: Any, table: LandCodeTable | None = None, *, unit: Litera
     if unit == "mu":
         return "；".join(f"{k} {v / SQM_PER_MU:,.2f} 亩" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1]))
     return "；".join(f"{k} {v:,.0f} m²" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1]))
+
+
+def store_landuse(session: Any, warnings: gpd.GeoDataFrame, *, only: set[str] | None = None) -> list[str]:
+    """Fill the land class of stored warnings that have none yet (a period re-run with ``--landuse``), from a
+    frame with ``warning_id`` and :data:`LANDUSE_COLUMNS`; values already stored are kept. One transaction.
+
+    Returns:
+        The ids updated.
+    """
+    from cspon_rs.store.models import WarningHistory, WarningRecord
+
+    updated: list[str] = []
+    rows = warnings[[c for c in ("warning_id", *LANDUSE_COLUMNS) if c in warnings.columns]]
+    for record in rows.itertuples(index=False):
+        warning_id = getattr(record, "warning_id", None)
+        if warning_id is None or (only is not None and warning_id not in only):
+            continue
+        areas = getattr(record, "landuse_areas", None)
+        stored = session.get(WarningRecord, warning_id)
+        if stored is None or stored.landuse_areas is not None or not isinstance(areas, dict):
+            continue
+        stored.landuse_areas = {str(k): float(v) for k, v in areas.items()}
+        stored.cropland_m2 = float(record.cropland_m2) if record.cropland_m2 is not None else None
+        stored.landuse_main = record.landuse_main
+        stored.history.append(WarningHistory(event="landuse", by="cspon-rs", from_status=stored.status,
+                                             to_status=stored.status, why="land class from the land-use layer",
+                                             details={"landuse_main": record.landuse_main,
+                                                      "cropland_m2": stored.cropland_m2}))
+        updated.append(str(warning_id))
+    session.commit()
+    return updated

@@ -253,6 +253,11 @@ def run_warning_pipeline(
         warnings["warning_id"] = [saved.ids.get(str(k)) for k in warnings["source_key"]]
         warnings["period"] = period
         warnings["county_code"] = county_code
+        if landuse_path is not None and saved.unchanged:  # a re-run that brings the land-use layer later
+            from cspon_rs.rules.landuse import store_landuse
+
+            with sessions() as session:
+                store_landuse(session, warnings, only=set(saved.unchanged))
         with sessions() as session:  # field results already recorded for re-run warnings
             warnings = attach_field_results(warnings, session)
         store_layer = _write_store_layer(sessions, url, schema)

@@ -108,3 +108,18 @@ def test_landuse_layer_errors_name_the_field(tmp_path: Path, changes: Path) -> N
     with pytest.raises(SchemaError, match="DLBM"):
         run_warning_pipeline(changes, None, None, period="2025Q3", county_code="510000",
                              out_dir=tmp_path / "out", landuse_path=bad, progress=False)
+
+
+def test_rerun_with_landuse_fills_stored_warnings(dltb: Path, changes: Path, tmp_path: Path) -> None:
+    kwargs = dict(period="2025Q3", county_code="510000", out_dir=tmp_path / "out", progress=False)
+    first = run_warning_pipeline(changes, None, None, **kwargs)  # type: ignore[arg-type]
+    with sqlite3.connect(tmp_path / "out" / "warnings.sqlite") as db:
+        assert {r[0] for r in db.execute("SELECT cropland_m2 FROM warnings")} == {None}
+    again = run_warning_pipeline(changes, None, None, landuse_path=dltb, **kwargs)  # type: ignore[arg-type]
+    assert again.created == [] and sorted(again.unchanged) == sorted(first.created)
+    with sqlite3.connect(tmp_path / "out" / "warnings.sqlite") as db:
+        stored = dict(db.execute("SELECT patch_id, cropland_m2 FROM warnings").fetchall())
+        events = [r[0] for r in db.execute("SELECT event FROM warning_history WHERE event = 'landuse'")]
+    assert stored["p0001"] == pytest.approx(5000.0, abs=1.0) and len(events) == 4
+    layer = pyogrio.read_dataframe(again.shp).set_index("TBBH")  # type: ignore[arg-type]
+    assert layer["ZYGDMJ"].notna().all()
