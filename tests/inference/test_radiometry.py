@@ -36,6 +36,21 @@ def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
+def _cli_in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                    *args: str | Path) -> tuple[int, str]:
+    """``cspon-rs detect ARGS`` through the CLI's own entry point in this process: (exit code, stderr)."""
+    from cspon_rs.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cspon-rs", "detect", *map(str, args)])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
 def _copy(src_path: Path, dst: Path, convert, dtype: str, window: Window | None = None) -> Path:  # type: ignore[no-untyped-def]
     with rasterio.open(src_path) as src:
         data = src.read(window=window).astype(np.float64)
@@ -150,7 +165,9 @@ def test_uint16_rgb_into_the_8bit_rgb_model_is_normalised_and_said(sample_dir: P
 
 
 @pytest.mark.parametrize("case", ["constant", "three-band", "all-nodata"])
-def test_inputs_that_cannot_fit_end_with_one_line(case: str, tmp_path: Path) -> None:
+def test_inputs_that_cannot_fit_end_with_one_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     before, after = make_pair_arrays()
     b = write_scene(tmp_path / "before_20240101.tif", before, descriptions=BANDS)
     if case == "constant":
@@ -163,14 +180,19 @@ def test_inputs_that_cannot_fit_end_with_one_line(case: str, tmp_path: Path) -> 
     else:
         bad = write_scene(tmp_path / "after_20240701.tif", np.zeros_like(after), nodata=0, descriptions=BANDS)
         expect = ["after_20240701.tif", "100.0% of the pixels are nodata"]
-    proc = _cli("--before", b, "--after", bad, "--checkpoint", "s2-rgbn", "--out", tmp_path / "out", "--no-progress",
-                "--backend", "torch")
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
+    args = ["--before", b, "--after", bad, "--checkpoint", "s2-rgbn", "--out", tmp_path / "out", "--no-progress",
+            "--backend", "torch"]
+    if case == "all-nodata":  # one case as a real subprocess (the installed entry point), the others in-process
+        proc = _cli(*args)
+        code, err = proc.returncode, proc.stderr
+    else:
+        code, err = _cli_in_process(capsys, monkeypatch, *args)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
     for word in expect:
         assert word in lines[0], (word, lines[0])
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
 
 
 def test_a_nearly_constant_band_is_refused_by_the_check(tmp_path: Path) -> None:
@@ -212,7 +234,9 @@ def test_mmu_default_follows_the_pixel_size() -> None:
     assert SuppressConfig.model_validate({"mmu": {"min_area_m2": 120}}).for_pixel_size(2.0).mmu.min_area_m2 == 120
 
 
-def test_mmu_on_metre_imagery_keeps_building_sized_patches(tmp_path: Path) -> None:
+def test_mmu_on_metre_imagery_keeps_building_sized_patches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """1 m pixels: a 12 m x 12 m new roof (144 m²) survives the auto MMU; the old fixed 700 m² removed it;
     --mmu sets the bureau's own value."""
     from rasterio.transform import from_origin
@@ -230,8 +254,9 @@ def test_mmu_on_metre_imagery_keeps_building_sized_patches(tmp_path: Path) -> No
     fixed = detect_pair(b, a, tmp_path / "fixed", checkpoint="spectral", progress=False, suppress=old)
     df = pyogrio.read_dataframe(fixed.patches_path, layer=PATCH_LAYER)
     assert (df.loc[(df.area_m2 > 100) & (df.area_m2 < 200), "suppressed_by"] == "mmu").all()
-    bad = _cli("--before", b, "--after", a, "--checkpoint", "spectral", "--out", tmp_path / "bad", "--mmu", "big")
-    assert bad.returncode == 2 and "--mmu" in bad.stderr
+    code, err = _cli_in_process(capsys, monkeypatch, "--before", b, "--after", a, "--checkpoint", "spectral",
+                                "--out", tmp_path / "bad", "--mmu", "big")
+    assert code == 2 and "--mmu: expected 'auto' or an area in m²" in err
 
 
 def test_band_aliases_red_b04_r(shared_data: Path) -> None:
