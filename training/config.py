@@ -147,6 +147,12 @@ class DataConfig(SourceConfig):
     extra_sources: list[SourceConfig] = Field(default_factory=list)
     synthetic: SyntheticConfig | None = None
     crop_size: int = Field(128, gt=0, description="Edge of random training crops (pixels, multiple of 32).")
+    stream: bool = Field(
+        False,
+        description="geotiff_pairs: read every training crop from disk (rasterio windows) instead of loading "
+        "the training scenes; memory stays flat in the scene size (validation/test pairs are still loaded: "
+        "use block windows for large ones).",
+    )
     crops_per_epoch: int = Field(256, gt=0)
     positive_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="Share of crops centred on a changed pixel (fights class imbalance)."
@@ -156,6 +162,8 @@ class DataConfig(SourceConfig):
     def _check(self) -> DataConfig:
         if self.crop_size % 32:
             raise ValueError(f"crop_size must be a multiple of 32, got {self.crop_size}")
+        if self.stream and self.synthetic is not None:
+            raise ValueError("data.stream cannot be combined with data.synthetic (pasting needs labels in memory)")
         names = [self.name] + [s.name for s in self.extra_sources]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must differ, got {names}")

@@ -602,11 +602,31 @@ def resolve_split(cfg: SourceConfig, which: str) -> list[str]:
     return ids
 
 
-def load_source_split(src: SourceConfig, which: str) -> list[ChangePair]:
-    """Load the pairs of one split of one source (ids as in the source)."""
+def load_source_split(src: SourceConfig, which: str, *, stream: bool = False) -> list[Any]:
+    """Load the pairs of one split of one source (ids as in the source).
+
+    With ``stream`` (``geotiff_pairs`` only), the pairs are :class:`~cspon_rs.training.windowed.StreamPair`:
+    read window by window while training, never whole.
+    """
     ids = resolve_split(src, which)
     if not ids:
         return []
+    if stream and src.kind == "geotiff_pairs":
+        from cspon_rs.training.windowed import open_stream_pair
+
+        by_id = {p.id: p for p in src.pairs}
+        return [
+            open_stream_pair(
+                by_id[i],
+                src.root,
+                bands=src.bands,
+                band_indexes=src.band_indexes,
+                label_threshold=src.label_threshold,
+                label_map=src.label_map,
+                ignore_value=src.ignore_value,
+            )
+            for i in ids
+        ]
     coding: dict[str, Any] = {
         "label_threshold": src.label_threshold,
         "label_map": src.label_map,
@@ -620,31 +640,38 @@ def load_source_split(src: SourceConfig, which: str) -> list[ChangePair]:
     return [load_geotiff_pair(specs[i], src.root, src.bands, band_indexes=src.band_indexes, **coding) for i in ids]
 
 
-def load_split(cfg: DataConfig | SourceConfig, which: str) -> list[ChangePair]:
+def load_split(cfg: DataConfig | SourceConfig, which: str, *, stream: bool = False) -> list[Any]:
     """Load the pairs of one split of every source of a data config (see :func:`resolve_split`).
 
-    Pairs of the first source keep their ids; pairs of ``extra_sources`` are named ``<source>/<id>``.
+    Pairs of the first source keep their ids; pairs of ``extra_sources`` are named ``<source>/<id>``. With
+    ``stream``, ``geotiff_pairs`` sources give window-by-window pairs (see :func:`load_source_split`).
     """
     if not isinstance(cfg, DataConfig):
-        return load_source_split(cfg, which)
-    pairs: list[ChangePair] = []
+        return load_source_split(cfg, which, stream=stream)
+    pairs: list[Any] = []
     for k, src in enumerate(cfg.sources()):
-        for pair in load_source_split(src, which):
+        for pair in load_source_split(src, which, stream=stream):
             if k:
                 pair.id = f"{src.name}/{pair.id}"
             pairs.append(pair)
     return pairs
 
 
-def band_stats(pairs: Sequence[ChangePair]) -> tuple[list[float], list[float]]:
-    """Per-band mean and std (raw units) over the valid pixels of both dates of ``pairs``."""
+def band_stats(pairs: Sequence[Any]) -> tuple[list[float], list[float]]:
+    """Per-band mean and std (raw units) over the valid pixels of both dates of ``pairs`` (in-memory pairs, or
+    window-by-window pairs with their sums from the opening pass)."""
     if not pairs:
         raise LabelError("cannot compute normalisation statistics: no training pairs")
-    c = pairs[0].before.shape[0]
+    c = _n_bands(pairs[0])
     total = np.zeros(c, dtype=np.float64)
     total_sq = np.zeros(c, dtype=np.float64)
     n = 0
     for p in pairs:
+        if not isinstance(p, ChangePair):  # StreamPair: sums from its opening pass
+            total += p.band_sum
+            total_sq += p.band_sq
+            n += p.n_valid
+            continue
         for img in (p.before, p.after):
             px = img[:, p.valid].astype(np.float64)
             total += px.sum(axis=1)
@@ -656,6 +683,11 @@ def band_stats(pairs: Sequence[ChangePair]) -> tuple[list[float], list[float]]:
 
 
 Crop = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _n_bands(pair: Any) -> int:
+    """Bands per date of an in-memory or a window-by-window pair."""
+    return int(pair.before.shape[0]) if isinstance(pair, ChangePair) else int(pair.n_bands)
 
 
 def _crop(p: ChangePair, rng: np.random.Generator, c: int, want_pos: bool) -> Crop:
@@ -704,7 +736,7 @@ def resize_crop(
 
 
 def sample_batch(
-    pairs: Sequence[ChangePair],
+    pairs: Sequence[Any],
     rng: np.random.Generator,
     *,
     batch_size: int,
@@ -718,7 +750,9 @@ def sample_batch(
     """Draw random crops (raw units) from ``pairs``; all randomness comes from ``rng`` (reproducible).
 
     Pairs are chosen proportionally to their area. With probability ``positive_fraction`` a crop is placed
-    around a random changed pixel (when the pair has any). Pairs smaller than the crop are zero-padded
+    around a random changed pixel (when the pair has any). ``pairs`` may mix in-memory :class:`ChangePair` and
+    window-by-window :class:`~cspon_rs.training.windowed.StreamPair` (a crop is then one window read). Pairs
+    smaller than the crop are zero-padded
     and the padding is marked invalid.
 
     Args:
@@ -730,8 +764,8 @@ def sample_batch(
     Returns:
         ``before (B, C, s, s)``, ``after (B, C, s, s)``, ``label (B, s, s)`` uint8, ``valid (B, s, s)`` bool.
     """
-    areas = np.array([p.label.size for p in pairs], dtype=np.float64)
-    c = pairs[0].before.shape[0]
+    areas = np.array([p.label.size if isinstance(p, ChangePair) else p.area for p in pairs], dtype=np.float64)
+    c = _n_bands(pairs[0])
     s = crop_size
     out_a = np.zeros((batch_size, c, s, s), dtype=np.float32)
     out_b = np.zeros_like(out_a)
@@ -749,7 +783,8 @@ def sample_batch(
             crop = synthetic.nochange(rng, edge)
         else:
             p = pairs[int(rng.choice(len(pairs), p=areas / areas.sum()))]
-            crop = _crop(p, rng, edge, rng.random() < positive_fraction)
+            want_pos = rng.random() < positive_fraction
+            crop = _crop(p, rng, edge, want_pos) if isinstance(p, ChangePair) else p.crop(rng, edge, want_pos)
         out_a[i], out_b[i], out_l[i], out_v[i] = resize_crop(*crop, s)
     return out_a, out_b, out_l, out_v
 

@@ -40,6 +40,7 @@ from cspon_rs.training.augment import augment_batch
 from cspon_rs.training.config import TrainConfig
 from cspon_rs.training.datasets import (
     ChangePair,
+    _n_bands,
     band_stats,
     data_fingerprint,
     load_pack,
@@ -197,7 +198,7 @@ _NORM_TEXT = {
 
 def _normalization(config: TrainConfig, train_pairs: list[ChangePair]) -> tuple[list[float], list[float]]:
     """Card normalisation for ``config.model.normalization`` (see ``ModelConfig``)."""
-    n = train_pairs[0].before.shape[0]
+    n = _n_bands(train_pairs[0])
     if config.model.normalization == "imagenet_8bit":
         return [127.5] * n, [127.5] * n
     mean, std = band_stats(train_pairs)
@@ -421,15 +422,15 @@ def train(
         train_pairs, val_pairs = packed.get("train", []), packed.get("val", [])
         test_pairs = packed.get("test", [])
     else:
-        train_pairs = load_split(config.data, "train")
+        train_pairs = load_split(config.data, "train", stream=config.data.stream)
         val_pairs = load_split(config.data, "val")
         test_pairs = load_split(config.data, "test")
     if not train_pairs:
         raise ConfigError(f"{config.data.root}: the train split is empty")
     bands = config.data.bands or train_pairs[0].bands
     for p in train_pairs + val_pairs + test_pairs:
-        if p.before.shape[0] != len(bands):
-            raise ConfigError(f"pair {p.id!r} has {p.before.shape[0]} bands but the run uses {bands}")
+        if _n_bands(p) != len(bands):
+            raise ConfigError(f"pair {p.id!r} has {_n_bands(p)} bands but the run uses {bands}")
 
     init_value = init_from if init_from is not None else config.init_from
     # a path or a shipped name (rgb, s2-rgbn)
