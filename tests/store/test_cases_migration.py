@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 from test_closed_loop_migration import _seed_0002, _upgrade
 
+from cspon_rs.store.case_models import CaseDocument, CaseStep, IssuedTuban
 from cspon_rs.store.crud import get_warning
 from cspon_rs.store.db import init_db, make_engine
 
@@ -43,5 +44,19 @@ def test_upgrade_from_0005_keeps_rows_and_adds_land_class(store_url: str) -> Non
         with sessions() as session:
             again = get_warning(session, before[0][0])
             assert again.landuse_areas == {"0103": 120.5, "0301": 10.0} and again.landuse_main == "0103"
+            assert (again.issued_no, again.land_user, again.rectification_status) == (None, None, None)
+            session.add(IssuedTuban(county_code=again.county_code, period=again.period, number="JC-1",
+                                    area_m2=10.0, geometry_kind="polygon", geometry_wkt=again.geometry_wkt,
+                                    warning_id=again.id, matched_ids=[again.id], detected=True))
+            step = CaseStep(warning_id=again.id, step="filed", to_status="pending", by="t")
+            session.add(step)
+            session.flush()
+            session.add(CaseDocument(warning_id=again.id, step_id=step.id, path="cases/x.pdf",
+                                     content_type="application/pdf", size=10, sha256="a" * 64))
+            session.commit()
+        with sessions() as session:
+            assert session.execute(text("SELECT count(*) FROM issued_tuban")).scalar() == 1
+            assert session.execute(text("SELECT count(*) FROM case_documents")).scalar() == 1
+            assert session.execute(text("SELECT display_name FROM api_users")).fetchall() is not None
     finally:
         engine.dispose()
