@@ -31,10 +31,11 @@
     undo: [],         // ids decided by me, most recent last
     chain: Promise.resolve(),
     counters: null,
+    refitN: null,     // labels a re-fit would use (GET /models/refit/labels), null when unknown
     showToken: 0
   };
   // Measurements the browser test reads: every triage API request and the time until the next warning is ready.
-  var probe = window.__triage = { timings: [], ready: [], pending: 0, prefetch: 0 };
+  var probe = window.__triage = { timings: [], ready: [], pending: 0, prefetch: 0, misses: 0 };
 
   // -------------------------------------------------------------------------------------------- requests
   function message(body, fallback) {
@@ -130,6 +131,7 @@
       }
       return hit.promise;
     }
+    if (high) probe.misses += 1;  // a tile on screen that the prefetch did not fetch
     var job = { high: !!high, started: false, run: function () { return fetchTileBlob(url, job.high); } };
     var promise = new Promise(function (resolve, reject) { job.resolve = resolve; job.reject = reject; });
     promise.catch(function () { tileCache.delete(url); });
@@ -311,6 +313,7 @@
     var d = detail(item.id);
     var placed = item.bbox ? Promise.resolve() : d.then(function (data) { merge(item, data); });
     var stale = !!state.stale[item.id];
+    var misses = probe.misses;
     return placed.then(function () {
       if (token !== state.showToken) return null;
       var view = viewFor(item.bbox);
@@ -322,7 +325,9 @@
       if (!stale) merge(item, res[0]);
       render(item, res[0]);
       box.dataset.ready = "1";
-      if (t0 !== undefined) probe.ready.push({ id: item.id, ms: performance.now() - t0, what: what || "show" });
+      if (t0 !== undefined) {
+        probe.ready.push({ id: item.id, ms: performance.now() - t0, what: what || "show", misses: probe.misses - misses });
+      }
       var j = nextOpen(i);
       if (j >= 0) prefetch(j);
       if (i + 1 < state.items.length && i + 1 !== j) prefetch(i + 1);
@@ -341,14 +346,35 @@
     });
   }
 
+  function showRefitN(n) {
+    document.getElementById("refit-n").textContent = String(n);
+    document.getElementById("refit-n2").textContent = String(n);
+  }
+
   function showCounters(c) {
     state.counters = c;
     document.getElementById("counter-done").textContent = String(c.done);
     document.getElementById("counter-left").textContent = String(c.left);
     document.getElementById("counter-rate").textContent = c.per_hour.toFixed(0);
-    var n = String(c.labels_desk + c.labels_field);
-    document.getElementById("refit-n").textContent = n;
-    document.getElementById("refit-n2").textContent = n;
+    if (state.refitN === null) showRefitN(c.labels_desk + c.labels_field);
+    refreshRefitN();
+  }
+
+  /** N of the re-fit button: the labels a re-fit would use now (GET /models/refit/labels), asked at most
+   * once every 2 s of quiet; where the service has no such endpoint, desk + field labels from the counters. */
+  var refitTimer = null;
+  function refreshRefitN() {
+    clearTimeout(refitTimer);
+    refitTimer = setTimeout(function () {
+      if (!state.key) return;
+      call("GET", "models/refit/labels?county_code=" + encodeURIComponent(state.key.county_code)).then(function (r) {
+        state.refitN = r.labels;
+        showRefitN(r.labels);
+      }, function () {
+        state.refitN = null;
+        if (state.counters) showRefitN(state.counters.labels_desk + state.counters.labels_field);
+      });
+    }, 2000);
   }
 
   function updateCounters() {
@@ -549,11 +575,14 @@
   document.getElementById("refit").addEventListener("click", function () {
     var out = document.getElementById("refit-message");
     out.textContent = "重新训练中 re-fitting…";
+    out.dataset.done = "0";
     call("POST", "models/refit", { county_code: state.key.county_code }).then(function (res) {
       out.textContent = (res.promoted ? "已启用 promoted: " : "未启用 not promoted: ") + (res.message || "");
+      out.dataset.done = "1";
       updateCounters();
     }, function (err) {
       out.textContent = "失败 failed (" + err.status + "): " + err.message;
+      out.dataset.done = "1";
     });
   });
 
