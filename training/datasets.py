@@ -784,7 +784,11 @@ def sample_batch(
         else:
             p = pairs[int(rng.choice(len(pairs), p=areas / areas.sum()))]
             want_pos = rng.random() < positive_fraction
-            crop = _crop(p, rng, edge, want_pos) if isinstance(p, ChangePair) else p.crop(rng, edge, want_pos)
+            if isinstance(p, ChangePair):
+                crop = _crop(p, rng, edge, want_pos)
+            else:  # StreamPair: one window read
+                a_, b_, l_, v_ = p.crop(rng, edge, want_pos)
+                crop = (a_, b_, l_, v_)
         out_a[i], out_b[i], out_l[i], out_v[i] = resize_crop(*crop, s)
     return out_a, out_b, out_l, out_v
 
