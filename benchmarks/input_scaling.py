@@ -131,12 +131,38 @@ def run(crop: int | None, compare_none: bool, work: Path) -> dict[str, Any]:
     return results
 
 
+def test_f1() -> dict[str, Any]:
+    """Pixel F1 on each shipped card's **test** pairs, radiometry none vs the card's default (measured, not tuned:
+    the default was chosen on validation pairs)."""
+    from cspon_rs.models.card_stats import card_pairs, score_methods
+    from cspon_rs.models.checkpoint import load_card, resolve_checkpoint
+
+    out: dict[str, Any] = {}
+    for model in MODELS:
+        path = resolve_checkpoint(model).with_suffix(".json")
+        card = load_card(path)
+        default = card.input.radiometry if card.input is not None else "none"
+        pairs = card_pairs(path, card, "test")
+        print(f"{model}: test pairs {[p.id for p in pairs]}, threshold {card.threshold}", flush=True)
+        out[model] = score_methods(path, card, pairs, ("none", default), (("raw", 1.0),))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--crop", type=int, default=None, help="Use the top-left PX x PX of each date (default: all)")
     parser.add_argument("--compare-none", action="store_true", help="Also run radiometry none (before #20)")
     parser.add_argument("--json", type=Path, default=None, help="Write every figure here")
+    parser.add_argument("--test-f1", action="store_true", help="Only: pixel F1 on the cards' test pairs, none vs "
+                        "the card's radiometry")
     args = parser.parse_args()
+    if args.test_f1:
+        figures = test_f1()
+        if args.json is not None:
+            from cspon_rs.exports.fileio import write_json
+
+            write_json(args.json, figures)
+        return
     with tempfile.TemporaryDirectory(prefix="cspon-naip-") as tmp:
         results = run(args.crop, args.compare_none, Path(tmp))
     print(f"total {results['seconds']:.0f} s")

@@ -23,7 +23,7 @@ import numpy as np
 
 from cspon_rs.models.card import QUANTILE_LEVELS, BandStats, InputContract, ModelCard
 
-__all__ = ["card_pairs", "compute_contract", "main", "select_radiometry"]
+__all__ = ["card_pairs", "compute_contract", "main", "score_methods", "select_radiometry"]
 
 #: dtype, nominal range and units of the training products, by the card's ``training_data.kind``.
 _PRODUCTS: dict[str, tuple[str, tuple[float, float], str]] = {
@@ -101,6 +101,27 @@ def select_radiometry(card_path: Path, card: ModelCard) -> tuple[str, dict[str, 
     that give the same result whatever the input's gain (``none`` is reported for reference only: it fails
     on any other dtype). Ties go to the simpler method (order of :data:`METHODS`).
     """
+    from cspon_rs.inference.radiometry import METHODS
+
+    pairs = card_pairs(card_path, card, "val")
+    figures = score_methods(card_path, card, pairs)
+    eligible = [m for m in METHODS if m != "none"]
+    best = max(eligible, key=lambda m: (figures[m]["raw"]["f1"], -eligible.index(m)))
+    return best, {
+        "pairs": [p.id for p in pairs],
+        "criterion": "pooled pixel F1 at the card threshold on the validation pairs; 'none' not eligible (not "
+        "invariant to the input's gain: x10 and /100 copies show it)",
+        "threshold": card.threshold,
+        "chosen": best,
+        "figures": figures,
+    }
+
+
+def score_methods(
+    card_path: Path, card: ModelCard, pairs: list[Any], methods: tuple[str, ...] | None = None,
+    scalings: tuple[tuple[str, float], ...] = (("raw", 1.0), ("x10", 10.0), ("div100", 0.01)),
+) -> dict[str, Any]:
+    """Pooled pixel figures at the card's threshold of each radiometry method on ``pairs`` (and scaled copies)."""
     import torch
 
     from cspon_rs.inference.radiometry import METHODS, array_stats, plan_radiometry
@@ -109,11 +130,10 @@ def select_radiometry(card_path: Path, card: ModelCard) -> tuple[str, dict[str, 
 
     torch.set_num_threads(1)
     loaded = load_checkpoint(card_path)
-    pairs = card_pairs(card_path, card, "val")
     figures: dict[str, Any] = {}
-    for method in METHODS:
+    for method in methods or METHODS:
         row: dict[str, Any] = {}
-        for label, factor in (("raw", 1.0), ("x10", 10.0), ("div100", 0.01)):
+        for label, factor in scalings:
             probs = []
             for p in pairs:
                 q = _scaled(p, factor) if factor != 1.0 else p
@@ -125,16 +145,7 @@ def select_radiometry(card_path: Path, card: ModelCard) -> tuple[str, dict[str, 
                           "object_recall": round(m.object_recall, 4) if m.objects else None}
         figures[method] = row
         print(f"{method:12s} " + "  ".join(f"{k}: F1 {v['f1']:.3f}" for k, v in row.items()), flush=True)
-    eligible = [m for m in METHODS if m != "none"]
-    best = max(eligible, key=lambda m: (figures[m]["raw"]["f1"], -eligible.index(m)))
-    return best, {
-        "pairs": [p.id for p in pairs],
-        "criterion": "pooled pixel F1 at the card threshold on the validation pairs; 'none' not eligible (not "
-        "invariant to the input's gain: x10 and /100 copies show it)",
-        "threshold": card.threshold,
-        "chosen": best,
-        "figures": figures,
-    }
+    return figures
 
 
 def _write_input(card_path: Path, contract: InputContract) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -86,6 +86,17 @@ def register(app: typer.Typer) -> None:
                 "write one with 'cspon-rs dataset init DIR'",
             ),
         ] = None,
+        dataset: Annotated[
+            str | None,
+            typer.Option(
+                "--dataset",
+                help="A standard dataset by name with its official splits (levir-cd, levir-cd+, whu-cd, s2looking, "
+                "sysu-cd, cdd, dsifn, oscd, oscd-13); needs --root",
+            ),
+        ] = None,
+        root: Annotated[
+            Path | None, typer.Option("--root", help="With --dataset: the dataset folder as downloaded")
+        ] = None,
         sets: Annotated[
             list[str] | None,
             typer.Option(
@@ -164,13 +175,20 @@ def register(app: typer.Typer) -> None:
                 labels, init_from, out, scenes, holdout, epochs, max_minutes, lr, pixel_labels, positive_only
             )
             return
-        if (config is None) == (pairs is None):
+        if sum(x is not None for x in (config, pairs, dataset)) != 1:
             raise ConfigError(
-                "give --config (a training YAML) or --pairs (a pairs CSV), or --labels with --init-from to fine-tune"
+                "give one of --config (a training YAML), --pairs (a pairs CSV) or --dataset NAME --root DIR, "
+                "or --labels with --init-from to fine-tune"
             )
         from cspon_rs.training.loop import train
 
-        if pairs is not None:
+        if dataset is not None:
+            from cspon_rs.training.standard import config_from_dataset
+
+            if root is None:
+                raise ConfigError(f"--dataset {dataset} needs --root DIR (the dataset folder as downloaded)")
+            cfg = config_from_dataset(dataset, root, sets or [])
+        elif pairs is not None:
             from cspon_rs.training.pairs_csv import config_from_pairs_csv
 
             cfg = config_from_pairs_csv(pairs, sets or [])
@@ -310,6 +328,11 @@ def register(app: typer.Typer) -> None:
         detect_config: Annotated[
             Path | None, typer.Option("--detect-config", help="detect settings (default configs/detect.yaml)")
         ] = None,
+        radiometry: Annotated[
+            str | None,
+            typer.Option("--radiometry", help="Per-scene normalisation for --pipeline detect: card (default) | none | "
+                         "gain | standardize | percentile | relative"),
+        ] = None,
         pixel_size: Annotated[
             float | None,
             typer.Option(
@@ -341,6 +364,18 @@ def register(app: typer.Typer) -> None:
 
         if checkpoint not in BASELINES:
             checkpoint = str(resolve_checkpoint(checkpoint))  # "default" = the shipped checkpoint
+        settings: Any = detect_config
+        if radiometry is not None:
+            from pydantic import ValidationError
+
+            from cspon_rs.config import format_validation_error
+            from cspon_rs.training.evaluate import detect_settings
+
+            settings = detect_settings(detect_config)
+            try:
+                settings = settings.model_validate({**settings.model_dump(), "radiometry": radiometry})
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc, "--radiometry")) from exc
         ref = checkpoint if checkpoint not in BASELINES else (like or default_checkpoint())
         card = load_card(ref)
         befores, afters = list(before or []), list(after or [])
@@ -354,7 +389,7 @@ def register(app: typer.Typer) -> None:
             pairs = [load_unlabelled_pair(a, b, card.bands) for a, b in zip(befores, afters, strict=True)]
             unlabelled = evaluate_unlabelled(
                 checkpoint, pairs, threshold=threshold, like=like, min_area_m2=min_area_m2, pixel_size_m=pixel_size,
-                pipeline=pipeline, detect_config=detect_config,  # type: ignore[arg-type]
+                pipeline=pipeline, detect_config=settings,  # type: ignore[arg-type]
             )
             if json_path is not None:
                 typer.echo(f"figures: {write_json(json_path, unlabelled.as_dict())}")
@@ -376,7 +411,7 @@ def register(app: typer.Typer) -> None:
             min_area_m2=min_area_m2,
             pixel_size_m=pixel_size,
             pipeline=pipeline,  # type: ignore[arg-type]
-            detect_config=detect_config,
+            detect_config=settings,
         )
         if out is not None:
             typer.echo(f"report: {out / 'report.json'}  (F1 {report.metrics.f1:.3f})")

@@ -329,3 +329,18 @@ def test_unreferenced_pairs_take_the_pixel_size_for_the_mmu_and_per_km2(tmp_path
     one = next(iter(given.per_pair.values()))
     assert one["pixel_size_source"] == "given" and one["mmu_m2"] == 50.0
     assert given.patches["valid_area_km2"] == pytest.approx(2 * 64 * 64 * 4.0 / 1e6)
+
+
+def test_cli_evaluate_radiometry_flag_reaches_detect(tmp_path: Path) -> None:
+    levir = write_levir(tmp_path / "levir", n=1, seed=4)
+    ck = _tiny_checkpoint(tmp_path / "ck" / "tiny", ["R", "G", "B"])
+    base = ["evaluate", "--checkpoint", str(ck), "--data", str(levir), "--pixel-size", "0.5"]
+    out_json = tmp_path / "r.json"
+    result = CliRunner().invoke(cli_app(), [*base, "--radiometry", "none", "--json", str(out_json)])
+    assert result.exit_code == 0, result.output
+    one = json.loads(out_json.read_text())["per_pair"]["pair_0"]
+    assert one["pipeline"] == "detect" and "not rescaled" in one["radiometry"]
+    result = CliRunner().invoke(cli_app(), [*base, "--radiometry", "gain"])  # an old card has no statistics
+    assert isinstance(result.exception, ConfigError) and "input statistics" in str(result.exception)
+    result = CliRunner().invoke(cli_app(), [*base, "--radiometry", "bogus"])
+    assert isinstance(result.exception, ConfigError) and "radiometry" in str(result.exception)
