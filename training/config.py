@@ -73,8 +73,13 @@ class SourceConfig(StrictModel):
     """
 
     name: str = Field("main", description="Source name; pair ids of extra sources read '<name>/<id>'.")
-    kind: Literal["levir", "oscd", "geotiff_pairs"]
+    kind: Literal["levir", "oscd", "geotiff_pairs", "standard"]
     root: Path = Field(description="Dataset folder (LEVIR: has A/ B/ label/; OSCD: has A/ B/ label/<city>/).")
+    dataset: str | None = Field(
+        None,
+        description="kind=standard: a dataset by name, read from its authors' layout with their splits: levir-cd, "
+        "levir-cd+, whu-cd, s2looking, sysu-cd, cdd, dsifn, oscd (B04,B03,B02,B08) or oscd-13.",
+    )
     bands: list[str] | None = Field(
         None, description="Band names; OSCD: which Sentinel-2 bands to stack (default B04,B03,B02,B08)."
     )
@@ -105,6 +110,11 @@ class SourceConfig(StrictModel):
     def _check_pairs(self) -> SourceConfig:
         if self.kind == "geotiff_pairs" and not self.pairs:
             raise ValueError("kind 'geotiff_pairs' needs a non-empty 'pairs' list")
+        if self.kind == "standard":
+            from cspon_rs.training.standard import STANDARD_DATASETS
+
+            if (self.dataset or "").lower() not in STANDARD_DATASETS:
+                raise ValueError(f"kind 'standard' needs 'dataset', one of {list(STANDARD_DATASETS)}")
         if self.label_map is not None and self.label_threshold is not None:
             raise ValueError("give either label_map or label_threshold, not both")
         return self

@@ -247,20 +247,26 @@ def _find_same_stem(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def levir_ids(root: str | Path) -> list[str]:
-    """Names (stems) of the pairs in a LEVIR-style folder, from ``label/``.
+#: Folder names (date 1, date 2, label) of a LEVIR-style dataset.
+LEVIR_DIRS = ("A", "B", "label")
+
+
+def levir_ids(root: str | Path, dirs: Sequence[str] = LEVIR_DIRS) -> list[str]:
+    """Names (stems) of the pairs in a LEVIR-style folder, from ``label/`` (``dirs[2]``).
 
     Raises:
         MissingFileError: ``A/``, ``B/`` or ``label/`` is missing.
         LabelError: ``label/`` holds no image.
     """
     root = Path(root)
-    for sub in ("A", "B", "label"):
+    for sub in dirs:
         if not (root / sub).is_dir():
-            raise MissingFileError(f"{root / sub}: folder not found; a LEVIR-style dataset has A/, B/ and label/")
-    ids = sorted(p.stem for p in (root / "label").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            raise MissingFileError(
+                f"{root / sub}: folder not found; this dataset has {', '.join(d + '/' for d in dirs)}"
+            )
+    ids = sorted(p.stem for p in (root / dirs[2]).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not ids:
-        raise LabelError(f"{root / 'label'}: no label images ({', '.join(_IMAGE_SUFFIXES)}) found")
+        raise LabelError(f"{root / dirs[2]}: no label images ({', '.join(_IMAGE_SUFFIXES)}) found")
     return ids
 
 
@@ -271,8 +277,10 @@ def load_levir(
     label_threshold: int | None = None,
     label_map: Mapping[int, int | str] | None = None,
     ignore_value: int | None = None,
+    dirs: Sequence[str] = LEVIR_DIRS,
 ) -> list[ChangePair]:
-    """Load pairs of a LEVIR-style folder (``A/``, ``B/``, ``label/`` with the same file names).
+    """Load pairs of a LEVIR-style folder (``A/``, ``B/``, ``label/`` with the same file names; other folder
+    names with ``dirs``, e.g. ``("time1", "time2", "label")``).
 
     Args:
         root: Dataset folder.
@@ -287,17 +295,17 @@ def load_levir(
         LabelError: Empty label folder or label values of no known encoding.
     """
     root = Path(root)
-    names = list(ids) if ids is not None else levir_ids(root)
+    names = list(ids) if ids is not None else levir_ids(root, dirs)
     if ids is not None:
-        levir_ids(root)
+        levir_ids(root, dirs)
     pairs = []
     for name in names:
         paths = {}
-        for sub in ("A", "B", "label"):
+        for key, sub in zip(("A", "B", "label"), dirs, strict=True):
             p = _find_same_stem(root / sub, name)
             if p is None:
                 raise MissingFileError(f"{root / sub}: no image named {name}.* (needed for pair {name!r})")
-            paths[sub] = p
+            paths[key] = p
         a, b, lab = (_read_image(paths[s]) for s in ("A", "B", "label"))
         if lab.shape[0] > 1:
             lab = lab[:1]
@@ -608,6 +616,21 @@ def load_source_split(src: SourceConfig, which: str, *, stream: bool = False) ->
     With ``stream`` (``geotiff_pairs`` only), the pairs are :class:`~cspon_rs.training.windowed.StreamPair`:
     read window by window while training, never whole.
     """
+    coding: dict[str, Any] = {
+        "label_threshold": src.label_threshold,
+        "label_map": src.label_map,
+        "ignore_value": src.ignore_value,
+    }
+    if src.kind == "standard":  # official splits of a dataset by name (cspon_rs.training.standard)
+        from cspon_rs.training.standard import load_standard, standard_ids
+
+        assert src.dataset is not None
+        chosen = _split_ids(src, getattr(src, which))
+        if which == "train" and chosen is None:
+            held = set(_split_ids(src, src.val) or []) | set(_split_ids(src, src.test) or [])
+            if held:  # validation ids taken from the official train split
+                chosen = [i for i in standard_ids(src.dataset, src.root, "train") if i not in held]
+        return load_standard(src.dataset, src.root, which, chosen, **coding)
     ids = resolve_split(src, which)
     if not ids:
         return []
@@ -627,11 +650,6 @@ def load_source_split(src: SourceConfig, which: str, *, stream: bool = False) ->
             )
             for i in ids
         ]
-    coding: dict[str, Any] = {
-        "label_threshold": src.label_threshold,
-        "label_map": src.label_map,
-        "ignore_value": src.ignore_value,
-    }
     if src.kind == "levir":
         return load_levir(src.root, ids, **coding)
     if src.kind == "oscd":
