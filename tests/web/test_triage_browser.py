@@ -209,6 +209,17 @@ def test_keyboard_triage_bulk_conflict_reload(browser: Any, seeded: Seeded, shot
         answer = page.inner_text("#refit-message")
         print(f"  re-fit button: {answer}")
         assert re.match(r"^(已启用 promoted: |未启用 not promoted: |失败 failed \(4\d\d\): ).+", answer), answer
+        # the review map filters by the new statuses, names them, and can still send a 待外业 warning to the field
+        page.click("#review-link")
+        page.wait_for_selector(LOADED)
+        page.select_option("#filter-status", "to_field")
+        page.wait_for_selector(LOADED)
+        n_to_field = seeded.warning_count(status="to_field")
+        assert n_to_field and page.locator("#warning-list li.warning-row").count() == n_to_field
+        to_field = page.get_attribute("#warning-list li.warning-row >> nth=0", "data-id")
+        page.click(f"#warning-list li.warning-row[data-id='{to_field}']")
+        page.wait_for_selector("#detail-status:has-text('待外业')")
+        page.wait_for_selector("#detail-actions input[name=team]")
         assert problems == [], problems
     finally:
         context.close()

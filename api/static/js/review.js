@@ -773,7 +773,8 @@
       });
     }
     var rows = [];
-    if (detail.status === "new" || detail.status === "assigned") {
+    // 待外业 / 内业排除 after the desk triage: still assignable to a field team (the field result overrides the desk)
+    if (["new", "to_field", "desk_excluded", "assigned"].indexOf(detail.status) >= 0) {
       rows.push(h("div", { class: "arow" }, team, due, assign));
     }
     if (detail.status === "assigned") rows.push(h("div", { class: "arow" }, why, status("new", "撤回 un-assign")));
