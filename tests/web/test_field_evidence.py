@@ -112,6 +112,14 @@ def test_photos_downscaled_deduplicated_synced_flagged_and_captioned(
         page.wait_for_selector("body[data-loaded='1']")
         page.wait_for_selector("body[data-persist]")
         assert page.evaluate("() => window.__persistCalls") >= 1  # navigator.storage.persist() was requested
+        # the map scrolled under the sticky header never covers 退出 or the online/offline badge
+        page.evaluate("() => { const m = document.getElementById('fmap');"
+                      " window.scrollTo(0, m.getBoundingClientRect().top + window.scrollY - 30); }")
+        for sel in ("#logout", "#net"):
+            assert page.evaluate("""(sel) => { const el = document.querySelector(sel), r = el.getBoundingClientRect();
+                const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                return !!hit && (hit === el || el.contains(hit)); }""", sel), sel
+        page.evaluate("() => window.scrollTo(0, 0)")
         # offline navigation: distance and bearing from the phone to the selected target
         card = page.locator(f"#targets li.target[data-id='{wid}']")
         card.locator("button.nav-btn").click()
