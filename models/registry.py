@@ -230,3 +230,28 @@ def _siam_unet_lite(
 @register_model("early_fusion_unet")
 def _early_fusion_unet(*, in_channels: int, **kwargs: Any) -> nn.Module:
     return EarlyFusionUnet(in_channels, **kwargs)
+
+
+def _register_smp_decoders() -> None:
+    """``siam_unetpp``, ``siam_fpn``, ``siam_deeplabv3plus``, ``siam_upernet`` (:mod:`cspon_rs.models.siam_smp`)."""
+    from cspon_rs.models.siam_smp import SMP_DECODERS, SiamSmp
+
+    for name, arch in SMP_DECODERS.items():
+        if not hasattr(smp, arch):  # an smp without this decoder: the name is simply not offered
+            continue
+
+        def factory(*, in_channels: int, _arch: str = arch, **kwargs: Any) -> nn.Module:
+            return SiamSmp(in_channels, arch=_arch, **kwargs)
+
+        register_model(name)(factory)
+
+
+_register_smp_decoders()
+
+
+@register_model("tinycd")
+def _tinycd(*, in_channels: int, **kwargs: Any) -> nn.Module:
+    """TinyCD (:mod:`cspon_rs.models.tinycd`): Siamese backbone, mixing blocks, mask attention, pixel MLP."""
+    from cspon_rs.models.tinycd import TinyCD
+
+    return TinyCD(in_channels, **kwargs)
