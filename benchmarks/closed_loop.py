@@ -5,17 +5,18 @@ For every labelled scene (a "county" of one scene), it simulates what a bureau d
 1. detect: ``detect_pair`` (the same radiometry, MMU and suppression a user gets) gives the candidate patches,
    each with its classifier features; the checkpoint's shipped classifier scores them, and those at or above
    its operating point are the warnings (N = 0);
-2. triage: a desk reviewer answers the first N warnings **in the order the triage mode presents them**
-   (highest confidence first) from the scene's labels: real change when the warning touches labelled change,
-   else a false alarm (``1`` / ``3`` in the triage keys);
+2. triage: a desk reviewer answers the first N candidates **in the order the triage mode presents them**
+   (highest confidence first; below the operating point they are 内业排除-suggested) from the scene's
+   labels: real change when the patch touches labelled change, else a false alarm (``1`` / ``3`` in the triage keys);
 3. re-fit: exactly :func:`cspon_rs.training.county_refit.refit_county`'s recipe (25 % of the labels held back;
    the candidate is fitted on the rest plus the shipped fitting patches at half their weight, and replaces
    the current classifier only if its average precision on the held-back labels is higher);
-4. re-score: the county's current classifier re-scores the **untriaged remainder** (the open warnings: a
-   re-score re-ranks them and suggests 内业排除 for those below its operating point, it raises no new ones);
-   warning precision (share of the warnings still raised that touch labelled change) and object recall
-   (labelled objects touched by a raised warning, over all labelled objects no triaged warning touched) are
-   reported for the shipped and the county classifier on that same remainder, with the re-fit seconds.
+4. re-score: the county's current classifier scores the **untriaged remainder** of the candidate patches
+   (every patch no suppression cue removed); those at or above its operating point are the warnings it
+   raises (what the next ``detect --db --county`` run delivers with the county's model). Warning precision
+   (share of raised warnings that touch labelled change) and object recall (labelled objects touched by a
+   raised warning, over all labelled objects no triaged patch touched) are reported for the shipped and the
+   county classifier on that same remainder, with the re-fit seconds.
 
 Rounds are cumulative (N = 25, then 50 more, ...), as a reviewer's labels accumulate. Nothing is tuned here:
 the recipe and the operating points come from the fitting data (see the classifier's card).
@@ -105,15 +106,14 @@ def curve_for(table: PatchTable, shipped: Any, base: tuple[pd.DataFrame, np.ndar
     ship_conf = shipped.confidence(x)
     current = shipped
     conf = ship_conf.copy()
-    raised0 = conf >= shipped.min_confidence
     order = np.argsort(-conf, kind="stable")
-    triage_order = [int(k) for k in order if raised0[k]]  # the reviewer sees raised warnings, most confident first
+    triage_order = [int(k) for k in order]  # the triage queue: most confident first
     rows = []
     for n in ns:
         n_eff = min(n, len(triage_order))
         triaged = np.zeros(len(x), dtype=bool)
         triaged[triage_order[:n_eff]] = True
-        rest = raised0 & ~triaged  # the open warnings: a re-score re-ranks them, it raises no new ones
+        rest = ~triaged
         excluded = set().union(*[table.objects[k] for k in np.flatnonzero(triaged)]) if triaged.any() else set()
         row: dict[str, Any] = {"n": n, "n_labelled": n_eff, "n_real": int(table.touches[triaged].sum())}
         if n_eff >= 10 and 0 < table.touches[triaged].sum() < n_eff:

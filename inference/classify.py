@@ -276,7 +276,9 @@ def classify_patches(
     out.loc[free, "confidence"] = np.round(conf, 4)
     out.loc[free, "confidence_reason"] = reasons
     out["features"] = pd.Series([None] * len(out), index=out.index, dtype="object")
-    out.loc[free, "features"] = feature_records(rows, clf.bands, clf.feature_version)
+    from cspon_rs.inference.features import FEATURE_VERSION
+
+    out.loc[free, "features"] = feature_records(rows, clf.bands, FEATURE_VERSION)  # as this code computed them
     low_rows = conf < threshold
     low = np.zeros(len(out), dtype=bool)
     low[np.flatnonzero(free)[low_rows]] = True
@@ -335,8 +337,14 @@ def score_patches(
     """Features of the patches no cue suppressed, read from the scenes, then :func:`classify_patches`."""
     if clf is None:
         return classify_patches(patches, None, None)
-    from cspon_rs.inference.features import features_from_scenes
+    from cspon_rs.inference.features import COMPATIBLE_VERSIONS, FEATURE_VERSION, features_from_scenes
 
+    if clf.feature_version not in COMPATIBLE_VERSIONS:
+        raise ConfigError(
+            f"warning classifier fitted on features version {clf.feature_version}, but this cspon-rs computes "
+            f"version {FEATURE_VERSION}: re-fit it (cspon-rs classifier fit / models refit) or run with "
+            "--classifier none"
+        )
     if [str(b).upper() if b else None for b in clf.bands] != [str(b).upper() if b else None for b in bands]:
         raise ConfigError(
             f"warning classifier fitted for bands {clf.bands} but the scenes have {list(bands)}: use the "

@@ -16,6 +16,9 @@ and 0-1 floats of the same pixels give the same row:
   (Sobel) of the brightness on both dates (edges appear where buildings are built);
 * **indices** the bands allow: NDVI and NDWI (red/green + NIR) on both dates; for RGB, the excess-green
   index (2G-R-B)/(R+G+B) and the saturation (max-min)/max on both dates;
+* **ring context**: mean probability and mean absolute change in a ring of :data:`RING_PX` pixels around the
+  patch, and the patch-minus-ring contrasts (a real building stands out from its surroundings; a scene-wide
+  radiometric difference does not);
 * **scene context**: the share of the scene's valid area the detector flagged, and its patches per km²
   (a scene where a third of the pixels are "change" is a radiometry problem, not a building boom).
 
@@ -47,20 +50,23 @@ from cspon_rs.inference.suppress import BandRoles, band_roles
 from cspon_rs.inference.windows import plan_blocks
 
 __all__ = [
+    "COMPATIBLE_VERSIONS",
     "FEATURE_VERSION",
     "SceneScale",
     "feature_names",
-    "features_from_arrays",
     "features_from_scenes",
     "geometry_features",
     "scene_scale",
 ]
 
 #: Bumped whenever a feature's definition changes (a classifier records the version it was fitted with).
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+#: Versions whose features this code computes identically (2 only added the ring context to 1).
+COMPATIBLE_VERSIONS: frozenset[int] = frozenset({1, 2})
 
-_RGB_RED = ("B04", "B4", "R", "RED")
 _EPS = 1e-6
+#: Width of the ring around a patch that the context features read, in pixels.
+RING_PX = 3
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,9 @@ def feature_names(bands: Sequence[str | None]) -> list[str]:
     idx = []
     for k in _index_kinds(band_roles(bands), bands):
         idx += [f"{k}_t1", f"{k}_t2", f"{k}_change"]
+    ring = ["ring_prob_mean", "ring_absd", "prob_contrast", "absd_contrast"]
     scene = ["scene_flagged_share", "scene_log_patches_per_km2"]
-    return geo + prob + per_band + tex + idx + scene
+    return geo + prob + per_band + tex + idx + ring + scene
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -200,6 +207,7 @@ class _Sums:
         self.tex = np.zeros((4, n + 1))  # sum bright1, bright2, grad1, grad2
         self.index = np.zeros((2, n_index, n + 1))
         self.index_count = np.zeros((n_index, n + 1))
+        self.ring = np.zeros((3, n + 1))  # count, sum p, sum mean-over-bands |z2 - z1|
 
     def add(
         self,
@@ -245,6 +253,17 @@ class _Sums:
             self.index[0, k] += np.bincount(i[okk], weights=v1[sel][okk], minlength=m)
             self.index[1, k] += np.bincount(i[okk], weights=v2[sel][okk], minlength=m)
 
+    def add_ring(self, ring_ids: np.ndarray, prob: np.ndarray, z1: np.ndarray, z2: np.ndarray) -> None:
+        """Add one block's ring pixels (``ring_ids``: the patch whose ring a pixel is in, 0 = none)."""
+        sel = ring_ids > 0
+        if not sel.any():
+            return
+        i, m = ring_ids[sel], self.n + 1
+        self.ring[0] += np.bincount(i, minlength=m)
+        self.ring[1] += np.bincount(i, weights=prob[sel].astype(np.float64), minlength=m)
+        absd = np.abs(z2 - z1).mean(axis=0)
+        self.ring[2] += np.bincount(i, weights=absd[sel], minlength=m)
+
     def table(self, names: list[str], channels: int, kinds: list[str]) -> dict[str, np.ndarray]:
         """Means and standard deviations per patch (rows 1..n)."""
         n = np.maximum(self.count[1:], 1.0)
@@ -270,6 +289,13 @@ class _Sums:
                 v1 = np.where(cnt > 0, self.index[0, k, 1:] / np.maximum(cnt, 1), np.nan)
                 v2 = np.where(cnt > 0, self.index[1, k, 1:] / np.maximum(cnt, 1), np.nan)
             out[f"{kind}_t1"], out[f"{kind}_t2"], out[f"{kind}_change"] = v1, v2, v2 - v1
+        rn = np.maximum(self.ring[0, 1:], 1.0)
+        has_ring = self.ring[0, 1:] > 0
+        absd_in = self.band[4, :, 1:].mean(axis=0) / n
+        out["ring_prob_mean"] = np.where(has_ring, self.ring[1, 1:] / rn, out["prob_mean"])
+        out["ring_absd"] = np.where(has_ring, self.ring[2, 1:] / rn, absd_in)
+        out["prob_contrast"] = out["prob_mean"] - out["ring_prob_mean"]
+        out["absd_contrast"] = absd_in - out["ring_absd"]
         return out
 
 
@@ -318,6 +344,7 @@ def _standardise(raw: np.ndarray, scale: SceneScale) -> np.ndarray:
 def _accumulate(
     sums: _Sums,
     ids: np.ndarray,
+    ring_ids: np.ndarray,
     prob: np.ndarray,
     raw1: np.ndarray,
     raw2: np.ndarray,
@@ -330,6 +357,7 @@ def _accumulate(
     z1, z2 = _standardise(raw1, scales[0]), _standardise(raw2, scales[1])
     idx1, idx2 = _indices(raw1, bands, kinds), _indices(raw2, bands, kinds)
     sums.add(ids, np.nan_to_num(prob), z1, z2, list(zip(idx1, idx2, strict=True)))
+    sums.add_ring(np.where(ids > 0, 0, ring_ids), np.nan_to_num(prob), z1, z2)
 
 
 def _finish(
@@ -352,42 +380,6 @@ def _finish(
 # --------------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------------
-
-
-def features_from_arrays(
-    patches: gpd.GeoDataFrame,
-    ids: np.ndarray,
-    prob: np.ndarray,
-    before: np.ndarray,
-    after: np.ndarray,
-    valid: np.ndarray,
-    bands: Sequence[str | None],
-    pixel_area_m2: float,
-    *,
-    metres_per_unit: float | None = None,
-) -> pd.DataFrame:
-    """Features of patches given as a patch-id image over in-memory arrays (an evaluation pair).
-
-    Args:
-        patches: One row per patch, in id order (``ids == k + 1`` marks row ``k``).
-        ids: ``(H, W)`` int patch ids, 0 outside patches.
-        prob: ``(H, W)`` change probability.
-        before: ``(C, H, W)`` date 1 in raw units.
-        after: ``(C, H, W)`` date 2 on the same grid.
-        valid: ``(H, W)`` bool valid pixels of the pair.
-        bands: Band names in order (the card's).
-        pixel_area_m2: Ground area of one pixel.
-        metres_per_unit: Scale of CRS-less patch coordinates (for :func:`geometry_features`).
-    """
-    kinds = _index_kinds(band_roles(bands), bands)
-    scales = (scene_scale(before, valid), scene_scale(after, valid))
-    sums = _Sums(len(patches), len(bands), len(kinds))
-    _accumulate(sums, np.where(valid, ids, 0), prob, before, after, scales, bands, kinds)
-    valid_px = max(int(valid.sum()), 1)
-    flagged = float(sums.count[1:].sum()) / valid_px
-    km2 = valid_px * pixel_area_m2 / 1e6
-    return _finish(sums, geometry_features(patches, metres_per_unit), bands, kinds, flagged,
-                   len(patches) / max(km2, 1e-9))
 
 
 def _decimated(src: rasterio.io.DatasetReader, max_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -441,7 +433,11 @@ def features_from_scenes(
         scales = (scene_scale(sample_a, mask_a), scene_scale(sample_b, mask_b & mask_a))
         valid_share = float((mask_a & mask_b).mean())
         geoms = list(patches.to_crs(src_a.crs).geometry) if patches.crs is not None else list(patches.geometry)
-        tree = shapely.STRtree(geoms)
+        # the ring: RING_PX pixels around each patch (pixels of other patches are not counted in it)
+        shapes = np.asarray(geoms, dtype=object)
+        grown = shapely.buffer(shapes, RING_PX * abs(src_a.transform.a)) if geoms else shapes
+        rings_geom = list(shapely.difference(grown, shapes)) if geoms else []
+        tree = shapely.STRtree(list(grown))
         for win in _blocks(src_a.height, src_a.width, block_size) if n else iter(()):
             wt = window_transform(win, src_a.transform)
             x0, y0 = wt @ (0, 0)
@@ -452,14 +448,17 @@ def features_from_scenes(
                 continue
             ids = rasterize([(geoms[int(k)], int(k) + 1) for k in hits], out_shape=(win.height, win.width),
                             transform=wt, fill=0, dtype="int32")
+            rings = rasterize([(rings_geom[int(k)], int(k) + 1) for k in hits], out_shape=(win.height, win.width),
+                              transform=wt, fill=0, dtype="int32")
             valid = (src_a.dataset_mask(window=win) > 0) & (src_b.dataset_mask(window=win) > 0)
             ids = np.where(valid, ids, 0)
+            rings = np.where(valid, rings, 0)
             if not (ids > 0).any():
                 continue
             raw1 = src_a.read(window=win, out_dtype="float64")
             raw2 = src_b.read(window=win, out_dtype="float64")
             p = src_p.read(1, window=win, out_dtype="float64")
-            _accumulate(sums, ids, p, raw1, raw2, scales, bands, kinds)
+            _accumulate(sums, ids, rings, p, raw1, raw2, scales, bands, kinds)
         total_px = src_a.height * src_a.width * valid_share
         px_area = _pixel_area_m2(src_a, patches, float(sums.count[1:].sum()))
     km2 = max(total_px * px_area / 1e6, 1e-9)

@@ -40,7 +40,7 @@ from cspon_rs.inference.classify import (
     load_classifier,
     save_classifier,
 )
-from cspon_rs.inference.features import FEATURE_VERSION
+from cspon_rs.inference.features import COMPATIBLE_VERSIONS
 from cspon_rs.store.models import Patch, WarningRecord
 
 __all__ = [
@@ -148,7 +148,7 @@ def county_labels(session: Session, county_code: str, names: list[str], bands: l
         if patch is not None and decision.decision in _DESK:
             rows.append((record.id, _DESK[decision.decision], "desk", patch.features or {}, record.detector))
     want = [str(b).upper() if b else None for b in bands]
-    keep = [r for r in rows if r[3].get("v") == FEATURE_VERSION
+    keep = [r for r in rows if r[3].get("v") in COMPATIBLE_VERSIONS
             and [str(b).upper() if b else None for b in r[3].get("bands", [])] == want]
     return CountyLabels(
         warning_ids=[r[0] for r in keep],
@@ -165,7 +165,7 @@ def label_counts(session: Session, county_code: str) -> tuple[int, int]:
     from cspon_rs.store.triage import desk_labels
 
     def usable(patch: Patch | None) -> bool:
-        return patch is not None and bool(patch.features) and patch.features.get("v") == FEATURE_VERSION
+        return patch is not None and bool(patch.features) and patch.features.get("v") in COMPATIBLE_VERSIONS
 
     field_n = sum(1 for r, v, p in latest_verifications(session, county_code=county_code)
                   if r.status in ("verified", "closed") and v.result in _FIELD and usable(p))
@@ -423,7 +423,7 @@ def rescore_open_warnings(session: Session, county_code: str, clf: WarningClassi
     by_clf: dict[str, list[tuple[WarningRecord, dict[str, Any]]]] = {}
     cache: dict[str, WarningClassifier | None] = {}
     for record, feats in rows:
-        if not feats or feats.get("v") != FEATURE_VERSION:
+        if not feats or feats.get("v") not in COMPATIBLE_VERSIONS:
             continue
         key = "county" if clf is not None else str(record.detector)
         by_clf.setdefault(key, []).append((record, feats))

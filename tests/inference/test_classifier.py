@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import rasterio
 from inferencetest_support import BANDS, ScenePair, write_scene
-from rasterio.features import rasterize
 
 from cspon_rs.inference.classify import (
     classifier_path_for,
@@ -20,7 +19,7 @@ from cspon_rs.inference.classify import (
     operating_point,
     save_classifier,
 )
-from cspon_rs.inference.features import feature_names, features_from_arrays, features_from_scenes
+from cspon_rs.inference.features import feature_names, features_from_scenes
 from cspon_rs.training.warning_classifier import PatchTable, fit_classifier, warning_curve
 
 
@@ -82,23 +81,30 @@ def test_features_do_not_depend_on_the_radiometric_scale(scene_pair: ScenePair, 
         np.testing.assert_allclose(frame.to_numpy(), ref.to_numpy(), rtol=0.02, atol=0.02, err_msg=name)
 
 
-def test_features_from_arrays_match_features_from_scenes(scene_pair: ScenePair, tmp_path: Path) -> None:
-    with rasterio.open(scene_pair.before) as a, rasterio.open(scene_pair.after) as b:
-        da, db, transform = a.read().astype(np.float64), b.read().astype(np.float64), a.transform
+def test_patch_and_ring_statistics_match_the_pixels(scene_pair: ScenePair, tmp_path: Path) -> None:
+    import shapely
+    from rasterio.features import rasterize
+
+    from cspon_rs.inference.features import RING_PX
+
+    with rasterio.open(scene_pair.before) as a:
+        transform, shape = a.transform, (a.height, a.width)
     rng = np.random.default_rng(1)
-    prob = rng.uniform(0, 1, da.shape[1:]).astype("float32")
+    prob = rng.uniform(0, 1, shape).astype("float32")
     prob_path = write_scene(tmp_path / "prob.tif", prob[None])
     patches = _patches_on(scene_pair.before, BOXES)
-    ids = rasterize([(g, k + 1) for k, g in enumerate(patches.geometry)], out_shape=prob.shape,
-                    transform=transform, dtype="int32")
-    from_scenes = features_from_scenes(patches, scene_pair.before, scene_pair.after, prob_path, BANDS)
-    # the array path measures the scale on the whole pair; the scene path on a decimated read of the same
-    # 300 x 260 px (not decimated at this size): the two agree
-    from_arrays = features_from_arrays(patches, ids, prob, da, db, np.ones(prob.shape, bool), BANDS,
-                                       pixel_area_m2=100.0)
-    np.testing.assert_allclose(from_arrays.to_numpy(), from_scenes.to_numpy(), rtol=1e-4, atol=1e-4)
-    assert from_scenes["prob_max"].to_numpy() == pytest.approx(
-        [prob[ids == k + 1].max() for k in range(len(patches))])
+    feats = features_from_scenes(patches, scene_pair.before, scene_pair.after, prob_path, BANDS, block_size=128)
+    for k, geom in enumerate(patches.geometry):
+        inside = rasterize([(geom, 1)], out_shape=shape, transform=transform, dtype="uint8") > 0
+        grown = shapely.buffer(geom, RING_PX * abs(transform.a))
+        ring = (rasterize([(grown.difference(geom), 1)], out_shape=shape, transform=transform, dtype="uint8") > 0)
+        assert feats.loc[k, "prob_max"] == pytest.approx(prob[inside].max())
+        assert feats.loc[k, "prob_mean"] == pytest.approx(prob[inside].mean(), rel=1e-6)
+        assert feats.loc[k, "ring_prob_mean"] == pytest.approx(prob[ring & ~inside].mean(), rel=1e-6)
+    # the blocks (128 px) cut the patches: sums over blocks equal sums over the scene
+    whole = features_from_scenes(patches, scene_pair.before, scene_pair.after, prob_path, BANDS)
+    np.testing.assert_allclose(feats.drop(columns=["grad_t1", "grad_t2", "grad_change"]).to_numpy(),
+                               whole.drop(columns=["grad_t1", "grad_t2", "grad_change"]).to_numpy(), rtol=1e-6)
 
 
 def test_fit_is_deterministic_and_round_trips(tmp_path: Path) -> None:
