@@ -125,6 +125,9 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     from cspon_rs.api.web import mount_web
 
     mount_web(app)
+    from cspon_rs.api.openapi_responses import document_error_responses
+
+    document_error_responses(app, API_PREFIX)  # last: every route's possible error codes in the spec
     return app
 
 

@@ -1,6 +1,7 @@
 """Property-based fuzzing of every operation in the OpenAPI spec (schemathesis strategies + hypothesis)
 against a real server: no input, valid or not, may produce a 5xx, 4xx answers carry a JSON ``detail``, and
-every documented response matches its schema (``response_schema_conformance``: e.g. datetimes with offset).
+every documented response matches its schema (``response_schema_conformance``: e.g. datetimes with offset),
+and every status code answered is documented for its operation (``status_code_conformance``, issue #22).
 
 (schemathesis' own pytest plugin does not run under pytest 9, so the strategies are driven directly.)
 """
@@ -20,7 +21,7 @@ from apitest_support import Server, add_user, seed_warnings  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import response_schema_conformance  # noqa: E402
+from schemathesis.checks import response_schema_conformance, status_code_conformance  # noqa: E402
 
 #: Examples per operation and mode (``CSPON_FUZZ_EXAMPLES`` scales them up for a longer run).
 _SCALE = float(os.environ.get("CSPON_FUZZ_EXAMPLES", "1"))
@@ -43,6 +44,7 @@ def test_no_server_errors(fuzz_server: Server, mode: GenerationMode) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[str] = []
     violations: list[str] = []
+    undocumented: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
 
@@ -68,8 +70,12 @@ def test_no_server_errors(fuzz_server: Server, mode: GenerationMode) -> None:
                 assert "detail" in response.json(), response.text
             try:
                 case.validate_response(response, checks=[response_schema_conformance])
-            except Exception as exc:  # schemathesis reports a non-conforming response as an exception group
+            except (Exception, BaseExceptionGroup) as exc:  # schemathesis: a non-conforming response -> a group
                 violations.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {exc!s:.400}")
+            try:
+                case.validate_response(response, checks=[status_code_conformance])
+            except (Exception, BaseExceptionGroup) as exc:
+                undocumented.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {exc!s:.200}")
 
         try:
             run()
@@ -77,3 +83,4 @@ def test_no_server_errors(fuzz_server: Server, mode: GenerationMode) -> None:
             assert mode is GenerationMode.NEGATIVE, operation.label
     assert not failures, "\n".join(failures[:20])
     assert not violations, f"{len(violations)} response-schema violations:\n" + "\n".join(violations[:10])
+    assert not undocumented, f"{len(undocumented)} undocumented status codes:\n" + "\n".join(undocumented[:10])
