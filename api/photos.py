@@ -222,9 +222,13 @@ def caption_text(
 
 def photo_captions(session: Any, warning_ids: list[str], zone: dt.tzinfo | None = None) -> dict[str, list[str]]:
     """Warning id → one caption per stored photo, in the order of :func:`cspon_rs.store.api_crud.list_photos`
-    (the order the report's ``photos`` lists use); pass it as ``write_report(photo_captions=...)``."""
+    (the order the report's ``photos`` lists use); pass it as ``write_report(photo_captions=...)``. Times are
+    shown in ``zone``, by default the display zone of the export schema (Asia/Shanghai)."""
+    from cspon_rs.exports.schema import load_export_schema
     from cspon_rs.store.api_crud import list_photos
     from cspon_rs.store.models import Verification
+
+    zone = zone or load_export_schema().zone()
 
     out: dict[str, list[str]] = {}
     for wid in warning_ids:

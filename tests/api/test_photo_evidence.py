@@ -115,6 +115,20 @@ def test_photos_positioned_checked_flagged_and_deduplicated(server: Server, seed
         listed = c.get(f"/warnings/{wid}").json()["photos"]
     assert len({p["sha256"] for p in listed}) == 3
 
+    # the captions the report's 核查表 and the KMZ print under each photo (display zone Asia/Shanghai)
+    from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
+    from cspon_rs.api.photos import photo_captions
+
+    engine = make_engine(server.db_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            captions = photo_captions(session, [wid])[wid]
+    finally:
+        engine.dispose()
+    assert len(captions) == 3
+    assert captions[0].startswith("2026-05-01 09:30 +0800 · ") and "方位 124°" in captions[0]
+    assert "距图斑 0 m · field-pe" in captions[0] and "⚠" not in captions[0]
+    assert captions[1].endswith("· field-pe · ⚠ 远离图斑") and captions[2].endswith("⚠ 早于核查")
     assert gpx_resp.status_code == 200, gpx_resp.text
     gpx = gpxpy.parse(gpx_resp.text)
     points = gpx.tracks[0].segments[0].points
