@@ -232,5 +232,8 @@ def test_photos_downscaled_deduplicated_synced_flagged_and_captioned(
         assert sum("远离图斑" in t for t in texts) == 1
         assert page.locator("#detail-body figure.photo-fig.flagged").count() == 1
         page.screenshot(path=str(shots / "review_photo_captions.png"))
+        with page.expect_download() as got:  # the check's GPS track, from the detail
+            page.locator("#detail-verifications a.track-link").first.click()
+        assert gpxpy.parse(Path(got.value.path()).read_text()).tracks[0].segments[0].points
     finally:
         review.close()

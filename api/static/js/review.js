@@ -662,6 +662,12 @@
       photos.appendChild(h("figure", { class: "photo-fig" + (p.flags && p.flags.length ? " flagged" : ""),
         dataset: { flags: (p.flags || []).join(",") } }, img, h("figcaption", { class: "photo-caption" }, photoCaption(p))));
       C.authImageUrl(p.url).then(function (src) { img.src = src; }).catch(function () { img.remove(); });
+        v.has_track ? h("div", { class: "muted capture-track" }, h("a", { href: "#", class: "track-link",
+          onclick: function (ev) {
+            ev.preventDefault();
+            C.download("warnings/" + encodeURIComponent(detail.id) + "/verifications/" + v.id + "/track.gpx", "track.gpx")
+              .catch(function (err) { C.toast("下载失败 " + err.message, "error"); });
+          } }, "巡查轨迹 GPS track (GPX)")) : null,
     });
     var body = C.clear(document.getElementById("detail-body"));
     C.append(body, [
