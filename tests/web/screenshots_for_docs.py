@@ -63,6 +63,8 @@ def main() -> None:
                 phone.click("#login-submit")
                 phone.wait_for_selector("body[data-loaded='1'][data-sw='active']", timeout=60_000)
                 phone.click("#download")
+                phone.wait_for_selector("#download-go", timeout=120_000)  # size and time estimate first
+                phone.click("#download-go")
                 phone.wait_for_selector("body[data-downloaded]", timeout=120_000)
                 phone.wait_for_timeout(1500)
                 phone.screenshot(path=str(args.out / "field_view.png"))
