@@ -295,6 +295,7 @@ class VerificationOut(_Out):
         default=None, ge=0, le=360, description="direction the device faced, degrees clockwise from north")
     position_at: AwareDatetime | None = Field(default=None, description="when the position fix was taken")
     recorded_at: AwareDatetime | None = Field(default=None, description="device time of the check")
+    has_track: bool = Field(default=False, description="a GPS track was recorded (GET .../track.gpx)")
     by: str | None
     created_at: dt.datetime
 
@@ -310,6 +311,14 @@ class PhotoOut(BaseModel):
     verification_id: int | None
     taken_at: AwareDatetime | None = Field(
         default=None, description="EXIF DateTimeOriginal when the file has it, else the file time the client sent")
+    lon: float | None = Field(default=None, description="where it was taken, EPSG:4326")
+    lat: float | None = None
+    position_source: str | None = Field(default=None, description="exif | device (phone fix) | check")
+    bearing_deg: float | None = Field(default=None, description="direction faced, degrees clockwise from north")
+    bearing_source: str | None = Field(default=None, description="exif | device (compass) | check")
+    distance_m: float | None = Field(default=None, description="geodesic distance to the 图斑, metres (0 inside)")
+    flags: list[str] = Field(default_factory=list, description="far | early | late | no_position | no_time")
+    by: str | None = Field(default=None, description="who sent it (the verification's author)")
 
 
 class WarningDetail(WarningOut):
@@ -326,7 +335,6 @@ class WarningDetail(WarningOut):
     outside_urban_m2: float
     rule_set_version: str
     linked_ids: list[str]
-    has_track: bool = Field(default=False, description="a GPS track was recorded (GET .../track.gpx)")
     seen_periods: list[str]
     geometry: dict[str, Any] = Field(description="GeoJSON geometry, EPSG:4326")
     history: list[HistoryOut]
@@ -342,14 +350,6 @@ class AssignIn(_In):
     due_date: dt.date | None = Field(default=None, description="between 2000-01-01 and ten years from today")
     expected_version: int | None = Field(
         default=None, ge=1, le=MAX_ID, description="version you saw (optimistic lock)"
-    lon: float | None = Field(default=None, description="where it was taken, EPSG:4326")
-    lat: float | None = None
-    position_source: str | None = Field(default=None, description="exif | device (phone fix) | check")
-    bearing_deg: float | None = Field(default=None, description="direction faced, degrees clockwise from north")
-    bearing_source: str | None = Field(default=None, description="exif | device (compass) | check")
-    distance_m: float | None = Field(default=None, description="geodesic distance to the 图斑, metres (0 inside)")
-    flags: list[str] = Field(default_factory=list, description="far | early | late | no_position | no_time")
-    by: str | None = Field(default=None, description="who sent it (the verification's author)")
     )
 
     @field_validator("due_date")

@@ -75,6 +75,10 @@ class ServeSettings(StrictModel):
     port: int = Field(default=8000, ge=1, le=65535)
     max_photo_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
     max_photos: int = Field(default=10, ge=0)
+    photo_max_distance_m: float = Field(default=100.0, gt=0)
+    photo_window_h: float = Field(default=72.0, gt=0)
+    photo_originals: list[str] = Field(default_factory=list)
+    road_layers: dict[str, Path] = Field(default_factory=dict)
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     worker: bool = True
     worker_poll_s: float = Field(default=1.0, gt=0)
@@ -116,10 +120,6 @@ class ServeSettings(StrictModel):
         directory itself among ``scene_roots`` (see :meth:`refused_inside`).
         """
         return [self.uploads_of(user_id), *(p.resolve() for p in self.scene_roots)]
-    photo_max_distance_m: float = Field(default=100.0, gt=0)
-    photo_window_h: float = Field(default=72.0, gt=0)
-    photo_originals: list[str] = Field(default_factory=list)
-    road_layers: dict[str, Path] = Field(default_factory=dict)
 
     def refused_inside(self, user_id: int) -> tuple[Path, list[Path]]:
         """``(data_dir, allowed)``: inside the data directory only the ``allowed`` folders may be inputs."""

@@ -621,6 +621,19 @@
         ev.by ? " · " + ev.by : "", ev.why ? h("div", { class: "muted" }, ev.why) : null);
     });
     function isNum(x) { return typeof x === "number" && isFinite(x); }
+    /** One photo's evidence line (举证): time, lon/lat (source), bearing, distance to the 图斑, who, flags. */
+    function photoCaption(p) {
+      var FLAG = { far: "远离图斑 far from the 图斑", early: "早于核查 before the check window",
+        late: "晚于核查 after the check", no_position: "无位置 no position", no_time: "无时间 no time" };
+      var parts = [p.taken_at ? C.fmtTime(p.taken_at) : "时间不明 time unknown"];
+      if (isNum(p.lon) && isNum(p.lat)) parts.push(C.fmt(p.lon, 6) + ", " + C.fmt(p.lat, 6) + " (" + (p.position_source || "?") + ")");
+      if (isNum(p.bearing_deg)) parts.push("方位 bearing " + C.fmt(p.bearing_deg, 0) + "°");
+      if (isNum(p.distance_m)) parts.push("距图斑 to 图斑 " + C.fmt(p.distance_m, 0) + " m");
+      if (p.by) parts.push(p.by);
+      var flags = (p.flags || []).map(function (f) { return FLAG[f] || f; });
+      return parts.join(" · ") + (flags.length ? " · ⚠ " + flags.join(", ") : "");
+    }
+
     /** "拍摄 taken …" for the photos of one verification that have a time (EXIF or the phone's file time). */
     function photoTimes(vid) {
       var times = (detail.photos || []).filter(function (p) { return p.verification_id === vid && p.taken_at; })
@@ -640,34 +653,21 @@
         v.recorded_at ? h("div", { class: "muted capture-recorded" },
           "设备时间 device time " + C.fmtTime(v.recorded_at)) : null,
         photoTimes(v.id),
-        v.notes ? h("div", { class: "muted notes" }, v.notes) : null);
-    });
-    var photos = h("div", { class: "photos" });
-    /** One photo's evidence line (举证): time, lon/lat (source), bearing, distance to the 图斑, who, flags. */
-    function photoCaption(p) {
-      var FLAG = { far: "远离图斑 far from the 图斑", early: "早于核查 before the check window",
-        late: "晚于核查 after the check", no_position: "无位置 no position", no_time: "无时间 no time" };
-      var parts = [p.taken_at ? C.fmtTime(p.taken_at) : "时间不明 time unknown"];
-      if (isNum(p.lon) && isNum(p.lat)) parts.push(C.fmt(p.lon, 6) + ", " + C.fmt(p.lat, 6) + " (" + (p.position_source || "?") + ")");
-      if (isNum(p.bearing_deg)) parts.push("方位 bearing " + C.fmt(p.bearing_deg, 0) + "°");
-      if (isNum(p.distance_m)) parts.push("距图斑 to 图斑 " + C.fmt(p.distance_m, 0) + " m");
-      if (p.by) parts.push(p.by);
-      var flags = (p.flags || []).map(function (f) { return FLAG[f] || f; });
-      return parts.join(" · ") + (flags.length ? " · ⚠ " + flags.join(", ") : "");
-    }
-
-    (detail.photos || []).forEach(function (p) {
-      if (!p.url) return;
-      var img = h("img", { alt: "photo", class: "photo" });
-      photos.appendChild(h("figure", { class: "photo-fig" + (p.flags && p.flags.length ? " flagged" : ""),
-        dataset: { flags: (p.flags || []).join(",") } }, img, h("figcaption", { class: "photo-caption" }, photoCaption(p))));
-      C.authImageUrl(p.url).then(function (src) { img.src = src; }).catch(function () { img.remove(); });
         v.has_track ? h("div", { class: "muted capture-track" }, h("a", { href: "#", class: "track-link",
           onclick: function (ev) {
             ev.preventDefault();
             C.download("warnings/" + encodeURIComponent(detail.id) + "/verifications/" + v.id + "/track.gpx", "track.gpx")
               .catch(function (err) { C.toast("下载失败 " + err.message, "error"); });
           } }, "巡查轨迹 GPS track (GPX)")) : null,
+        v.notes ? h("div", { class: "muted notes" }, v.notes) : null);
+    });
+    var photos = h("div", { class: "photos" });
+    (detail.photos || []).forEach(function (p) {
+      if (!p.url) return;
+      var img = h("img", { alt: "photo", class: "photo" });
+      photos.appendChild(h("figure", { class: "photo-fig" + (p.flags && p.flags.length ? " flagged" : ""),
+        dataset: { flags: (p.flags || []).join(",") } }, img, h("figcaption", { class: "photo-caption" }, photoCaption(p))));
+      C.authImageUrl(p.url).then(function (src) { img.src = src; }).catch(function () { img.remove(); });
     });
     var body = C.clear(document.getElementById("detail-body"));
     C.append(body, [
