@@ -30,6 +30,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -526,7 +527,13 @@ def layer(
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=error_detail(
             "kind", f"no {kind} layer known for county {county_code}, period {period}", "path"))
-    return JSONResponse(_layer_geojson(kind, path), media_type="application/geo+json")
+    return JSONResponse(_cached_layer(kind, _file_key(path), str(path)), media_type="application/geo+json")
+
+
+@lru_cache(maxsize=32)
+def _cached_layer(kind: LayerKind, key: str, path: str) -> dict[str, Any]:
+    """The layer's GeoJSON, read once per file version (``key``: path, size, mtime) and process."""
+    return _layer_geojson(kind, Path(path))
 
 
 # ------------------------------------------------------------------------- warnings at county scale

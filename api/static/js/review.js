@@ -254,10 +254,12 @@
     var token = ++viewToken, b = map.getBounds().pad(0.25);
     function clamp(v, lim) { return Math.max(-lim, Math.min(lim, v)).toFixed(6); }
     var bbox = [clamp(b.getWest(), 180), clamp(b.getSouth(), 90), clamp(b.getEast(), 180), clamp(b.getNorth(), 90)];
+    state.viewPending = true;
     return C.api(mapBase() + "/features?bbox=" + bbox.join(",") + filterQuery()).then(function (body) {
       if (token !== viewToken) return;
       state.view = body;
       drawWarnings();
+      state.viewPending = false;  // the drawn warnings are those of the current view
     });
   }
 
@@ -270,13 +272,12 @@
     view.features.forEach(function (f) {
       var layer, sel = f.id === state.selected;
       if (view.mode === "polygons") {
-        layer = L.geoJSON(f.g, { renderer: svg ? undefined : canvasRenderer,
+        layer = L.geoJSON(f.g, { renderer: svg ? undefined : canvasRenderer, warningId: f.id,
           style: Object.assign({ className: "warning-poly cat-" + f.c }, styleFor(f, sel)) });
-      } else {
-        layer = L.circleMarker([f.pt[1], f.pt[0]], Object.assign({ renderer: canvasRenderer, radius: 4 },
-          styleFor(f, sel), { weight: sel ? 3 : 1, fillOpacity: 0.7 }));
+      } else {  // warningId: for the one click handler on the group (below), not one per layer
+        layer = L.circleMarker([f.pt[1], f.pt[0]], Object.assign({ renderer: canvasRenderer, radius: 4,
+          warningId: f.id }, styleFor(f, sel), { weight: sel ? 3 : 1, fillOpacity: 0.7 }));
       }
-      layer.on("click", function () { select(f.id, true); });
       if (svg) layer.bindTooltip(C.h("span", {}, C.category(f.c).zh + " · " + f.id), { sticky: true });
       layer.addTo(warningLayer);
       state.layersById[f.id] = layer;
@@ -290,11 +291,18 @@
     }
     if (state.selected && state.layersById[state.selected]) state.layersById[state.selected].bringToFront();
   }
+  warningLayer.on("click", function (ev) {
+    var id = ev.sourceTarget && ev.sourceTarget.options ? ev.sourceTarget.options.warningId : undefined;
+    if (id === undefined && ev.layer && ev.layer.options) id = ev.layer.options.warningId;
+    if (id !== undefined) select(String(id), true);
+  });
   var moveTimer = null;
   map.on("moveend", function () {
     if (!state.key || !state.summary) return;
     clearTimeout(moveTimer);
-    moveTimer = setTimeout(loadView, 120);
+    state.viewPending = true;
+    // after a click, the warning's detail is drawn first, the new view after it
+    moveTimer = setTimeout(function () { Promise.resolve(state.detailPending).then(loadView); }, 120);
   });
 
   function currentFilters() {
@@ -438,7 +446,8 @@
     highlight(id);
     var bounds = zoom !== false ? knownBounds(id) : null;
     showDetail(id, zoom !== false && !bounds);  // first: the panel narrows the map
-    if (bounds) zoomTo(bounds);
+    // the map moves once the detail is drawn: re-projecting thousands of points must not delay the panel
+    if (bounds) state.detailPending.then(function () { if (state.selected === id) zoomTo(bounds); });
   }
 
   // ------------------------------------------------------------------------------------------- detail
@@ -809,12 +818,15 @@
   }
 
   function showDetail(id, zoomWhenLoaded) {
-    detailBox.hidden = false;
-    map.invalidateSize({ pan: false });
+    var request = C.api("warnings/" + encodeURIComponent(id));  // first: it travels while the map redraws
+    if (detailBox.hidden) {
+      detailBox.hidden = false;
+      map.invalidateSize({ pan: false });  // the panel narrows the map (only when it opens)
+    }
     var body = C.clear(document.getElementById("detail-body"));
     body.appendChild(h("p", { class: "muted" }, "加载中 loading " + id + " …"));
     var imagesReady = state.imagery && state.imagery.ready ? state.imagery.ready.catch(function () {}) : null;
-    Promise.all([C.api("warnings/" + encodeURIComponent(id)), imagesReady]).then(function (res) {
+    state.detailPending = Promise.all([request, imagesReady]).then(function (res) {
       var detail = res[0];
       if (state.selected !== id) return;
       var feature = { geometry: detail.geometry, properties: detail };
@@ -844,16 +856,22 @@
         });
       }
       state.summary = null;
-      return Promise.all([soft(setImagery(ctx, token), "影像 imagery"), soft(loadLayers(ctx, token), "图层 layers"),
-        loadSummary(), loadList(false)]).then(function (res) {
-        if (token !== state.loadToken) return;
-        var s = res[2];
-        var bounds = s.bounds ? L.latLngBounds(s.bounds) : null;
-        if (state.imagery) bounds = bounds ? bounds.extend(state.imagery.bounds) : state.imagery.bounds;
-        if (bounds) map.fitBounds(bounds, { padding: [10, 10], animate: false });
-        clearTimeout(moveTimer);  // the view is loaded right here, not again by that move
-        return loadView();
-      }).then(function () {
+      delete document.body.dataset.drawn;
+      // The warnings of the first view do not wait for the permit / control-line layers (drawn when they come).
+      var layers = soft(loadLayers(ctx, token), "图层 layers");
+      var warnings = Promise.all([soft(setImagery(ctx, token), "影像 imagery"), loadSummary(), loadList(false)])
+        .then(function (res) {
+          if (token !== state.loadToken) return;
+          var s = res[1];
+          var bounds = s.bounds ? L.latLngBounds(s.bounds) : null;
+          if (state.imagery) bounds = bounds ? bounds.extend(state.imagery.bounds) : state.imagery.bounds;
+          if (bounds) map.fitBounds(bounds, { padding: [10, 10], animate: false });
+          clearTimeout(moveTimer);  // the view is loaded right here, not again by that move
+          return loadView().then(function () {
+            if (token === state.loadToken) document.body.dataset.drawn = key.county_code + "/" + key.period;
+          });
+        });
+      return Promise.all([warnings, layers]).then(function () {
         if (token !== state.loadToken) return;
         document.body.dataset.loaded = key.county_code + "/" + key.period;
       });
