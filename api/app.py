@@ -8,10 +8,7 @@ process and then uvicorn.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from cspon_rs import __version__
 from cspon_rs.api.concurrency import Admission, AdmissionConfig, AdmissionState
@@ -78,44 +75,6 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
                        known_caller=caller_is_known)
     app.router.on_startup.append(redact_access_log)
 
-    # Refuse oversized bodies before they are spooled (the per-file checks still apply below the limit).
-    body_limit = min(
-        settings.max_request_bytes,
-        max(settings.max_upload_bytes * 2, settings.max_photo_bytes * (settings.max_photos + 1)) + 1_000_000,
-    )
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return JSONResponse(
-                    status_code=400,
-                    content={
-                        "detail": [
-                            {
-                                "loc": ["header", "content-length"],
-                                "msg": "not a number",
-                                "type": "value_error",
-                            }
-                        ]
-                    },
-                )
-            if int(length) > body_limit:
-                return JSONResponse(
-                    status_code=413,
-                    content={
-                        "detail": [
-                            {
-                                "loc": ["header", "content-length"],
-                                "msg": f"request body larger than {body_limit} bytes",
-                                "type": "value_error",
-                            }
-                        ]
-                    },
-                )
-        return await call_next(request)
-
     from cspon_rs.api.routers import health, jobs, scenes, session, users
 
     for module in (health, session, users, scenes, jobs):
@@ -139,6 +98,11 @@ def admission_config(settings: ServeSettings) -> AdmissionConfig:
         body_timeout_s=settings.body_timeout_s, readers_per_client=settings.readers_per_client,
         upload_slots=settings.upload_slots, uploads_per_user=settings.uploads_per_user,
         upload_min_rate_bps=settings.upload_min_rate_bps, saturated_after_s=settings.saturated_after_s,
+        # oversized bodies are refused before a byte is read (the per-file checks still apply below it)
+        max_body_bytes=min(
+            settings.max_request_bytes,
+            max(settings.max_upload_bytes * 2, settings.max_photo_bytes * (settings.max_photos + 1)) + 1_000_000,
+        ),
     )
 
 

@@ -69,6 +69,7 @@ class AdmissionConfig:
         uploads_per_user: Uploads of one caller at once.
         upload_min_rate_bps: Average rate an upload must keep after ``body_timeout_s`` (bytes/s).
         saturated_after_s: ``/health`` says ``degraded`` when a request waited, or every slot was held, longer.
+        max_body_bytes: Larger declared bodies are refused (413) before a byte is read; ``None``: no limit.
     """
 
     slots: int = 40
@@ -83,6 +84,7 @@ class AdmissionConfig:
     uploads_per_user: int = 2
     upload_min_rate_bps: float = 32 * 1024
     saturated_after_s: float = 10.0
+    max_body_bytes: int | None = None
 
 
 @dataclass
@@ -180,10 +182,11 @@ def _caller_key(headers: dict[str, str], client: str) -> tuple[str, bool]:
 
 
 async def _answer(send: Send, status: int, msg: str, kind: str, *, close: bool, retry_after: int | None = None,
-                  loc: str = "body") -> None:
+                  loc: str | list[str] = "body") -> None:
     """A JSON error shaped like the API's others (``detail`` list naming where and what)."""
     body = json.dumps(
-        {"detail": [{"loc": [loc], "msg": msg, "type": kind}], "error": kind}, ensure_ascii=False
+        {"detail": [{"loc": [loc] if isinstance(loc, str) else loc, "msg": msg, "type": kind}], "error": kind},
+        ensure_ascii=False
     ).encode("utf-8")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
@@ -225,7 +228,14 @@ class Admission:
         key, has_credential = _caller_key(headers, client)
         length_raw = headers.get("content-length")
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        length = int(length_raw) if length_raw is not None and length_raw.isdigit() else None
+        if length_raw is not None and not (length_raw.isascii() and length_raw.isdigit()):
+            await _answer(send, 400, "not a number", "value_error", close=True, loc=["header", "content-length"])
+            return
+        length = int(length_raw) if length_raw is not None else None
+        if length is not None and self.cfg.max_body_bytes is not None and length > self.cfg.max_body_bytes:
+            await _answer(send, 413, f"request body larger than {self.cfg.max_body_bytes} bytes", "value_error",
+                          close=True, loc=["header", "content-length"])
+            return
         if length is not None and length > self.cfg.body_buffer_bytes and not chunked:
             await self._upload(scope, receive, send, key, has_credential)
             return
@@ -243,7 +253,9 @@ class Admission:
                 self.state.readers[client] -= 1
                 if self.state.readers[client] <= 0:
                     del self.state.readers[client]
-            if outcome == "disconnect":
+            if outcome == "disconnect":  # nobody will read it; an answer keeps outer middleware consistent
+                await _answer(send, 400, "the client closed the connection before its body arrived",
+                              "client_disconnected", close=True)
                 return
             if outcome == "timeout":
                 self.state.refused["body_timeout"] += 1

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests" / "api"))
 
 from apitest_support import Server, add_user, seed_warnings, write_geotiff  # noqa: E402
 
-__all__ = ["LoadResult", "Target", "run_load", "seed_target"]
+__all__ = ["AttackResult", "LoadResult", "Target", "run_attack_comparison", "run_load", "seed_target", "seed_tiles"]
 
 
 @dataclass
@@ -57,6 +57,10 @@ class Target:
     warning_ids: list[str]
     scene_id: int | None = None
     layers: dict[str, str] = field(default_factory=dict)
+    #: Tiles the review map requests: ``(layer, z, x, y)`` at every zoom of the tile index (empty: no tiles).
+    tiles: list[tuple[str, int, int, int]] = field(default_factory=list)
+    #: Tiles below the index's ``minzoom`` (the low-zoom attack).
+    low_tiles: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +153,11 @@ async def _client(
                     r = await c.get(f"/warnings/{wid}", headers=auth["bureau"])
                 elif kind == "stats":
                     r = await c.get("/statistics", params={"by": "category"}, headers=auth["bureau"])
+                elif kind == "tile":
+                    if not target.tiles:
+                        continue
+                    layer, z, x, y = rng.choice(target.tiles)
+                    r = await c.get(f"/map/810000/2018Q1/tiles/{layer}/{z}/{x}/{y}.png", headers=auth["bureau"])
                 elif kind == "assign":
                     r = await c.post(
                         f"/warnings/{wid}/assign", json={"team": rng.choice(["t1", "t2"])}, headers=auth["bureau"]
@@ -272,6 +281,147 @@ def seed_target(
     return target
 
 
+def seed_tiles(server: Server, target: Target, *, px: int = 4096, tmp: Path | None = None) -> None:
+    """A ``px``² 3-band scene pair *without overviews* (about 1 m pixels, uploaded by the researcher) recorded as
+    the county's succeeded job, so the map serves its tiles; fills ``target.tiles`` with tiles at every zoom the
+    review map requests (``minzoom`` .. ``max_native_zoom + 2`` of ``GET .../tiles``, around the centre) and
+    ``target.low_tiles`` with coarser ones (the low-zoom attack)."""
+    import morecantile
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    sys.path.insert(0, str(REPO / "tests" / "web"))
+    from webtest_support import _record_run_as_job
+
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="cspon-tiles-"))
+    x0, y0 = 12_710_000.0, 2_560_000.0  # EPSG:3857 near Hong Kong
+    files = {}
+    for name, seed in (("before", 11), ("after", 12)):
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:px, 0:px]
+        base = ((xx // 64 + yy // 64) % 2 * 80 + 60).astype(np.uint8)
+        data = np.stack([base + rng.integers(0, 40, base.shape, dtype=np.uint8) for _ in range(3)])
+        path = tmp / f"{name}_big.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=px, height=px, count=3, dtype="uint8",
+                           crs="EPSG:3857", transform=from_origin(x0, y0, 1.0, 1.0), tiled=True,
+                           blockxsize=256, blockysize=256) as dst:
+            dst.write(data)
+        files[name] = (path.name, path.read_bytes(), "image/tiff")
+    headers = {"Authorization": f"Bearer {target.researcher}"}
+    with httpx.Client(base_url=f"{server.base}/api/v1", headers=headers, timeout=300) as c:
+        scene = c.post("/scenes/upload", data={"name": "tiles", "county_code": "810000"}, files=files)
+        if scene.status_code != 201:
+            raise RuntimeError(f"tile scene upload failed: {scene.status_code} {scene.text[:300]}")
+        _record_run_as_job(server.db_url, scene.json()["id"], dict(target.layers), tmp)
+        index = c.get("/map/810000/2018Q1/tiles", headers={"Authorization": f"Bearer {target.bureau}"}).json()
+    tms = morecantile.tms.get("WebMercatorQuad")
+    lon, lat = tms.lnglat(x0 + px / 2, y0 - px / 2)
+    info = index["layers"]["before"]
+    for z in range(info["minzoom"], info["max_native_zoom"] + 3):
+        centre = tms.tile(lon, lat, z)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for layer in ("before", "after"):
+                    target.tiles.append((layer, z, centre.x + dx, centre.y + dy))
+    for z in range(max(0, info["minzoom"] - 8), info["minzoom"]):
+        low = tms.tile(lon, lat, z)
+        target.low_tiles.append(("before", z, low.x, low.y))
+
+
+@dataclass
+class AttackResult:
+    """What the attackers got: answers by code, and cut-offs (connection closed without an answer)."""
+
+    slow_bodies: Counter[str] = field(default_factory=Counter)
+    low_zoom: Counter[int] = field(default_factory=Counter)
+
+
+async def _slow_body(base: str, stop: asyncio.Event, out: AttackResult, token: str | None) -> None:
+    """One connection at a time that sends a POST's headers and then a byte every 5 s, never the whole body;
+    reconnects whenever the server answers or closes."""
+    host, port = base.removeprefix("http://").split(":")
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            out.slow_bodies["connect_error"] += 1
+            await asyncio.sleep(0.5)
+            continue
+        writer.write((f"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+                      "Content-Length: 4000\r\n\r\n{").encode())
+        try:
+            while not stop.is_set():
+                await writer.drain()
+                try:
+                    head = await asyncio.wait_for(reader.read(64), 5.0)
+                except TimeoutError:
+                    writer.write(b" ")
+                    continue
+                out.slow_bodies[head.split(b" ")[1].decode() if head.startswith(b"HTTP/") else "closed"] += 1
+                break
+        except OSError:
+            out.slow_bodies["reset"] += 1
+        finally:
+            writer.close()
+
+
+async def _low_zoom(target: Target, stop: asyncio.Event, out: AttackResult, seed: int) -> None:
+    rng = random.Random(seed)
+    async with httpx.AsyncClient(base_url=f"{target.base}/api/v1", timeout=600,
+                                 headers={"Authorization": f"Bearer {target.bureau}"}) as c:
+        while not stop.is_set():
+            layer, z, x, y = rng.choice(target.low_tiles)
+            try:
+                r = await c.get(f"/map/810000/2018Q1/tiles/{layer}/{z}/{x}/{y}.png")
+                out.low_zoom[r.status_code] += 1
+            except httpx.HTTPError:
+                out.low_zoom[0] += 1
+
+
+async def _run_attacked(target: Target, clients: int, duration_s: float, mix: list[tuple[str, int]],
+                        timeout_s: float, seed: int, slow: int, low: int) -> tuple[LoadResult, AttackResult]:
+    out = AttackResult()
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_slow_body(target.base, stop, out, None if i % 2 else target.field_token))
+             for i in range(slow)]
+    if target.low_tiles:
+        tasks += [asyncio.create_task(_low_zoom(target, stop, out, seed + i)) for i in range(low)]
+    await asyncio.sleep(1.0)  # the attack is in place before the normal clients start
+    try:
+        result = await _run(target, clients, duration_s, mix, timeout_s, seed)
+    finally:
+        stop.set()
+        await asyncio.wait(tasks, timeout=30)
+    return result, out
+
+
+def run_attack_comparison(target: Target, *, clients: int, duration_s: float, timeout_s: float = 60.0,
+                          slow: int = 50, low: int = 20, seed: int = 0,
+                          mix: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """The same normal clients for ``duration_s`` without, then with, ``slow`` slow-body connections and
+    ``low`` low-zoom tile clients; returns both summaries, what the attackers got and the p95 ratio."""
+    mix = mix or [*_MIX, ("tile", 15)]
+    calm = run_load(target, clients=clients, duration_s=duration_s, timeout_s=timeout_s, seed=seed, mix=mix)
+    attacked, attack = asyncio.run(_run_attacked(target, clients, duration_s, mix, timeout_s, seed, slow, low))
+    p95_calm, p95_attacked = calm.percentile(95), attacked.percentile(95)
+    return {
+        "without_attack": calm.summary(),
+        "with_attack": attacked.summary(),
+        "attack": {"slow_body_connections": slow, "slow_body_answers": dict(out_counter(attack.slow_bodies)),
+                   "low_zoom_clients": low, "low_zoom_codes": {str(k): v for k, v in attack.low_zoom.items()}},
+        "normal_5xx_with_attack": attacked.server_errors,
+        "normal_timeouts_with_attack": attacked.dropped,
+        "p95_ratio": round(p95_attacked / p95_calm, 2) if p95_calm else None,
+    }
+
+
+def out_counter(counter: Counter[str]) -> list[tuple[str, int]]:
+    """A counter as sorted pairs (stable JSON)."""
+    return sorted(counter.items())
+
+
 class _PgServer(Server):
     """The same server against a PostgreSQL URL."""
 
@@ -315,6 +465,12 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help="run the job worker too (jobs then execute)")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request timeout (s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--attack", action="store_true",
+                        help="two phases of --duration s: without, then with 50 slow-body connections and 20 "
+                             "low-zoom tile clients; tiles join the normal mix")
+    parser.add_argument("--slow", type=int, default=50, help="slow-body connections of --attack")
+    parser.add_argument("--low", type=int, default=20, help="low-zoom tile clients of --attack")
+    parser.add_argument("--tile-px", type=int, default=4096, help="size of the tile scene of --attack (pixels)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -329,8 +485,14 @@ def main() -> None:
         srv.start()
         try:
             target = seed_target(srv, warnings=args.warnings)
-            result = run_load(target, clients=args.clients, duration_s=args.duration, timeout_s=args.timeout)
-            figures = {"store": "postgresql" if args.pg else "sqlite", **result.summary()}
+            if args.attack:
+                seed_tiles(srv, target, px=args.tile_px, tmp=root)
+                figures = {"store": "postgresql" if args.pg else "sqlite",
+                           **run_attack_comparison(target, clients=args.clients, duration_s=args.duration,
+                                                   timeout_s=args.timeout, slow=args.slow, low=args.low)}
+            else:
+                result = run_load(target, clients=args.clients, duration_s=args.duration, timeout_s=args.timeout)
+                figures = {"store": "postgresql" if args.pg else "sqlite", **result.summary()}
             print(json.dumps(figures, ensure_ascii=False, indent=2))
             if args.json:
                 args.json.write_text(json.dumps(figures, ensure_ascii=False, indent=2))
