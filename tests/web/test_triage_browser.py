@@ -121,6 +121,9 @@ def test_keyboard_triage_bulk_conflict_reload(browser: Any, seeded: Seeded, shot
         page.wait_for_selector("#conflict:not([hidden])")
         conflict = page.inner_text("#conflict")
         assert "bureau-web-2" in conflict and "合法/已批" in conflict and "not overwritten" in conflict
+        page.wait_for_selector("#current-decision:has-text('bureau-web-2')")  # the page shows the warning as it is
+        assert "内业排除" in page.inner_text("#current-facts")
+        page.screenshot(path=str(shots / "triage.png"))
         assert _scalar(seeded, "SELECT status FROM warnings WHERE id = ?", shown_id) == "desk_excluded"
         assert _scalar(seeded, "SELECT by FROM triage_decisions WHERE warning_id = ? AND undone_at IS NULL",
                        shown_id) == "bureau-web-2"
@@ -151,7 +154,6 @@ def test_keyboard_triage_bulk_conflict_reload(browser: Any, seeded: Seeded, shot
                 _press(page, rotation[(presses + 2) % 4])
                 presses += 1
         assert undone, "no undo was exercised"
-        page.screenshot(path=str(shots / "triage.png"))
         decides = _decides(page)
         refused = [t for t in decides if t["status"] != 200]
         assert [(t["path"], t["status"]) for t in refused] == [(f"triage/{shown_id}/decide", 409)], refused

@@ -77,8 +77,9 @@
 
   // ------------------------------------------------------------------------------------------------ maps
   function makeMap(id, zoomControl) {
-    var map = L.map(id, { zoomSnap: 1, zoomControl: zoomControl, attributionControl: false, keyboard: false,
+    var map = L.map(id, { zoomSnap: 1, zoomControl: false, attributionControl: false, keyboard: false,
                           fadeAnimation: false, zoomAnimation: false });
+    if (zoomControl) L.control.zoom({ position: "topright" }).addTo(map);
     map.setView([22.3, 114.2], 12);
     return map;
   }
@@ -405,6 +406,17 @@
       }
     }
     if (first && first.by !== (state.user && state.user.name)) state.decided[first.warning_id] = first;
+    var shown = current();
+    if (shown) {  // show the warning as it is now (status, decision, history), the conflict note stays
+      delete state.details[shown.id];
+      delete state.stale[shown.id];
+      return detail(shown.id).then(function (d) {
+        if (current() !== shown) return;
+        merge(shown, d);
+        render(shown, d);
+        box.hidden = false;
+      }, function () {});
+    }
   }
 
   function decide(decision, t0) {
@@ -431,7 +443,7 @@
         }
         return Promise.all([counted, show(j, t0, "next")]);
       }, function (err) {
-        if (err.status === 409) { showConflict(err); return; }
+        if (err.status === 409) return showConflict(err);
         throw err;
       });
   }
