@@ -119,10 +119,6 @@ def _include_optional(app: FastAPI) -> None:
 
     app.include_router(triage.router, prefix=API_PREFIX)
     app.include_router(triage.page_router)
-    from cspon_rs.api.routers import triage  # desk triage (内业判读): /api/v1/triage/... and the page /triage
-
-    app.include_router(triage.router, prefix=API_PREFIX)
-    app.include_router(triage.page_router)
     from cspon_rs.api.routers import files, models, resources, warnings
 
     for router in [*warnings.routers, *files.routers, *resources.routers, *models.routers]:
