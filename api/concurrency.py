@@ -12,7 +12,8 @@ connections sending a POST's headers and no body took all 40 slots and stopped e
 * **Small bodies** (``Content-Length`` ≤ ``body_buffer_bytes``, or chunked up to that size) are read whole
   *before* the request queues for a slot, under an idle timeout per read and an overall deadline. A sender
   that stalls gets ``408`` and its connection is closed; it never held a slot. At most
-  ``readers_per_client`` bodies per client address are being read at once (``429`` beyond), so one address
+  ``readers_per_client`` *slow* bodies (pending over :data:`SLOW_BODY_S`) per client address are being read at
+  once (``429`` for further bodies from that address), so one address
   cannot pin unbounded buffers.
 * **Large bodies** (uploads) are streamed by the route itself into their final file, so they cannot be read
   first. They take no general slot: they need a valid token or session *before* a byte of the body is read
@@ -50,6 +51,8 @@ __all__ = ["Admission", "AdmissionConfig", "AdmissionState", "LaneSnapshot"]
 #: Paths of rendered map tiles: they get their own lane.
 TILE_PATH = re.compile(r"^/api/v1/map/[^/]+/[^/]+/tiles/[^/]+/\d+/\d+/\d+\.png$")
 _COOKIE = "cspon_session"
+#: A body still arriving after this many seconds counts as slow (``readers_per_client``); normal bodies take ms.
+SLOW_BODY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class AdmissionConfig:
         body_buffer_bytes: Bodies up to this size are read before admission; larger ones are uploads.
         body_idle_timeout_s: Longest wait for the next piece of a body (seconds).
         body_timeout_s: Deadline of a whole small body; for uploads, the grace before the minimum rate counts.
-        readers_per_client: Small bodies being read at once per client address.
+        readers_per_client: Slow bodies (pending over ``SLOW_BODY_S``) being read at once per client address.
         upload_slots: Uploads (large bodies) streaming at once.
         uploads_per_user: Uploads of one caller at once.
         upload_min_rate_bps: Average rate an upload must keep after ``body_timeout_s`` (bytes/s).
@@ -114,7 +117,7 @@ class AdmissionState:
     def __init__(self, config: AdmissionConfig) -> None:
         self.config = config
         self._lanes: dict[str, _Lane] | None = None
-        self.readers: Counter[str] = Counter()
+        self.readers: dict[str, dict[int, float]] = {}
         self.uploads: Counter[str] = Counter()
         self.uploads_total = 0
         self.waiting_total = 0
@@ -156,7 +159,7 @@ class AdmissionState:
             "saturated": saturated,
             "saturated_after_s": limit,
             "lanes": {k: v.__dict__ for k, v in lanes.items()},
-            "reading_bodies": sum(self.readers.values()),
+            "reading_bodies": sum(len(r) for r in self.readers.values()),
             "uploads": self.uploads_total,
             "refused": dict(self.refused),
         }
@@ -240,19 +243,22 @@ class Admission:
             await self._upload(scope, receive, send, key, has_credential)
             return
         if chunked or (length or 0) > 0:
-            if self.state.readers[client] >= self.cfg.readers_per_client:
+            pending = self.state.readers.setdefault(client, {})
+            slow_since = time.monotonic() - SLOW_BODY_S
+            if sum(1 for t in pending.values() if t < slow_since) >= self.cfg.readers_per_client:
                 self.state.refused["readers_per_client"] += 1
                 await _answer(send, 429, f"too many request bodies in flight from {client} "
                               f"(at most {self.cfg.readers_per_client}); retry shortly", "too_many_requests",
                               close=True, retry_after=2, loc="header")
                 return
-            self.state.readers[client] += 1
+            ticket = self.state.ticket()
+            pending[ticket] = time.monotonic()
             try:
                 body, outcome = await self._read_small(receive)
             finally:
-                self.state.readers[client] -= 1
-                if self.state.readers[client] <= 0:
-                    del self.state.readers[client]
+                pending.pop(ticket, None)
+                if not pending:
+                    self.state.readers.pop(client, None)
             if outcome == "disconnect":  # nobody will read it; an answer keeps outer middleware consistent
                 await _answer(send, 400, "the client closed the connection before its body arrived",
                               "client_disconnected", close=True)
