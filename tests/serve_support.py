@@ -47,7 +47,7 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, timeout: float = 180.0) -> Server:
         self.port = free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime

@@ -71,7 +71,7 @@ def test_refit_from_the_triage_page(server: Server) -> None:
     bureau = add_user(server.db_url, "refit-bureau", "bureau", county=COUNTY)
     other = add_user(server.db_url, "refit-bureau-other", "bureau", county=OTHER)
     field = add_user(server.db_url, "refit-field", "field", county=COUNTY, team="t-refit")
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=120) as client:
+    with httpx.Client(base_url=server.base + "/api/v1", timeout=120) as client:
         def h(token: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {token}"}
 
