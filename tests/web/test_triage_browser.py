@@ -111,6 +111,20 @@ def test_keyboard_triage_bulk_conflict_reload(browser: Any, seeded: Seeded, shot
             page.keyboard.press("Escape")
             page.wait_for_selector("#confirm", state="hidden")
         assert _scalar(seeded, DECIDED, PERIOD, COUNTY) == n_decided
+        # a box drawn around the warning on screen (X, then drag on the after image): counted, then cancelled
+        outline = page.locator("#map-after path.triage-outline").bounding_box()
+        page.keyboard.press("x")
+        page.mouse.move(outline["x"] - 15, outline["y"] - 15)
+        page.mouse.down()
+        page.mouse.move(outline["x"] + outline["width"] + 15, outline["y"] + outline["height"] + 15, steps=5)
+        page.mouse.up()
+        page.wait_for_selector("#confirm:not([hidden])")
+        assert "in the drawn box" in page.inner_text("#confirm-text")
+        assert int(page.get_attribute("#confirm", "data-count") or "0") >= 1  # at least the warning on screen
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#confirm", state="hidden")
+        page.wait_for_function("() => window.__triage.pending === 0")
+        assert _scalar(seeded, DECIDED, PERIOD, COUNTY) == n_decided
 
         # --- a second reviewer decides the warning on screen first: the page's decision is refused (409)
         other = add_user(seeded.server.db_url, "bureau-web-2", "bureau", COUNTY)
