@@ -122,6 +122,16 @@ def test_every_warning_endpoint_is_scoped(
         assert wb.encode() in own.content and not any(w.encode() in own.content for w in t["a"])
         for path in ("/exports/tuban.gpkg", "/exports/tuban.zip", "/exports/report.pdf"):
             mark("get", path)
+        # report jobs: submitting for A is refused; A's report job and its file are invisible to B
+        with server.client(admin_token) as admin:
+            job_a = admin.post("/exports/report-jobs", json={"period": "2018Q1", "county_code": A})
+            assert job_a.status_code == 202, job_a.text
+        for client in (b, rb):
+            assert client.post("/exports/report-jobs", json={"period": "2018Q1", "county_code": A}).status_code == 403
+            pdf = client.get(f"/exports/report-jobs/{job_a.json()['id']}/report.pdf")
+            assert pdf.status_code == 404, pdf.text
+        mark("post", "/exports/report-jobs")
+        mark("get", "/exports/report-jobs/{job_id}/report.pdf")
         # patrols: team-x exists in both counties; B users get B's targets only
         for client in (b, fb):
             route = client.get("/patrols/team-x", params={"start_lon": 117.2, "start_lat": 39.1}).json()
