@@ -52,6 +52,7 @@ def test_early_stopping_and_logs(levir_dir: Path, tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert {"train_loss", "lr", "val_f1", "val_f1_best", "val_threshold", "seconds"} <= set(rows[0])
+    pytest.importorskip("tensorboard", reason="TensorBoard events need the tensorboard package (test extra)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tmp_path / "run" / "tb"))
