@@ -18,6 +18,7 @@ from cspon_rs.api.errors import install_error_handlers
 from cspon_rs.api.security import install_security_headers, redact_access_log
 from cspon_rs.api.session_cookie import session_key
 from cspon_rs.api.settings import ServeSettings, settings_from_env
+from cspon_rs.api.spool import spool_uploads_in
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -67,6 +68,7 @@ def create_app(settings: ServeSettings | None = None, *, migrate: bool = True) -
     app.state.read_sessionmaker = make_sessionmaker(read_engine)
     app.router.on_startup.append(lambda: _size_threadpool(settings.threads))
     app.state.session_key = session_key(settings)
+    spool_uploads_in(settings.data_dir / "tmp")  # uploads land on disk once, then are linked into place
     install_error_handlers(app)
     install_security_headers(app, docs_path=f"{API_PREFIX}/docs")
     # bodies first, then the line; health bypasses it: a load balancer must get its answer while requests queue

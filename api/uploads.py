@@ -1,7 +1,9 @@
 """Safe handling of uploaded files and server-side paths.
 
-Uploaded files are streamed to a server-generated name inside the data directory (the client's filename
-is only recorded, never used as a path), size-limited while streaming and type-checked by magic bytes.
+Uploaded files are stored under a server-generated name inside the data directory (the client's filename
+is only recorded, never used as a path), size- and quota-limited and type-checked by magic bytes. A file that
+the multipart parser spooled to ``<data_dir>/tmp`` (:mod:`cspon_rs.api.spool`) is hard-linked into place, so
+it is on disk once, not twice.
 Server-side paths given by clients must resolve inside an allowed root (no ``..`` escape, no symlink out).
 """
 
@@ -15,9 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import HTTPException, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 
 from cspon_rs.api.deps import error_detail
 from cspon_rs.api.settings import ServeSettings
+from cspon_rs.api.spool import link_spooled, spooled_path
 
 __all__ = ["SavedFile", "folder_bytes", "image_pixels", "resolve_input", "resolve_inside", "save_upload",
            "sniff_type"]
@@ -170,6 +174,42 @@ def _refuse_image_bomb(path: Path, field: str, name: str | None) -> None:
         )
 
 
+def _too_large(field: str, name: str | None, size: int, max_bytes: int, room: int | None,
+               quota: tuple[Path, int] | None) -> HTTPException | None:
+    if size > max_bytes:
+        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=error_detail(
+            field, f"file {name!r} is larger than the limit of {max_bytes} bytes"))
+    if room is not None and quota is not None and size > room:
+        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=error_detail(
+            field, f"your uploads would exceed your quota of {quota[1]} bytes ({quota[1] - room} bytes used); "
+            "delete old uploads or ask an admin for more"))
+    return None
+
+
+def _link_checked(upload: UploadFile, spooled: Path, tmp: Path, final: Path, field: str, max_bytes: int,
+                  room: int | None, quota: tuple[Path, int] | None, kind: str) -> SavedFile | None:
+    """The spooled upload linked to ``final`` after the size, quota and image checks; ``None`` when it cannot
+    be linked (the caller copies instead)."""
+    upload.file.flush()
+    size = spooled.stat().st_size
+    refused = _too_large(field, upload.filename, size, max_bytes, room, quota)
+    if refused is not None:
+        raise refused
+    if not link_spooled(upload.file, tmp):
+        return None
+    try:
+        if kind in ("jpeg", "png"):
+            _refuse_image_bomb(tmp, field, upload.filename)
+        digest = hashlib.sha256()
+        with open(tmp, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return SavedFile(final, kind, _CONTENT_TYPE[kind], size, digest.hexdigest(), upload.filename)
+
+
 async def save_upload(
     upload: UploadFile,
     dest_dir: Path,
@@ -219,6 +259,13 @@ async def save_upload(
     digest = hashlib.sha256()
     size = 0
     room = None if quota is None else quota[1] - folder_bytes(quota[0])
+    spooled = spooled_path(upload.file)
+    if spooled is not None:  # already on disk in <data_dir>/tmp: check it, hash it, link it (no second copy)
+        linked = await run_in_threadpool(_link_checked, upload, spooled, tmp, final, field, max_bytes, room, quota,
+                                         kind)
+        if linked is not None:
+            await upload.close()  # the spool's temporary name goes now; the data stays under its final name
+            return linked
     try:
         with open(tmp, "wb") as out:
             chunk = head

@@ -256,3 +256,51 @@ def test_revision_0009_keeps_users(tmp_path: Path) -> None:
     engine.dispose()
     assert rows == [("old", 1, None, None)]
 
+
+
+def test_a_large_upload_is_on_disk_once(server: Server, tmp_path: Path) -> None:
+    """A scene pair above the 1 MiB spool: the stored file is the multipart spool itself, hard-linked into place
+    (same inode), not a second copy; the spool's temporary name is gone afterwards."""
+    import asyncio
+
+    from starlette.datastructures import UploadFile
+
+    from cspon_rs.api.spool import NamedSpool, spool_uploads_in, spooled_path
+    from cspon_rs.api.uploads import save_upload
+
+    data_dir = tmp_path / "data"
+    spool_uploads_in(data_dir / "tmp")
+    payload = write_geotiff(tmp_path / "big.tif", seed=4, size=400).read_bytes()  # ~1.3 MB
+    assert len(payload) > 1024 * 1024
+    spool = NamedSpool(max_size=1024 * 1024)
+    upload = UploadFile(file=spool, size=0, filename="big.tif")  # type: ignore[arg-type]
+
+    async def receive_and_save() -> tuple[int, object]:
+        for start in range(0, len(payload), 65536):  # as the multipart parser writes it
+            await upload.write(payload[start:start + 65536])
+        await upload.seek(0)
+        spooled = spooled_path(spool)
+        assert spooled is not None and spooled.parent == data_dir / "tmp"
+        inode = spooled.stat().st_ino
+        saved = await save_upload(upload, data_dir / "uploads" / "u1", data_dir, allowed=("tiff",),
+                                  max_bytes=10**9, field="before")
+        await upload.close()
+        return inode, saved
+
+    inode, saved = asyncio.run(receive_and_save())
+    assert saved.path.stat().st_ino == inode and saved.path.read_bytes() == payload  # type: ignore[attr-defined]
+    assert saved.size == len(payload)  # type: ignore[attr-defined]
+    assert not list((data_dir / "tmp").glob(".upload-*"))  # the spool's own name went with the request
+    # and through the server: a pair above the spool size registers as before
+    token = add_user(server.db_url, "big-upload", "researcher", "810000")
+    with server.client(token) as c:
+        other = write_geotiff(tmp_path / "big2.tif", seed=5, size=400, shift=True).read_bytes()
+        r = c.post("/scenes/upload", data={"name": "big"},
+                   files={"before": ("b.tif", payload), "after": ("a.tif", other)})
+        assert r.status_code == 201, r.text
+    import time
+
+    deadline = time.monotonic() + 10  # the request's form is closed right after the response
+    while list((server.data_dir / "tmp").glob(".upload-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list((server.data_dir / "tmp").glob(".upload-*"))
