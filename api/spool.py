@@ -30,7 +30,7 @@ class NamedSpool(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
     def rollover(self) -> None:
         if self._rolled:  # type: ignore[has-type]
             return
-        old = self._file  # type: ignore[has-type]
+        old: Any = self._file  # type: ignore[has-type]  # the in-memory BytesIO
         new = tempfile.NamedTemporaryFile(mode="w+b", dir=self.directory, prefix=SPOOL_PREFIX,  # noqa: SIM115
                                           suffix=".part", delete=True)
         pos = old.tell()
