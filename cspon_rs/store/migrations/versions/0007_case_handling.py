@@ -19,6 +19,7 @@ Create Date: 2026-12-05
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,7 +29,7 @@ down_revision: str | None = "0006_desk_triage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_WARNING_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[object]], ...] = (
+_WARNING_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("landuse_areas", sa.JSON()),
     ("cropland_m2", sa.Float()),
     ("landuse_main", sa.String(length=16)),
