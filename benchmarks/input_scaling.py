@@ -70,14 +70,15 @@ def _warnings(path: Path) -> tuple[int, int]:
     return int(flag.isna().sum()), int((flag.isna() | (flag == "classifier")).sum())
 
 
-def run(crop: int | None, compare_none: bool, work: Path) -> dict[str, Any]:
+def run(crop: int | None, compare_none: bool, work: Path, models: list[str] | None = None) -> dict[str, Any]:
     dates = sorted(NAIP.glob("m_*.tif"))
     pairs = list(itertools.pairwise(dates))
     results: dict[str, Any] = {"pairs": [f"{a.stem[-8:]}->{b.stem[-8:]}" for a, b in pairs], "crop": crop,
                                "runs": {}}
     methods = ["card", "none"] if compare_none else ["card"]
     t0 = time.perf_counter()
-    for model, nb in MODELS.items():
+    chosen = {m: n for m, n in MODELS.items() if models is None or m in models}
+    for model, nb in chosen.items():
         for scaling, (dtype, factor) in SCALINGS.items():
             folder = work / model / scaling.replace(" ", "_")
             folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def run(crop: int | None, compare_none: bool, work: Path) -> dict[str, Any]:
                       f"(before the classifier {pre / area:6.2f} /km²; {time.perf_counter() - t0:4.0f} s)", flush=True)
     # agreement across scalings (radiometry card), per model
     results["agreement"] = {}
-    for model in MODELS:
+    for model in chosen:
         ref = results["runs"][f"{model} | raw 8-bit | radiometry card"]
         agree: dict[str, Any] = {}
         for scaling in list(SCALINGS)[1:]:
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=None, help="Use the top-left PX x PX of each date (default: all)")
     parser.add_argument("--compare-none", action="store_true", help="Also run radiometry none (before #20)")
     parser.add_argument("--json", type=Path, default=None, help="Write every figure here")
+    parser.add_argument("--models", default=None, help="Comma-separated subset of s2-rgbn,rgb (default both)")
     parser.add_argument("--test-f1", action="store_true", help="Only: pixel F1 on the cards' test pairs, none vs "
                         "the card's radiometry")
     args = parser.parse_args()
@@ -164,7 +166,7 @@ def main() -> None:
             write_json(args.json, figures)
         return
     with tempfile.TemporaryDirectory(prefix="cspon-naip-") as tmp:
-        results = run(args.crop, args.compare_none, Path(tmp))
+        results = run(args.crop, args.compare_none, Path(tmp), args.models.split(",") if args.models else None)
     print(f"total {results['seconds']:.0f} s")
     if args.json is not None:
         from cspon_rs.exports.fileio import write_json

@@ -117,7 +117,9 @@ def test_8bit_16bit_and_float_copies_give_the_same_patches(sample_dir: Path, tmp
         res[name] = detect_pair(before, after, tmp_path / f"out-{name}", checkpoint="s2-rgbn", backend="torch",
                                 device="cpu", progress=False, torch_threads=1)
     ref = res["16-bit"]
-    assert ref.radiometry is not None and ref.radiometry.method == "relative"
+    card = load_card(resolve_checkpoint("s2-rgbn"))
+    assert card.input is not None and ref.radiometry is not None
+    assert ref.radiometry.method == card.input.radiometry != "none"
     assert ref.n_patches > 5
     n_ref = _warnings(ref.patches_path)
     with rasterio.open(ref.mask_path) as src:
