@@ -72,3 +72,27 @@ def test_50_mixed_clients_on_postgis(tmp_path: Path) -> None:
     finally:
         srv.stop()
         _drop_pg_schema(base, schema)
+
+
+def test_normal_clients_unharmed_by_slow_bodies_and_low_zoom_tiles(tmp_path: Path) -> None:
+    """Issue #22: 60 normal clients (tiles at every zoom the map requests included) without, then with, 30
+    slow-body connections and 8 low-zoom tile clients: no 5xx, no drop, and the attackers are refused."""
+    from api_load import run_attack_comparison, seed_tiles
+
+    config = tmp_path / "serve.yaml"
+    config.write_text("body_timeout_s: 3\nbody_idle_timeout_s: 2\ntile_max_read_px: 1048576\n")
+    srv = Server(tmp_path / "a.db", tmp_path / "data", tmp_path / "serve.log",
+                 ["--config", str(config), "--no-worker"]).start()
+    try:
+        target = seed_target(srv, warnings=60, with_scene=True, prefix="atk")
+        seed_tiles(srv, target, px=2048, tmp=tmp_path)
+        assert target.tiles and target.low_tiles
+        figures = run_attack_comparison(target, clients=60, duration_s=5.0, timeout_s=60, slow=30, low=8)
+        for phase in ("without_attack", "with_attack"):
+            assert figures[phase]["5xx"] == 0 and figures[phase]["dropped"] == 0, figures
+            assert figures[phase]["mix"].get("tile", 0) > 0, figures
+        assert figures["attack"]["slow_body_answers"].get("408", 0) >= 30, figures  # cut off, never admitted
+        assert set(figures["attack"]["low_zoom_codes"]) == {"422"}, figures  # refused, nothing rendered
+        assert "Traceback" not in srv.log_path.read_text(errors="replace")
+    finally:
+        srv.stop()
