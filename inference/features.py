@@ -337,8 +337,8 @@ def _indices(raw: np.ndarray, bands: Sequence[str | None], kinds: list[str]) -> 
 
 
 def _standardise(raw: np.ndarray, scale: SceneScale) -> np.ndarray:
-    out: np.ndarray = (raw - scale.median[:, None, None]) / scale.spread[:, None, None]
-    return np.clip(out, -10.0, 10.0)
+    out: np.ndarray = np.clip((raw - scale.median[:, None, None]) / scale.spread[:, None, None], -10.0, 10.0)
+    return out
 
 
 def _accumulate(

@@ -165,7 +165,7 @@ def label_counts(session: Session, county_code: str) -> tuple[int, int]:
     from cspon_rs.store.triage import desk_labels
 
     def usable(patch: Patch | None) -> bool:
-        return patch is not None and bool(patch.features) and patch.features.get("v") in COMPATIBLE_VERSIONS
+        return patch is not None and patch.features is not None and patch.features.get("v") in COMPATIBLE_VERSIONS
 
     field_n = sum(1 for r, v, p in latest_verifications(session, county_code=county_code)
                   if r.status in ("verified", "closed") and v.result in _FIELD and usable(p))
@@ -294,7 +294,7 @@ def refit_county(
     card = load_card(parent_path)
     base_clf_path = classifier_path_for(parent_path)
     parent_clf = load_classifier(base_clf_path) if base_clf_path.is_file() else None
-    shipped_source = parent_path
+    shipped_source: Path | None = parent_path
     while shipped_source is not None and not shipped_patches_path(shipped_source).is_file():
         meta = (parent_clf.fitted.get("shipped_from") if parent_clf is not None else None)
         shipped_source = Path(meta) if meta and Path(meta) != shipped_source else None

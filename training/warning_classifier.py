@@ -276,7 +276,7 @@ def warning_curve(
         keep = confidence >= t
         hit: set[str] = set()
         for k in np.flatnonzero(keep):
-            hit |= objects[k]
+            hit |= objects[int(k)]
         n = int(keep.sum())
         out.append({
             "min_confidence": float(t),
