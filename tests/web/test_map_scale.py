@@ -104,6 +104,16 @@ def test_review_map_at_county_scale(browser: Any, county: tuple[Server, str]) ->
         page.mouse.click(x, y)
         page.wait_for_function("b => { const s = window.csponReview.state.selected; return s && s !== b &&"
                                " (document.getElementById('detail-id') || {}).textContent === s; }", arg=before)
+        # the export row's 报告 PDF submits a report job and shows its state (the worker is off here: queued)
+        page.click("#exports a[data-path='report.pdf']")
+        page.wait_for_selector("#report-job[data-state='queued']")
+        with sqlite3.connect(server.db_path) as con:
+            jobs = con.execute("SELECT kind, state, county_code, period FROM api_jobs").fetchall()
+        assert jobs == [("report", "queued", COUNTY, PERIOD)], jobs
+        page.click("#exports a[data-path='report.pdf']")  # while it runs, a second click submits nothing
+        page.wait_for_selector("#toast:has-text('报告生成中')")
+        with sqlite3.connect(server.db_path) as con:
+            assert con.execute("SELECT count(*) FROM api_jobs").fetchone()[0] == 1
         print(f"\nreview map, {n_warnings:,} warnings: open to first map {open_s:.2f} s "
               f"(layers and list too: {loaded_s:.2f} s) "
               f"(warnings data {warning_bytes / 1e6:.2f} MB: summary, 200 list rows, {n_warnings:,} points); "

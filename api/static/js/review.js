@@ -446,8 +446,14 @@
     highlight(id);
     var bounds = zoom !== false ? knownBounds(id) : null;
     showDetail(id, zoom !== false && !bounds);  // first: the panel narrows the map
-    // the map moves once the detail is drawn: re-projecting thousands of points must not delay the panel
-    if (bounds) state.detailPending.then(function () { if (state.selected === id) zoomTo(bounds); });
+    // the map moves once the detail is drawn and painted: re-projecting thousands of points must not delay it
+    if (bounds) {
+      state.detailPending.then(function () {
+        requestAnimationFrame(function () {
+          setTimeout(function () { if (state.selected === id) zoomTo(bounds); }, 0);
+        });
+      });
+    }
   }
 
   // ------------------------------------------------------------------------------------------- detail
@@ -906,9 +912,13 @@
 
   /** The report PDF is made by the job worker (POST /exports/report-jobs): the export row shows its
    * progress, then a download link; an unchanged store answers at once with the cached file. */
+  var reportActive = null;  // "county/period" of the report job this page follows, while it runs
   function reportJob() {
     var box = document.getElementById("report-job"), key = state.key;
     if (!box || !key) return;
+    var tag = key.county_code + "/" + key.period;
+    if (reportActive === tag) { C.toast("报告生成中 the report is being made", "ok"); return; }
+    reportActive = tag;
     function show(text, cls) { box.hidden = false; box.className = "report-job " + (cls || ""); C.clear(box).append(text); }
     function ready(job) {
       var url = (job.result || {}).download_url;
@@ -924,21 +934,23 @@
     function poll(id) {
       C.api("jobs/" + id).then(function (job) {
         box.dataset.state = job.state;
-        if (job.state === "succeeded") { ready(job); return; }
+        if (job.state === "succeeded") { reportActive = null; ready(job); return; }
         if (job.state === "failed" || job.state === "cancelled") {
+          reportActive = null;
           show("报告失败 report " + job.state + ": " + (job.error || ""), "error");
           return;
         }
         show("报告生成中 report " + (job.state === "queued" ? "排队 queued" : Math.round(100 * job.progress) + " %"));
         setTimeout(function () { poll(id); }, 1000);
-      }).catch(function (err) { show("报告状态未知 " + err.message, "error"); });
+      }).catch(function (err) { reportActive = null; show("报告状态未知 " + err.message, "error"); });
     }
     show("报告提交中 submitting …");
     C.api("exports/report-jobs", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ period: key.period, county_code: key.county_code }) }).then(function (job) {
       box.dataset.jobId = String(job.id);
-      if (job.state === "succeeded") ready(job); else poll(job.id);
+      if (job.state === "succeeded") { reportActive = null; ready(job); } else poll(job.id);
     }).catch(function (err) {
+      reportActive = null;
       show((err.status === 409 ? "已有报告任务 a report job of yours is running: " : "报告失败 ") + err.message, "error");
     });
   }
