@@ -70,7 +70,8 @@ def _warnings(path: Path) -> tuple[int, int]:
     return int(flag.isna().sum()), int((flag.isna() | (flag == "classifier")).sum())
 
 
-def run(crop: int | None, compare_none: bool, work: Path, models: list[str] | None = None) -> dict[str, Any]:
+def run(crop: int | None, compare_none: bool, work: Path, models: list[str] | None = None,
+        classifier: str | None = None) -> dict[str, Any]:
     dates = sorted(NAIP.glob("m_*.tif"))
     pairs = list(itertools.pairwise(dates))
     results: dict[str, Any] = {"pairs": [f"{a.stem[-8:]}->{b.stem[-8:]}" for a, b in pairs], "crop": crop,
@@ -89,8 +90,9 @@ def run(crop: int | None, compare_none: bool, work: Path, models: list[str] | No
                 rows = []
                 for k, (a, b) in enumerate(pairs):
                     out = folder / f"out_{method}_{k}"
+                    extra = {"classifier": classifier} if classifier is not None else {}
                     res = detect_pair(copies[a], copies[b], out, checkpoint=model, progress=False, radiometry=method,
-                                      device="cpu")
+                                      device="cpu", **extra)
                     with rasterio.open(res.mask_path) as src:
                         mask = src.read(1) == 1
                     np.save(out / "mask.npy", mask)
@@ -155,6 +157,7 @@ def main() -> None:
     parser.add_argument("--compare-none", action="store_true", help="Also run radiometry none (before #20)")
     parser.add_argument("--json", type=Path, default=None, help="Write every figure here")
     parser.add_argument("--models", default=None, help="Comma-separated subset of s2-rgbn,rgb (default both)")
+    parser.add_argument("--classifier", default=None, help="detect's --classifier (default: the checkpoint's)")
     parser.add_argument("--test-f1", action="store_true", help="Only: pixel F1 on the cards' test pairs, none vs "
                         "the card's radiometry")
     args = parser.parse_args()
@@ -166,7 +169,8 @@ def main() -> None:
             write_json(args.json, figures)
         return
     with tempfile.TemporaryDirectory(prefix="cspon-naip-") as tmp:
-        results = run(args.crop, args.compare_none, Path(tmp), args.models.split(",") if args.models else None)
+        results = run(args.crop, args.compare_none, Path(tmp), args.models.split(",") if args.models else None,
+                      args.classifier)
     print(f"total {results['seconds']:.0f} s")
     if args.json is not None:
         from cspon_rs.exports.fileio import write_json
