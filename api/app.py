@@ -96,6 +96,7 @@ def admission_config(settings: ServeSettings) -> AdmissionConfig:
     """The admission limits of ``settings`` (see :mod:`cspon_rs.api.concurrency`)."""
     return AdmissionConfig(
         slots=settings.threads, per_user=settings.per_user, queue=settings.queue, tile_slots=settings.tile_slots,
+        write_slots=settings.write_slots,
         body_buffer_bytes=settings.body_buffer_bytes, body_idle_timeout_s=settings.body_idle_timeout_s,
         body_timeout_s=settings.body_timeout_s, readers_per_client=settings.readers_per_client,
         upload_slots=settings.upload_slots, uploads_per_user=settings.uploads_per_user,

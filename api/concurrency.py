@@ -25,7 +25,9 @@ connections sending a POST's headers and no body took all 40 slots and stopped e
 * **Bounded line**: at most ``queue`` requests wait for a slot; the next one gets ``503`` with
   ``Retry-After`` instead of an ever longer wait.
 * **Tiles** have their own lane (``tile_slots``), so map tiles never take the slots of the API and the API
-  never starves the map.
+  never starves the map. **Writes** (other methods than GET/HEAD/OPTIONS) have theirs too (``write_slots``): on
+  SQLite only one transaction writes at a time, and a writer that waited there longer than the 30 s busy timeout
+  failed with ``503 database busy`` under heavy load; now excess writers wait in this line instead.
 
 ``/api/v1/health`` and ``/static/`` bypass everything (no database, or a single short read), and health reports
 the lanes (:meth:`AdmissionState.snapshot`): ``degraded`` when a request has waited, or all slots have been
@@ -51,6 +53,7 @@ __all__ = ["Admission", "AdmissionConfig", "AdmissionState", "LaneSnapshot"]
 #: Paths of rendered map tiles: they get their own lane.
 TILE_PATH = re.compile(r"^/api/v1/map/[^/]+/[^/]+/tiles/[^/]+/\d+/\d+/\d+\.png$")
 _COOKIE = "cspon_session"
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 #: A body still arriving after this many seconds counts as slow (``readers_per_client``); normal bodies take ms.
 SLOW_BODY_S = 1.0
 
@@ -64,6 +67,8 @@ class AdmissionConfig:
         per_user: Requests of one caller inside the application at once, per lane.
         queue: Requests that may wait for a slot (all lanes together); ``503`` beyond.
         tile_slots: Tile requests inside the application at once.
+        write_slots: Requests that may write (POST/PUT/PATCH/DELETE with a small body) inside the application
+            at once; further writers wait here, on the event loop, instead of in the database's busy timeout.
         body_buffer_bytes: Bodies up to this size are read before admission; larger ones are uploads.
         body_idle_timeout_s: Longest wait for the next piece of a body (seconds).
         body_timeout_s: Deadline of a whole small body; for uploads, the grace before the minimum rate counts.
@@ -79,6 +84,7 @@ class AdmissionConfig:
     per_user: int = 20
     queue: int = 500
     tile_slots: int = 8
+    write_slots: int = 8
     body_buffer_bytes: int = 1024 * 1024
     body_idle_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
@@ -130,6 +136,7 @@ class AdmissionState:
             self._lanes = {
                 "api": _Lane(self.config.slots, asyncio.Semaphore(self.config.slots)),
                 "tiles": _Lane(self.config.tile_slots, asyncio.Semaphore(self.config.tile_slots)),
+                "write": _Lane(self.config.write_slots, asyncio.Semaphore(self.config.write_slots)),
             }
         return self._lanes
 
@@ -274,7 +281,8 @@ class Admission:
                               close=True, loc="header")
                 return
             receive = _replay(body, receive)
-        lane_name = "tiles" if TILE_PATH.match(path) else "api"
+        method = str(scope.get("method", "GET")).upper()
+        lane_name = "tiles" if TILE_PATH.match(path) else "api" if method in _SAFE else "write"
         await self._admitted(lane_name, key, scope, receive, send)
 
     async def _read_small(self, receive: Receive) -> tuple[bytes, str]:

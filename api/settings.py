@@ -59,6 +59,8 @@ class ServeSettings(StrictModel):
         readers_per_client: Small bodies being read at once from one client address (429 beyond).
         saturated_after_s: ``/health`` is ``degraded`` once a request waited, or every slot was held, longer.
         tile_slots: Tile requests inside the app at once (their own lane, besides ``threads``).
+        write_slots: Writing requests (POST/PUT/PATCH/DELETE) inside the app at once (their own lane); more
+            wait in line rather than in the SQLite busy timeout.
         tile_workers: Threads that render tiles (a bounded pool: tiles cannot take the API's CPU).
         tile_wait_s: Longest wait for a render thread; 503 with ``Retry-After`` beyond.
         tile_budget_s: Longest render of one tile that a client waits for; 503 beyond (the tile is cached
@@ -99,6 +101,7 @@ class ServeSettings(StrictModel):
     readers_per_client: int = Field(default=64, ge=1)
     saturated_after_s: float = Field(default=10.0, gt=0)
     tile_slots: int = Field(default=8, ge=1)
+    write_slots: int = Field(default=8, ge=1)
     tile_workers: int = Field(default=2, ge=1)
     tile_wait_s: float = Field(default=10.0, gt=0)
     tile_budget_s: float = Field(default=10.0, gt=0)
