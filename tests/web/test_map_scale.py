@@ -73,7 +73,10 @@ def test_review_map_at_county_scale(browser: Any, county: tuple[Server, str]) ->
         assert page.locator("#list-count").inner_text().startswith(f"200 / {n_warnings}")
         warning_bytes = sum(n for url, n in sizes if "/features?" in url or "/list?" in url or "/summary" in url)
 
-        # a detail click: facts and the whole history of that warning, loaded on demand
+        # a detail click on the settled map (imagery tiles loaded: Chromium's 6 connections per host are free)
+        page.wait_for_function("() => document.querySelectorAll('.imagery-tiles img').length > 0 && "
+                               "document.querySelectorAll('.imagery-tiles img:not(.leaflet-tile-loaded)').length === 0")
+        # facts and the whole history of that warning, loaded on demand
         clicks: list[float] = []
         for k in range(6):
             row = page.locator("#warning-list li.warning-row").nth(k)

@@ -447,13 +447,7 @@
     var bounds = zoom !== false ? knownBounds(id) : null;
     showDetail(id, zoom !== false && !bounds);  // first: the panel narrows the map
     // the map moves once the detail is drawn and painted: re-projecting thousands of points must not delay it
-    if (bounds) {
-      state.detailPending.then(function () {
-        requestAnimationFrame(function () {
-          setTimeout(function () { if (state.selected === id) zoomTo(bounds); }, 0);
-        });
-      });
-    }
+    if (bounds) state.detailPending.then(function () { afterPaint(function () { if (state.selected === id) zoomTo(bounds); }); });
   }
 
   // ------------------------------------------------------------------------------------------- detail
@@ -824,11 +818,9 @@
   }
 
   function showDetail(id, zoomWhenLoaded) {
-    var request = C.api("warnings/" + encodeURIComponent(id));  // first: it travels while the map redraws
-    if (detailBox.hidden) {
-      detailBox.hidden = false;
-      map.invalidateSize({ pan: false });  // the panel narrows the map (only when it opens)
-    }
+    var request = C.api("warnings/" + encodeURIComponent(id));  // first: it travels while the page works
+    var opened = detailBox.hidden;
+    detailBox.hidden = false;
     var body = C.clear(document.getElementById("detail-body"));
     body.appendChild(h("p", { class: "muted" }, "加载中 loading " + id + " …"));
     var imagesReady = state.imagery && state.imagery.ready ? state.imagery.ready.catch(function () {}) : null;
@@ -836,11 +828,22 @@
       var detail = res[0];
       if (state.selected !== id) return;
       var feature = { geometry: detail.geometry, properties: detail };
-      if (zoomWhenLoaded && detail.geometry) zoomTo(L.geoJSON(detail.geometry).getBounds());
       renderDetail(detail, feature);
+      if (zoomWhenLoaded && detail.geometry) {
+        var gb = L.geoJSON(detail.geometry).getBounds();
+        afterPaint(function () { afterPaint(function () { if (state.selected === id) zoomTo(gb); }); });
+      }
     }).catch(function (err) {
       C.clear(body).appendChild(h("p", { class: "error" }, "无法加载 " + id + ": " + err.message));
+    }).then(function () {
+      // the panel narrows the map: Leaflet re-measures (and redraws thousands of points) after the panel is painted
+      if (opened) afterPaint(function () { map.invalidateSize({ pan: false }); });
     });
+  }
+
+  /** Run ``fn`` after the browser has painted what is on the page now. */
+  function afterPaint(fn) {
+    requestAnimationFrame(function () { setTimeout(fn, 0); });
   }
 
   // ------------------------------------------------------------------------------------------- period
