@@ -227,7 +227,7 @@ def select_threshold(
     Returns:
         ``(threshold, f1_at_threshold)``.
     """
-    cand = np.asarray(candidates if candidates is not None else np.round(np.arange(0.05, 0.96, 0.05), 2))
+    cand = np.asarray(candidates if candidates is not None else np.round(np.arange(0.01, 1.0, 0.01), 2))
     tp = np.zeros(len(cand))
     fp = np.zeros(len(cand))
     npos = 0

@@ -404,6 +404,12 @@ def promote_model(
                 f"model {model_id} not promoted: it was trained for bands {model.bands}, but {bands_of} takes "
                 f"bands {bands} (expected {bands}, given {model.bands})"
             )
+        if model.metrics.get("comparable") is False:
+            raise PromotionRefusedError(
+                f"model {model_id} not promoted: its held-back figures are not comparable with its parent's "
+                f"({model.metrics.get('why_not_comparable') or 'the held-back labels have one class only'}); "
+                "fine-tune with pixel labels or labels of both kinds"
+            )
         metric = model.metric
         figure = _figure(model.metrics.get("candidate"), metric, "candidate", f"model {model_id}")
         base, base_of = _baseline(session, model, current)

@@ -43,7 +43,8 @@ def two_counties(server: Server, admin_token: str) -> dict[str, Any]:
         )
         assert r.status_code == 201, r.text
         photo_url = r.json()["photos"][0]["url"].removeprefix("/api/v1")
-    return {"a": ids_a, "b": ids_b, "photo_url": photo_url, **tokens}
+        verification_id = r.json()["id"]
+    return {"a": ids_a, "b": ids_b, "photo_url": photo_url, "verification_id": verification_id, **tokens}
 
 
 def test_every_warning_endpoint_is_scoped(
@@ -95,6 +96,20 @@ def test_every_warning_endpoint_is_scoped(
         r = fb.post(f"/warnings/{wa}/verifications", data={"result": "illegal", "expected_version": "2"})
         assert r.status_code == 404
         mark("post", "/warnings/{warning_id}/verifications")
+        # the verification's GPS track and the case after the check (#23, #24): 404 as if absent
+        for client in (b, rb, fb):
+            track = client.get(f"/warnings/{wa_verified}/verifications/{t['verification_id']}/track.gpx")
+            assert track.status_code == 404, track.text
+            assert client.get(f"/warnings/{wa_verified}/case").status_code == 404
+            assert client.get(f"/warnings/{wa_verified}/case/documents/1").status_code == 404
+        mark("get", "/warnings/{warning_id}/verifications/{verification_id}/track.gpx")
+        mark("get", "/warnings/{warning_id}/case")
+        mark("get", "/warnings/{warning_id}/case/documents/{doc_id}")
+        assert b.put(f"/warnings/{wa_verified}/case", json={"land_user": "乙"}).status_code == 404
+        mark("put", "/warnings/{warning_id}/case")
+        step = b.post(f"/warnings/{wa_verified}/case/steps", data={"step": "filed"})
+        assert step.status_code == 404, step.text
+        mark("post", "/warnings/{warning_id}/case/steps")
         # statistics / negatives / exports: only B, A refused
         for client in (b, rb):
             rows = client.get("/statistics", params=[("by", "county_code")]).json()
@@ -148,6 +163,8 @@ def test_every_warning_endpoint_is_scoped(
         after = a.get(f"/warnings/{wa}").json()
         assert after["status"] == "assigned" and after["assigned_team"] == "team-x"
         assert len(after["history"]) == 2
+        case = a.get(f"/warnings/{wa_verified}/case")
+        assert case.status_code == 200 and case.json().get("land_user") in (None, ""), case.text  # B wrote nothing
     with server.client(admin_token) as admin:
         ids = {w["id"] for w in admin.get("/warnings", params={"limit": 5000}).json()["items"]}
         assert set(t["a"]) <= ids and set(t["b"]) <= ids

@@ -110,6 +110,23 @@ def test_promote_only_what_beats_the_current_model(sessions: sessionmaker[Sessio
         assert current_model(session, "320115") is None
 
 
+def test_promote_refuses_a_fine_tune_whose_figures_are_not_comparable(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A --positive-only fine-tune held back one class only: its 'better' figure means nothing (#25 trap 3)."""
+    import json
+
+    ckpt, holdout = _candidate(tmp_path, "p", f1=0.9, parent_f1=0.3)
+    data = json.loads(holdout.read_text())
+    data.update(comparable=False, why_not_comparable="the held-back verifications are all real change")
+    holdout.write_text(json.dumps(data))
+    with sessions() as session:
+        model = register_model(session, county_code=COUNTY, checkpoint=ckpt, holdout=holdout)
+        with pytest.raises(PromotionRefusedError, match="not comparable.*all real change"):
+            promote_model(session, model.id, by="boss")
+        assert current_model(session, COUNTY) is None
+
+
 def test_promote_refuses_other_bands_and_changed_checkpoints(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
