@@ -103,9 +103,9 @@ class ServeSettings(StrictModel):
     tile_slots: int = Field(default=8, ge=1)
     write_slots: int = Field(default=8, ge=1)
     tile_workers: int = Field(default=2, ge=1)
-    tile_wait_s: float = Field(default=10.0, gt=0)
-    tile_budget_s: float = Field(default=10.0, gt=0)
-    tile_max_read_px: int = Field(default=4 * 1024 * 1024, ge=65536)
+    tile_wait_s: float = Field(default=30.0, gt=0)
+    tile_budget_s: float = Field(default=30.0, gt=0)
+    tile_max_read_px: int = Field(default=1024 * 1024, ge=65536)
     orphan_grace_s: float = Field(default=600.0, ge=0)
 
     def allowed_roots(self) -> list[Path]:
