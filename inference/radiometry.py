@@ -223,6 +223,14 @@ class BandMap:
         axis = 0 if array.ndim == 3 else 1
         for k in range(array.shape[axis]):
             x = (array[k] if axis == 0 else array[:, k]).astype(np.float32, copy=False)
+            gain, offset = self._linear(k)
+            if gain is not None:  # one line (gain, standardize): a multiply-add instead of interp + extrapolation
+                y = x * np.float32(gain) + np.float32(offset)
+                if axis == 0:
+                    out[k] = y
+                else:
+                    out[:, k] = y
+                continue
             xp = np.asarray(self.xp[k], dtype=np.float32)
             fp = np.asarray(self.fp[k], dtype=np.float32)
             y = np.interp(x, xp, fp).astype(np.float32)
@@ -233,6 +241,17 @@ class BandMap:
             else:
                 out[:, k] = y
         return out
+
+    def _linear(self, k: int) -> tuple[float | None, float]:
+        """``(gain, offset)`` when band ``k``'s map is one straight line, else ``(None, 0)``."""
+        xp, fp = self.xp[k], self.fp[k]
+        if len(xp) != 2 or xp[1] == xp[0]:
+            return None, 0.0
+        slope = (fp[1] - fp[0]) / (xp[1] - xp[0])
+        if not (math.isclose(slope, self.slope_lo[k], rel_tol=1e-9) and math.isclose(slope, self.slope_hi[k],
+                                                                                      rel_tol=1e-9)):
+            return None, 0.0
+        return slope, fp[0] - slope * xp[0]
 
     def then_linear(self, gain: np.ndarray, offset: np.ndarray) -> BandMap:
         """This map followed by ``y -> gain * y + offset`` per band."""
