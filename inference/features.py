@@ -211,29 +211,35 @@ class _Sums:
 
     def add(
         self,
-        ids: np.ndarray,
-        prob: np.ndarray,
+        i: np.ndarray,
+        p: np.ndarray,
         z1: np.ndarray,
         z2: np.ndarray,
+        tex: np.ndarray,
         indices: list[tuple[np.ndarray, np.ndarray]],
     ) -> None:
-        """Add one block: ``ids`` patch ids (0 = none, already restricted to valid pixels)."""
-        sel = ids > 0
-        if not sel.any():
+        """Add the patch pixels of one block.
+
+        Args:
+            i: ``(n,)`` patch id of each pixel (1..N).
+            p: ``(n,)`` change probability.
+            z1: ``(C, n)`` standardised date 1; ``z2`` date 2.
+            tex: ``(4, n)`` brightness of both dates, gradient magnitude of both dates.
+            indices: Per index kind, ``(n,)`` values of both dates (NaN where undefined).
+        """
+        if i.size == 0:
             return
-        i = ids[sel]
         m = self.n + 1
 
         def bc(w: np.ndarray) -> np.ndarray:
-            out: np.ndarray = np.bincount(i, weights=w[sel].astype(np.float64), minlength=m)
+            out: np.ndarray = np.bincount(i, weights=w.astype(np.float64), minlength=m)
             return out
 
         self.count += np.bincount(i, minlength=m)
-        p = prob.astype(np.float64)
         self.prob[0] += bc(p)
         self.prob[1] += bc(p * p)
         self.prob[2] += bc((p >= 0.5).astype(np.float64))
-        np.maximum.at(self.prob_max, i, p[sel])
+        np.maximum.at(self.prob_max, i, p)
         for c in range(z1.shape[0]):
             a, b = z1[c], z2[c]
             self.band[0, c] += bc(a)
@@ -241,28 +247,22 @@ class _Sums:
             self.band[2, c] += bc(a * a)
             self.band[3, c] += bc(b * b)
             self.band[4, c] += bc(np.abs(b - a))
-        b1, b2 = z1.mean(axis=0), z2.mean(axis=0)
-        self.tex[0] += bc(b1)
-        self.tex[1] += bc(b2)
-        self.tex[2] += bc(_gradient(b1))
-        self.tex[3] += bc(_gradient(b2))
+        for k in range(4):
+            self.tex[k] += bc(tex[k])
         for k, (v1, v2) in enumerate(indices):
             ok = np.isfinite(v1) & np.isfinite(v2)
-            okk = ok[sel]
-            self.index_count[k] += np.bincount(i[okk], minlength=m)
-            self.index[0, k] += np.bincount(i[okk], weights=v1[sel][okk], minlength=m)
-            self.index[1, k] += np.bincount(i[okk], weights=v2[sel][okk], minlength=m)
+            self.index_count[k] += np.bincount(i[ok], minlength=m)
+            self.index[0, k] += np.bincount(i[ok], weights=v1[ok], minlength=m)
+            self.index[1, k] += np.bincount(i[ok], weights=v2[ok], minlength=m)
 
-    def add_ring(self, ring_ids: np.ndarray, prob: np.ndarray, z1: np.ndarray, z2: np.ndarray) -> None:
-        """Add one block's ring pixels (``ring_ids``: the patch whose ring a pixel is in, 0 = none)."""
-        sel = ring_ids > 0
-        if not sel.any():
+    def add_ring(self, i: np.ndarray, p: np.ndarray, z1: np.ndarray, z2: np.ndarray) -> None:
+        """Add one block's ring pixels (``i``: the patch whose ring each pixel is in)."""
+        if i.size == 0:
             return
-        i, m = ring_ids[sel], self.n + 1
+        m = self.n + 1
         self.ring[0] += np.bincount(i, minlength=m)
-        self.ring[1] += np.bincount(i, weights=prob[sel].astype(np.float64), minlength=m)
-        absd = np.abs(z2 - z1).mean(axis=0)
-        self.ring[2] += np.bincount(i, weights=absd[sel], minlength=m)
+        self.ring[1] += np.bincount(i, weights=p.astype(np.float64), minlength=m)
+        self.ring[2] += np.bincount(i, weights=np.abs(z2 - z1).mean(axis=0), minlength=m)
 
     def table(self, names: list[str], channels: int, kinds: list[str]) -> dict[str, np.ndarray]:
         """Means and standard deviations per patch (rows 1..n)."""
@@ -337,7 +337,19 @@ def _indices(raw: np.ndarray, bands: Sequence[str | None], kinds: list[str]) -> 
 
 
 def _standardise(raw: np.ndarray, scale: SceneScale) -> np.ndarray:
-    out: np.ndarray = np.clip((raw - scale.median[:, None, None]) / scale.spread[:, None, None], -10.0, 10.0)
+    """``(C, ...)`` raw values -> robust z, clipped to ±10."""
+    shape = (-1,) + (1,) * (raw.ndim - 1)
+    out: np.ndarray = np.clip((raw - scale.median.reshape(shape)) / scale.spread.reshape(shape), -10.0, 10.0)
+    return out
+
+
+def _brightness(raw: np.ndarray, scale: SceneScale) -> np.ndarray:
+    """Mean standardised value over the bands of a ``(C, H, W)`` block (float32, band by band)."""
+    out = np.zeros(raw.shape[1:], dtype=np.float32)
+    for c in range(raw.shape[0]):
+        out += np.clip((raw[c].astype(np.float32) - np.float32(scale.median[c])) / np.float32(scale.spread[c]),
+                       -10.0, 10.0)
+    out /= raw.shape[0]
     return out
 
 
@@ -352,12 +364,31 @@ def _accumulate(
     bands: Sequence[str | None],
     kinds: list[str],
 ) -> None:
-    raw1 = np.nan_to_num(raw1.astype(np.float64))
-    raw2 = np.nan_to_num(raw2.astype(np.float64))
-    z1, z2 = _standardise(raw1, scales[0]), _standardise(raw2, scales[1])
-    idx1, idx2 = _indices(raw1, bands, kinds), _indices(raw2, bands, kinds)
-    sums.add(ids, np.nan_to_num(prob), z1, z2, list(zip(idx1, idx2, strict=True)))
-    sums.add_ring(np.where(ids > 0, 0, ring_ids), np.nan_to_num(prob), z1, z2)
+    """Add one block. Only the edges need the whole block (their Sobel window); every other statistic is
+    computed on the pixels of the patches and their rings alone."""
+    in_patch = ids > 0
+    in_ring = (ring_ids > 0) & ~in_patch
+    if not in_patch.any() and not in_ring.any():
+        return
+    raw1 = np.nan_to_num(raw1)
+    raw2 = np.nan_to_num(raw2)
+    c = raw1.shape[0]
+    flat1, flat2 = raw1.reshape(c, -1), raw2.reshape(c, -1)
+    p_flat = np.nan_to_num(prob).reshape(-1).astype(np.float64)
+    pix = np.flatnonzero(in_patch)
+    if pix.size:
+        b1, b2 = _brightness(raw1, scales[0]), _brightness(raw2, scales[1])
+        tex = np.stack([b1.reshape(-1)[pix], b2.reshape(-1)[pix], _gradient(b1).reshape(-1)[pix],
+                        _gradient(b2).reshape(-1)[pix]]).astype(np.float64)
+        r1, r2 = flat1[:, pix].astype(np.float64), flat2[:, pix].astype(np.float64)
+        idx1, idx2 = _indices(r1, bands, kinds), _indices(r2, bands, kinds)
+        sums.add(ids.reshape(-1)[pix], p_flat[pix], _standardise(r1, scales[0]), _standardise(r2, scales[1]), tex,
+                 list(zip(idx1, idx2, strict=True)))
+    rpix = np.flatnonzero(in_ring)
+    if rpix.size:
+        r1, r2 = flat1[:, rpix].astype(np.float64), flat2[:, rpix].astype(np.float64)
+        sums.add_ring(ring_ids.reshape(-1)[rpix], p_flat[rpix], _standardise(r1, scales[0]),
+                      _standardise(r2, scales[1]))
 
 
 def _finish(
@@ -455,9 +486,9 @@ def features_from_scenes(
             rings = np.where(valid, rings, 0)
             if not (ids > 0).any():
                 continue
-            raw1 = src_a.read(window=win, out_dtype="float64")
-            raw2 = src_b.read(window=win, out_dtype="float64")
-            p = src_p.read(1, window=win, out_dtype="float64")
+            raw1 = src_a.read(window=win, out_dtype="float32")
+            raw2 = src_b.read(window=win, out_dtype="float32")
+            p = src_p.read(1, window=win, out_dtype="float32")
             _accumulate(sums, ids, rings, p, raw1, raw2, scales, bands, kinds)
         total_px = src_a.height * src_a.width * valid_share
         px_area = _pixel_area_m2(src_a, patches, float(sums.count[1:].sum()))

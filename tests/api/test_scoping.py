@@ -43,7 +43,7 @@ def two_counties(server: Server, admin_token: str) -> dict[str, Any]:
         )
         assert r.status_code == 201, r.text
         photo_url = r.json()["photos"][0]["url"].removeprefix("/api/v1")
-        verification_id = r.json()["id"]
+        verification_id = r.json()["verification"]["id"]
     return {"a": ids_a, "b": ids_b, "photo_url": photo_url, "verification_id": verification_id, **tokens}
 
 
