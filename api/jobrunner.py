@@ -124,14 +124,17 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
         progress(0.02, f"model: {model_info['why']}")
         import datetime as dt
 
+        from cspon_rs.inference.config import DetectConfig
         from cspon_rs.inference.detect import detect_pair
 
         progress(0.05, f"detecting changes: {scene.before_path} -> {scene.after_path}")
+        # the settings `cspon-rs detect` uses by default (suppression, MMU, radiometry, classifier), one process
+        detect_settings = {**DetectConfig().detect_kwargs(), "checkpoint": checkpoint, "workers": 1, "scheduler": None}
         detection = detect_pair(
             scene.before_path,
             scene.after_path,
             out_dir / "detect",
-            checkpoint=checkpoint,
+            **detect_settings,
             t1=dt.date.fromisoformat(scene.before_date) if scene.before_date else None,
             t2=dt.date.fromisoformat(scene.after_date) if scene.after_date else None,
             progress=False,
@@ -145,7 +148,9 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
             f"({changes_path})",
         )
         # What radiometry did to each date, and why there is no patch if there is none (never silent, #20).
-        for line in [*(detection.radiometry.lines() if detection.radiometry else []), detection.empty_reason]:
+        for line in [*(detection.radiometry.lines() if detection.radiometry else []), detection.empty_reason,
+                     detection.suppression and f"suppression: {detection.suppression}",
+                     detection.classifier and f"warning classifier: {detection.classifier}"]:
             if line:
                 progress(0.6, line)
 
