@@ -24,7 +24,7 @@ import numpy as np
 
 from cspon_rs.models.card import QUANTILE_LEVELS, BandStats, InputContract, ModelCard
 
-__all__ = ["card_pairs", "compute_contract", "main", "score_methods", "select_radiometry"]
+__all__ = ["card_pairs", "compute_contract", "contract_from_pairs", "main", "score_methods", "select_radiometry"]
 
 #: dtype, nominal range and units of the training products, by the card's ``training_data.kind``.
 _PRODUCTS: dict[str, tuple[str, tuple[float, float], str]] = {
@@ -86,6 +86,44 @@ def compute_contract(card_path: Path, card: ModelCard, old: InputContract | None
         pooled_over=f"valid pixels of both dates of the train + val pairs {[p.id for p in pairs]}",
         radiometry=old.radiometry if old is not None else "percentile",
         radiometry_validation=old.radiometry_validation if old is not None else {},
+    )
+
+
+def contract_from_pairs(pairs: list[Any], bands: list[str], *, radiometry: str = "gain",
+                        max_pixels: int = 500_000, seed: int = 0) -> InputContract | None:
+    """The input contract of a training run, from its in-memory pairs (a seeded subsample of valid pixels).
+
+    A checkpoint trained on 16-bit (or any) imagery thereby records its range, and ``detect`` maps every scene
+    to it the same way (:mod:`cspon_rs.inference.radiometry`, default ``radiometry``). Returns None when no pair
+    holds its pixels in memory (streamed scenes: run ``card_stats stats`` on the card afterwards).
+    """
+    held = [p for p in pairs if isinstance(p.before, np.ndarray) and isinstance(p.after, np.ndarray)]
+    if not held:
+        return None
+    rng = np.random.default_rng(seed)
+    per_pair = max(1, max_pixels // len(held))
+    columns = []
+    for p in held:
+        valid = np.flatnonzero(np.asarray(p.valid, dtype=bool).reshape(-1))
+        pick = valid if valid.size <= per_pair else rng.choice(valid, size=per_pair, replace=False)
+        for img in (p.before, p.after):
+            columns.append(np.asarray(img).reshape(img.shape[0], -1)[:, pick].astype(np.float64))
+    pix = np.concatenate(columns, axis=1)
+    top, integral = float(np.nanmax(pix)), bool(np.all(np.mod(pix, 1) == 0))
+    dtype, value_range = (("uint8", (0.0, 255.0)) if integral and top <= 255 else
+                          ("uint16", (0.0, 65535.0)) if integral and top <= 65535 else
+                          ("float32", (float(np.nanmin(pix)), top)))
+    stats = [BandStats(band=band, quantiles=[round(float(v), 3) for v in np.percentile(pix[k], QUANTILE_LEVELS)],
+                       mean=round(float(pix[k].mean()), 3), std=round(float(pix[k].std()), 3))
+             for k, band in enumerate(bands)]
+    return InputContract(
+        dtype=dtype, value_range=value_range, units="the training pairs' own units",
+        quantile_levels=list(QUANTILE_LEVELS), band_stats=stats,
+        pooled_over=f"{pix.shape[1]:,} valid pixels of both dates sampled from the train + val pairs "
+        f"{[p.id for p in held][:20]}",
+        radiometry=radiometry,
+        radiometry_validation={"chosen": radiometry, "criterion": "default for a trained checkpoint (gain-invariant"
+                               "; run card_stats select to choose on its validation pairs)"},
     )
 
 

@@ -473,6 +473,10 @@ def train(
         notes=config.output.notes,
     )
 
+    from cspon_rs.models.card_stats import contract_from_pairs
+
+    # the range and statistics of this run's imagery, so detect maps any scene to it (a 16-bit stretch included)
+    card.input = contract_from_pairs(train_pairs + val_pairs, list(bands), seed=opt_cfg.seed)
     card.training_data["provenance"] = run_provenance(config, parent=init_path)
     seed_everything(opt_cfg.seed)
     pretrained = config.model.pretrained and init_loaded is None

@@ -29,6 +29,7 @@ def test_cli_train_levir_end_to_end(levir_config: Path, tmp_path: Path) -> None:
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"]) and "val_f1" in history[0]
     loaded = load_checkpoint(out / "best")
     assert loaded.card.bands == ["R", "G", "B"]
+    assert loaded.card.input is not None and loaded.card.input.dtype == "uint8"
     assert loaded.card.training_data["train"] == ["pair_0", "pair_1", "pair_2", "pair_3"]
     assert loaded.card.training_data["test"] == ["pair_5"]
     assert "test" in loaded.card.metrics and "val" in loaded.card.metrics
@@ -86,6 +87,10 @@ def test_train_geotiff_pairs_with_gpkg_labels(geotiff_dataset: Path, tmp_path: P
     card = load_checkpoint(tmp_path / "run_tif" / "best").card
     assert card.bands == ["B04", "B03", "B02", "B08"]
     assert card.normalization.mean[0] > 100  # uint16-scaled stats from the train split
+    # the card records the 16-bit range it was trained on, so detect maps any scene to it (#25 item 3)
+    assert card.input is not None and card.input.dtype == "uint16" and card.input.radiometry == "gain"
+    assert [b.band for b in card.input.band_stats] == card.bands
+    assert card.input.value(50.0)[0] > 100
 
 
 def test_resume_matches_uninterrupted(levir_config: Path, tmp_path: Path) -> None:
