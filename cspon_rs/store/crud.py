@@ -876,18 +876,26 @@ def latest_verifications(
     if period is not None:
         query = query.where(WarningRecord.period == period)
     pairs = [(row[0], row[1]) for row in session.execute(query)]
-    patches: dict[tuple[str, str, str], Patch] = {}
-    ids = [record.id for record, _ in pairs]
+    patches = own_patches(session, [record for record, _ in pairs])
+    return [(record, verification, patches.get(record.id)) for record, verification in pairs]
+
+
+def own_patches(session: Session, records: Sequence[WarningRecord]) -> dict[str, Patch]:
+    """Each warning's own stored raw patch (its period and patch id; the newest row), by warning id.
+
+    Warnings without one (批而不建 permit rows, or no patch stored) are absent. Looked up 500 ids at a time.
+    """
+    wanted = {record.id: (record.period, record.patch_id or "") for record in records}
+    ids = list(wanted)
+    out: dict[str, Patch] = {}
     for start in range(0, len(ids), 500):
         for patch in session.scalars(
             select(Patch).where(Patch.warning_id.in_(ids[start:start + 500])).order_by(Patch.id.desc())
         ):
-            if patch.warning_id is not None:
-                patches[(patch.warning_id, patch.period, patch.patch_id)] = patch
-    return [
-        (record, verification, patches.get((record.id, record.period, record.patch_id or "")))
-        for record, verification in pairs
-    ]
+            wid = patch.warning_id
+            if wid is not None and wid not in out and wanted[wid] == (patch.period, patch.patch_id):
+                out[wid] = patch
+    return out
 
 
 def verification_reason(verification: Verification) -> str:

@@ -42,7 +42,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from cspon_rs.errors import ConflictError, InvalidTransitionError, SchemaError
-from cspon_rs.store.crud import _check_version, _transaction, get_warning
+from cspon_rs.store.crud import _check_version, _transaction, get_warning, own_patches
 from cspon_rs.store.models import (
     Patch,
     TriageDecision,
@@ -497,12 +497,5 @@ def desk_labels(
     if period is not None:
         query = query.where(WarningRecord.period == period)
     pairs = [(r[0], r[1]) for r in session.execute(query)]
-    patches: dict[tuple[str, str, str], Patch] = {}
-    ids = [record.id for record, _ in pairs]
-    for start in range(0, len(ids), 500):
-        for patch in session.scalars(
-            select(Patch).where(Patch.warning_id.in_(ids[start:start + 500])).order_by(Patch.id.desc())
-        ):
-            if patch.warning_id is not None:
-                patches[(patch.warning_id, patch.period, patch.patch_id)] = patch
-    return [(record, row, patches.get((record.id, record.period, record.patch_id or ""))) for record, row in pairs]
+    patches = own_patches(session, [record for record, _ in pairs])
+    return [(record, row, patches.get(record.id)) for record, row in pairs]
