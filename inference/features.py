@@ -168,13 +168,19 @@ def geometry_features(patches: gpd.GeoDataFrame, metres_per_unit: float | None =
     perim = shapely.length(geoms) * scale if len(geoms) else np.zeros(0)
     elong = np.ones(len(geoms))
     holes = np.zeros(len(geoms))
-    for k, g in enumerate(geoms):
-        rect = shapely.minimum_rotated_rectangle(g)
-        xy = np.asarray(rect.exterior.coords) if rect.geom_type == "Polygon" else np.zeros((1, 2))
-        if len(xy) >= 4:
-            sides = np.hypot(*np.diff(xy[:3], axis=0).T)
-            elong[k] = float(max(sides) / max(min(sides), _EPS))
-        holes[k] = sum(len(p.interiors) for p in getattr(g, "geoms", [g]))
+    if len(geoms):
+        rects = shapely.minimum_rotated_rectangle(geoms)
+        is_poly = shapely.get_type_id(rects) == 3
+        rings = shapely.get_exterior_ring(rects[is_poly])
+        xy, which = shapely.get_coordinates(rings, return_index=True)
+        first = np.searchsorted(which, np.arange(len(rings)))  # the first 3 corners of each rectangle
+        ok = np.bincount(which, minlength=len(rings)) >= 4
+        a = np.hypot(*(xy[first[ok] + 1] - xy[first[ok]]).T)
+        b = np.hypot(*(xy[first[ok] + 2] - xy[first[ok] + 1]).T)
+        idx = np.flatnonzero(is_poly)[ok]
+        elong[idx] = np.maximum(a, b) / np.maximum(np.minimum(a, b), _EPS)
+        parts = shapely.get_parts(geoms, return_index=True)
+        holes = np.bincount(parts[1], weights=shapely.get_num_interior_rings(parts[0]), minlength=len(geoms))
     with np.errstate(divide="ignore", invalid="ignore"):
         compact = np.where(perim > 0, 4.0 * math.pi * area / np.maximum(perim, _EPS) ** 2, 0.0)
         width = np.where(perim > 0, 2.0 * area / np.maximum(perim, _EPS), 0.0)
@@ -370,11 +376,11 @@ def _accumulate(
     in_ring = (ring_ids > 0) & ~in_patch
     if not in_patch.any() and not in_ring.any():
         return
-    raw1 = np.nan_to_num(raw1)
-    raw2 = np.nan_to_num(raw2)
+    if raw1.dtype.kind == "f":  # float scenes may carry NaN (integer ones cannot): a pass only for them
+        raw1, raw2 = np.nan_to_num(raw1), np.nan_to_num(raw2)
     c = raw1.shape[0]
     flat1, flat2 = raw1.reshape(c, -1), raw2.reshape(c, -1)
-    p_flat = np.nan_to_num(prob).reshape(-1).astype(np.float64)
+    p_flat = prob.reshape(-1)
     pix = np.flatnonzero(in_patch)
     if pix.size:
         b1, b2 = _brightness(raw1, scales[0]), _brightness(raw2, scales[1])
@@ -382,12 +388,14 @@ def _accumulate(
                         _gradient(b2).reshape(-1)[pix]]).astype(np.float64)
         r1, r2 = flat1[:, pix].astype(np.float64), flat2[:, pix].astype(np.float64)
         idx1, idx2 = _indices(r1, bands, kinds), _indices(r2, bands, kinds)
-        sums.add(ids.reshape(-1)[pix], p_flat[pix], _standardise(r1, scales[0]), _standardise(r2, scales[1]), tex,
+        sums.add(ids.reshape(-1)[pix], np.nan_to_num(p_flat[pix].astype(np.float64)), _standardise(r1, scales[0]),
+                 _standardise(r2, scales[1]), tex,
                  list(zip(idx1, idx2, strict=True)))
     rpix = np.flatnonzero(in_ring)
     if rpix.size:
         r1, r2 = flat1[:, rpix].astype(np.float64), flat2[:, rpix].astype(np.float64)
-        sums.add_ring(ring_ids.reshape(-1)[rpix], p_flat[rpix], _standardise(r1, scales[0]),
+        sums.add_ring(ring_ids.reshape(-1)[rpix], np.nan_to_num(p_flat[rpix].astype(np.float64)),
+                      _standardise(r1, scales[0]),
                       _standardise(r2, scales[1]))
 
 
@@ -466,7 +474,7 @@ def features_from_scenes(
         geoms = list(patches.to_crs(src_a.crs).geometry) if patches.crs is not None else list(patches.geometry)
         # the ring: RING_PX pixels around each patch (pixels of other patches are not counted in it)
         shapes = np.asarray(geoms, dtype=object)
-        grown = shapely.buffer(shapes, RING_PX * abs(src_a.transform.a)) if geoms else shapes
+        grown = shapely.buffer(shapes, RING_PX * abs(src_a.transform.a), quad_segs=2) if geoms else shapes
         rings_geom = list(shapely.difference(grown, shapes)) if geoms else []
         tree = shapely.STRtree(list(grown))
         for win in _blocks(src_a.height, src_a.width, block_size) if n else iter(()):
@@ -486,9 +494,9 @@ def features_from_scenes(
             rings = np.where(valid, rings, 0)
             if not (ids > 0).any():
                 continue
-            raw1 = src_a.read(window=win, out_dtype="float32")
-            raw2 = src_b.read(window=win, out_dtype="float32")
-            p = src_p.read(1, window=win, out_dtype="float32")
+            raw1 = src_a.read(window=win)  # native dtype: converted on the selected pixels only
+            raw2 = src_b.read(window=win)
+            p = src_p.read(1, window=win)
             _accumulate(sums, ids, rings, p, raw1, raw2, scales, bands, kinds)
         total_px = src_a.height * src_a.width * valid_share
         px_area = _pixel_area_m2(src_a, patches, float(sums.count[1:].sum()))

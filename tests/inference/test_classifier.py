@@ -96,7 +96,7 @@ def test_patch_and_ring_statistics_match_the_pixels(scene_pair: ScenePair, tmp_p
     feats = features_from_scenes(patches, scene_pair.before, scene_pair.after, prob_path, BANDS, block_size=128)
     for k, geom in enumerate(patches.geometry):
         inside = rasterize([(geom, 1)], out_shape=shape, transform=transform, dtype="uint8") > 0
-        grown = shapely.buffer(geom, RING_PX * abs(transform.a))
+        grown = shapely.buffer(geom, RING_PX * abs(transform.a), quad_segs=2)
         ring = (rasterize([(grown.difference(geom), 1)], out_shape=shape, transform=transform, dtype="uint8") > 0)
         assert feats.loc[k, "prob_max"] == pytest.approx(prob[inside].max())
         assert feats.loc[k, "prob_mean"] == pytest.approx(prob[inside].mean(), rel=1e-6)
