@@ -180,7 +180,7 @@ def geometry_features(patches: gpd.GeoDataFrame, metres_per_unit: float | None =
         idx = np.flatnonzero(is_poly)[ok]
         elong[idx] = np.maximum(a, b) / np.maximum(np.minimum(a, b), _EPS)
         parts = shapely.get_parts(geoms, return_index=True)
-        holes = np.bincount(parts[1], weights=shapely.get_num_interior_rings(parts[0]), minlength=len(geoms))
+        holes[:] = np.bincount(parts[1], weights=shapely.get_num_interior_rings(parts[0]), minlength=len(geoms))
     with np.errstate(divide="ignore", invalid="ignore"):
         compact = np.where(perim > 0, 4.0 * math.pi * area / np.maximum(perim, _EPS) ** 2, 0.0)
         width = np.where(perim > 0, 2.0 * area / np.maximum(perim, _EPS), 0.0)
