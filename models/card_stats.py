@@ -97,7 +97,8 @@ def contract_from_pairs(pairs: list[Any], bands: list[str], *, radiometry: str =
     to it the same way (:mod:`cspon_rs.inference.radiometry`, default ``radiometry``). Returns None when no pair
     holds its pixels in memory (streamed scenes: run ``card_stats stats`` on the card afterwards).
     """
-    held = [p for p in pairs if isinstance(p.before, np.ndarray) and isinstance(p.after, np.ndarray)]
+    held = [p for p in pairs if isinstance(getattr(p, "before", None), np.ndarray)
+            and isinstance(getattr(p, "after", None), np.ndarray)]
     if not held:
         return None
     rng = np.random.default_rng(seed)
