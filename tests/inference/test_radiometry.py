@@ -88,9 +88,14 @@ def _scaled_copies(sample_dir: Path, tmp_path: Path) -> dict[str, tuple[Path, Pa
     return pairs
 
 
-def _warnings(path: Path) -> int:
+def _warnings(path: Path, *, classifier: bool = False) -> int:
+    """Patches no suppression cue flagged (the input work's output); with ``classifier``, also none the warning
+    classifier flagged (what becomes a warning)."""
     df = pyogrio.read_dataframe(path, layer=PATCH_LAYER, read_geometry=False)
-    return int(df["suppressed_by"].isna().sum())
+    kept = df["suppressed_by"].isna()
+    if not classifier:
+        kept |= df["suppressed_by"] == "classifier"
+    return int(kept.sum())
 
 
 def test_the_maps_do_not_depend_on_the_input_gain() -> None:
@@ -128,6 +133,9 @@ def test_8bit_16bit_and_float_copies_give_the_same_patches(sample_dir: Path, tmp
         r = res[name]
         assert abs(r.changed_pixels - ref.changed_pixels) <= TOLERANCE * ref.changed_pixels, name
         assert abs(_warnings(r.patches_path) - n_ref) <= max(1, TOLERANCE * n_ref), name
+        # the classifier's decisions near its operating point may flip on the 8-bit copy's quantised pixels
+        n_clf, n_clf_ref = _warnings(r.patches_path, classifier=True), _warnings(ref.patches_path, classifier=True)
+        assert abs(n_clf - n_clf_ref) <= max(2, 2 * TOLERANCE * n_clf_ref), (name, n_clf, n_clf_ref)
         with rasterio.open(r.mask_path) as src:
             mask = src.read(1) == 1
         iou = (mask & mask_ref).sum() / max(1, (mask | mask_ref).sum())
