@@ -161,6 +161,19 @@ def _desk_row(record: WarningRecord, decision: TriageDecision, patch: Patch | No
     }
 
 
+def _no_patch(record: WarningRecord) -> str:
+    """Why a warning without a stored change patch cannot become a label."""
+    if record.source_key.startswith("permit:"):
+        return "批而不建 permit warning: no detected change patch to label"
+    return "no stored change patch for this warning, so no scene identity"
+
+
+def _scene_problem(row: dict[str, Any], checks: _SceneCheck) -> str | None:
+    """A label row's scene files that are gone or changed since detection (None when both are as recorded)."""
+    return (checks.problem("before", row["scene_before"], row["scene_before_sha256"])
+            or checks.problem("after", row["scene_after"], row["scene_after_sha256"]))
+
+
 def verified_labels(
     session: Session, *, county_code: str, period: str | None = None, check_scenes: bool = True
 ) -> tuple[gpd.GeoDataFrame, list[SkippedLabel]]:
@@ -189,35 +202,28 @@ def verified_labels(
         if verification.result not in _REAL:
             skip(f"unknown verification result {verification.result!r}")
             continue
-        if record.source_key.startswith("permit:") or patch is None:
-            skip("批而不建 permit warning: no detected change patch to label" if record.source_key.startswith("permit:")
-                 else "no stored change patch for this warning, so no scene identity")
+        if patch is None or record.source_key.startswith("permit:"):
+            skip(_no_patch(record))
             continue
         row = _row(record, verification, patch)
-        if check_scenes:
-            problem = (checks.problem("before", row["scene_before"], row["scene_before_sha256"])
-                       or checks.problem("after", row["scene_after"], row["scene_after_sha256"]))
-            if problem:
-                skip(problem)
-                continue
+        problem = _scene_problem(row, checks) if check_scenes else None
+        if problem:
+            skip(problem)
+            continue
         rows.append(row)
         geoms.append(shapely_wkt.loads(record.geometry_wkt))
     for record, decision, patch in desk_labels(session, county_code=county_code, period=period):
         def skip_desk(reason: str, d: TriageDecision = decision, r: WarningRecord = record) -> None:
             skipped.append(SkippedLabel(d.id, r.id, reason, source="desk"))
 
-        if record.source_key.startswith("permit:") or patch is None:
-            skip_desk("批而不建 permit warning: no detected change patch to label"
-                      if record.source_key.startswith("permit:")
-                      else "no stored change patch for this warning, so no scene identity")
+        if patch is None or record.source_key.startswith("permit:"):
+            skip_desk(_no_patch(record))
             continue
         row = _desk_row(record, decision, patch)
-        if check_scenes:
-            problem = (checks.problem("before", row["scene_before"], row["scene_before_sha256"])
-                       or checks.problem("after", row["scene_after"], row["scene_after_sha256"]))
-            if problem:
-                skip_desk(problem)
-                continue
+        problem = _scene_problem(row, checks) if check_scenes else None
+        if problem:
+            skip_desk(problem)
+            continue
         rows.append(row)
         geoms.append(shapely_wkt.loads(record.geometry_wkt))
     frame = pd.DataFrame(rows, columns=list(LABEL_COLUMNS)).astype(LABEL_COLUMNS)
