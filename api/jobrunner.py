@@ -79,6 +79,20 @@ def _pick_checkpoint(
         return path, {"source": "county", "checkpoint": path, "model_version_id": model.id, "why": why}
 
 
+def end_on_error(factory: Any, job_id: int, exc: Exception) -> str:
+    """Record how a job ended on an exception (``cancelled`` for :class:`JobCancelled`, else ``failed`` with the
+    reason) and return that state."""
+    if isinstance(exc, JobCancelled):
+        with session_scope(factory) as session:
+            finish_job(session, job_id, "cancelled", error="cancelled by user", message="cancelled")
+        return "cancelled"
+    reason = f"{type(exc).__name__}: {exc}"
+    traceback.print_exc()
+    with session_scope(factory) as session:
+        finish_job(session, job_id, "failed", error=reason, message=f"failed: {reason}")
+    return "failed"
+
+
 def run_job(job_id: int, settings: ServeSettings) -> str:
     """Execute job ``job_id`` (already claimed, state ``running``) and record its outcome.
 
@@ -197,16 +211,8 @@ def run_job(job_id: int, settings: ServeSettings) -> str:
         with session_scope(factory) as session:
             finish_job(session, job_id, state, error=why, message=f"{state}: {why}")
         return state
-    except JobCancelled:
-        with session_scope(factory) as session:
-            finish_job(session, job_id, "cancelled", error="cancelled by user", message="cancelled")
-        return "cancelled"
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-        with session_scope(factory) as session:
-            finish_job(session, job_id, "failed", error=reason, message=f"failed: {reason}")
-        return "failed"
+        return end_on_error(factory, job_id, exc)
     finally:
         engine.dispose()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,7 @@ def run_report_job(job_id: int, settings: ServeSettings) -> str:
         The final state: ``succeeded``, ``failed`` or ``cancelled``.
     """
     from cspon_rs.api.db import make_engine, make_sessionmaker, session_scope
-    from cspon_rs.api.jobrunner import JobCancelled
+    from cspon_rs.api.jobrunner import JobCancelled, end_on_error
     from cspon_rs.exports.report_job import write_print_report
     from cspon_rs.store.api_crud import finish_job, get_job, set_job_progress
 
@@ -188,16 +187,8 @@ def run_report_job(job_id: int, settings: ServeSettings) -> str:
             finish_job(session, job_id, "succeeded", result=result,
                        message=f"succeeded: {written.bytes / 1e6:.1f} MB, {written.sheets} sheets")
         return "succeeded"
-    except JobCancelled:
-        with session_scope(factory) as session:
-            finish_job(session, job_id, "cancelled", error="cancelled by user", message="cancelled")
-        return "cancelled"
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-        with session_scope(factory) as session:
-            finish_job(session, job_id, "failed", error=reason, message=f"failed: {reason}")
-        return "failed"
+        return end_on_error(factory, job_id, exc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         engine.dispose()
