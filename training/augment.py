@@ -1,9 +1,9 @@
 """Augmentation of change-detection crops.
 
 Geometric transforms (flips, 90-degree rotations) are applied identically to both dates, the label and
-the valid mask, so the pair stays co-registered. Photometric jitter (gain, contrast, noise) is drawn
-independently per date, imitating different acquisition conditions. An optional date swap is only
-correct for symmetric tasks ("something changed"), not for directed ones ("new construction").
+the valid mask, so the pair stays co-registered. Photometric jitter (gain, contrast, per-band gain and
+offset, noise) is drawn independently per date, imitating different acquisition conditions. An optional
+date swap is only correct for symmetric tasks ("something changed"), not for directed ones ("new construction").
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def _jitter(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np
         out = out * (1.0 + rng.uniform(-cfg.brightness, cfg.brightness)) + rng.uniform(
             -cfg.brightness, cfg.brightness
         )
+    if cfg.band_jitter > 0:  # spectral shift between acquisitions: each band its own gain and offset
+        n = out.shape[0]
+        gain = 1.0 + rng.uniform(-cfg.band_jitter, cfg.band_jitter, size=(n, 1, 1))
+        offset = rng.uniform(-cfg.band_jitter, cfg.band_jitter, size=(n, 1, 1))
+        out = out * gain.astype(np.float32) + offset.astype(np.float32)
     if cfg.noise_std > 0:
         out = out + rng.normal(0.0, cfg.noise_std, size=out.shape).astype(np.float32)
     return out.astype(np.float32)

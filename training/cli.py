@@ -1,5 +1,5 @@
-"""CLI commands of this area (registered by cspon_rs.cli): ``train``, ``export-checkpoint``, ``evaluate``,
-``calibrate``."""
+"""CLI commands of this area (registered by cspon_rs.cli): ``train``, ``cross-validate``, ``export-checkpoint``,
+``evaluate``, ``calibrate``."""
 
 from __future__ import annotations
 
@@ -238,6 +238,41 @@ def register(app: typer.Typer) -> None:
                 f"IoU {m['iou']:.3f} kappa {m['kappa']:.3f}"
             )
         typer.echo(f"checkpoint: {result.checkpoint}")
+
+    @app.command("cross-validate")
+    def cross_validate_cmd(
+        config: Annotated[Path, typer.Option("--config", "-c", help="Training YAML, e.g. configs/train_s2_rgbn.yaml")],
+        out: Annotated[Path, typer.Option("--out", help="Run folder: fold_<id>/, cv.json, cv.md, final/")],
+        epochs: Annotated[int | None, typer.Option("--epochs", help="Override optim.epochs (every fold)")] = None,
+        sets: Annotated[
+            list[str] | None, typer.Option("--set", help="Override any config field: KEY=VALUE (repeat)")
+        ] = None,
+        final: Annotated[
+            bool, typer.Option("--final/--no-final", help="Then train the recipe on every pair (final/)")
+        ] = True,
+    ) -> None:
+        """Leave-one-pair-out cross-validation: one network per held-out train/val pair (an OSCD city), honest
+        per-pair figures, the radiometry and threshold chosen out of fold, then the final model on every pair.
+
+        Folds already trained are kept (run it again to continue). Test pairs are never read.
+        """
+        from cspon_rs.exports.fileio import write_json
+        from cspon_rs.training.config import load_train_config
+        from cspon_rs.training.cross_validate import out_of_fold, run_folds, train_final
+
+        cfg = load_train_config(config, sets=sets or [])
+        run_folds(cfg, out, epochs=epochs, echo=typer.echo)
+        chosen, figures = out_of_fold(cfg, out)
+        write_json(out / "cv.json", {"radiometry": chosen, "methods": {m: f.as_dict() for m, f in figures.items()}})
+        text = "\n\n".join(f"### radiometry `{m}`{' (chosen)' if m == chosen else ''}: mean F1 {f.mean_f1:.3f}"
+                             f"\n\n{f.table()}" for m, f in figures.items())
+        (out / "cv.md").write_text(text + "\n", encoding="utf-8")
+        typer.echo(text)
+        typer.echo(f"out-of-fold figures: {out / 'cv.json'}, {out / 'cv.md'}")
+        if final:
+            ckpt = train_final(cfg, out, chosen, figures, epochs=epochs)
+            typer.echo(f"final model on every pair: {ckpt} (radiometry {chosen}, threshold "
+                       f"{figures[chosen].threshold:.2f})")
 
     @app.command("pack-data")
     def pack_cmd(

@@ -208,6 +208,13 @@ class AugmentConfig(StrictModel):
     rot90: bool = True
     brightness: float = Field(0.1, ge=0.0, description="Max relative gain change per date (0.1 = +-10 %).")
     contrast: float = Field(0.1, ge=0.0, description="Max relative contrast change per date.")
+    band_jitter: float = Field(
+        0.0,
+        ge=0.0,
+        description="Max per-band relative gain and offset (normalised units), drawn per band and per date: the "
+        "spectral shift between two acquisitions (one city's red median drops by a third while its NIR drops "
+        "by a quarter). 0 = off.",
+    )
     noise_std: float = Field(0.0, ge=0.0, description="Gaussian noise std in normalised units.")
     swap_dates: bool = Field(False, description="Randomly swap dates (only for symmetric change tasks).")
     scale_min: float = Field(1.0, gt=0.0, description="Smallest random resampling factor of a crop.")
@@ -244,10 +251,11 @@ class OptimConfig(StrictModel):
     freeze_encoder_bn: bool = Field(
         False, description="Keep the encoder's batch-norm statistics fixed (pretrained encoders, small batches)."
     )
-    select_on: Literal["pooled_f1", "mean_f1"] = Field(
+    select_on: Literal["pooled_f1", "mean_f1", "last"] = Field(
         "pooled_f1",
-        description="Validation score that picks the best epoch: F1 over all validation pixels, or the mean of "
-        "per-pair F1 (not dominated by one large pair).",
+        description="Validation score that picks the best epoch: F1 over all validation pixels, the mean of "
+        "per-pair F1 (not dominated by one large pair), or 'last' (the last epoch; cross-validation folds, "
+        "where the held-out pair must not choose anything).",
     )
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes drawing batches (0: in-process).")
     max_minutes: float | None = Field(

@@ -329,7 +329,7 @@ def _val_score(
     per_pair = [evaluate_pairs([pr], [p], threshold=thr).f1 for pr, p in zip(probs, val_pairs, strict=True)]
     mean_f1 = float(np.mean(per_pair))
     figures = {"val_f1": at_half, "val_f1_best": best_f1, "val_threshold": thr, "val_f1_mean_pairs": mean_f1}
-    figures["score"] = best_f1 if select_on == "pooled_f1" else mean_f1
+    figures["score"] = mean_f1 if select_on == "mean_f1" else best_f1
     return figures, probs
 
 
@@ -603,6 +603,8 @@ def train(
             figures, probs = _val_score(model, card, val_pairs, device, opt_cfg.select_on)
             score, thr, mean_f1 = figures.pop("score"), figures["val_threshold"], figures["val_f1_mean_pairs"]
             record.update(figures)
+        if opt_cfg.select_on == "last":  # the held-out pair chooses no epoch
+            score = float(epoch + 1)
         score = broadcast_float(ctx, score, device)  # every process takes the same decisions
         record["seconds"] = round(time.time() - t0, 2)
         history.append(record)
