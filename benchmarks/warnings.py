@@ -80,12 +80,15 @@ def _f(v: Any, spec: str = ".3f") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", choices=["s2-rgbn", "rgb"], help="Only the test sets of this checkpoint")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     print("| test set | detector | classifier | warnings | warning precision | object recall | top-10 precision "
           "| warnings / km² | pixel F1 |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for name, ckpt, load in test_sets():
+        if args.only and ckpt != args.only:
+            continue
         pairs = load()
         for clf in ("none", "auto"):
             r = score(ckpt, pairs, clf)

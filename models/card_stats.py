@@ -34,22 +34,32 @@ _PRODUCTS: dict[str, tuple[str, tuple[float, float], str]] = {
 
 
 def _root(card_path: Path, root: str) -> Path:
-    """Resolve a ``training_data`` root: relative to the repository (the card's grandparent), else the cwd."""
-    repo = card_path.resolve().parents[2]
-    for base in (repo, Path.cwd()):
+    """Resolve a ``training_data`` root: as given if absolute, else relative to the repository (the card's
+    grandparent, or the one above for a run folder), else the cwd."""
+    here = card_path.resolve()
+    bases = [here.parents[2], Path.cwd()] + ([here.parents[3]] if len(here.parents) > 3 else [])
+    for base in bases:
         p = (base / root).resolve()
         if p.exists():
             return p
-    return (repo / root).resolve()
+    return (bases[0] / root).resolve()
 
 
-def card_pairs(card_path: Path, card: ModelCard, split: str) -> list[Any]:
-    """Load the card's pairs of ``split`` (``train``, ``val``) from the roots in its ``training_data``."""
+def card_pairs(card_path: Path, card: ModelCard, split: str, roots: dict[str, str] | None = None) -> list[Any]:
+    """Load the card's pairs of ``split`` (``train``, ``val``) from the roots in its ``training_data``.
+
+    Args:
+        roots: ``{source name: folder}`` where a source lives if not where the card says.
+
+    Raises:
+        ConfigError: A source's folder does not exist (the message names the ``--root`` to give).
+    """
+    from cspon_rs.errors import ConfigError
     from cspon_rs.training.datasets import load_levir, load_oscd
 
     td = card.training_data
     ids = [str(i) for i in td.get(split, []) or []]
-    sources = {s["name"]: s for s in td.get("sources", [])} or {"_": {"kind": td["kind"], "root": td["root"]}}
+    sources = {s["name"]: s for s in td.get("sources", [])} or {"main": {"kind": td["kind"], "root": td["root"]}}
     pairs = []
     by_source: dict[str, list[str]] = {}
     first = next(iter(sources))
@@ -58,7 +68,10 @@ def card_pairs(card_path: Path, card: ModelCard, split: str) -> list[Any]:
         by_source.setdefault(name, []).append(pid)
     for name, pids in by_source.items():
         src = sources[name]
-        root = _root(card_path, src["root"])
+        root = Path((roots or {}).get(name) or _root(card_path, src["root"]))
+        if not root.exists():
+            raise ConfigError(f"checkpoint {card.detector_id}: data source {name!r} not found at {root}; "
+                              f"give --root {name}=DIR")
         if src["kind"] == "oscd":
             pairs += load_oscd(root, pids, card.bands)
         else:

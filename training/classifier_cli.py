@@ -11,20 +11,9 @@ import typer
 __all__ = ["fit_for_checkpoint", "load_card_pairs", "register"]
 
 
-def _resolve_root(root: str, card_path: Path) -> Path:
-    """A card's data root: as given, else relative to the working folder, else to the repository."""
-    p = Path(root)
-    if p.is_absolute():
-        return p
-    for base in (Path.cwd(), card_path.resolve().parents[2], card_path.resolve().parents[3]):
-        if (base / p).exists():
-            return (base / p).resolve()
-    return p
-
-
 def load_card_pairs(checkpoint: str | Path, splits: tuple[str, ...] = ("train", "val"),
                     roots: dict[str, str] | None = None) -> tuple[list[Any], list[str]]:
-    """The labelled pairs of a checkpoint's ``training_data`` splits.
+    """The labelled pairs of a checkpoint's ``training_data`` splits (:func:`~cspon_rs.models.card_stats.card_pairs`).
 
     Test ids are refused unless ``splits`` is exactly ``("test",)`` (scoring, never fitting).
 
@@ -32,32 +21,16 @@ def load_card_pairs(checkpoint: str | Path, splits: tuple[str, ...] = ("train", 
         The pairs (ids of extra sources read ``<source>/<id>``) and the ids in order.
     """
     from cspon_rs.errors import ConfigError
+    from cspon_rs.models.card_stats import card_pairs
     from cspon_rs.models.checkpoint import load_card, resolve_checkpoint
-    from cspon_rs.training.datasets import load_levir, load_oscd
 
     path = Path(resolve_checkpoint(str(checkpoint)))
     card = load_card(path)
     data = card.training_data
-    sources = data.get("sources") or [{"name": "main", "kind": data.get("kind"), "root": data.get("root")}]
-    ids = [str(i) for split in splits for i in (data.get(split) or [])]
-    test = {str(i) for i in (data.get("test") or [])}
-    if not ids:
+    if not any(data.get(split) for split in splits):
         raise ConfigError(f"checkpoint {card.detector_id}: its card lists no {'/'.join(splits)} pairs; give --data")
-    pairs = []
-    for k, src in enumerate(sources):
-        prefix = "" if k == 0 else f"{src['name']}/"
-        own = [i[len(prefix):] for i in ids if (i.startswith(prefix) if prefix else "/" not in i)]
-        if not own:
-            continue
-        root = (roots or {}).get(src["name"]) or _resolve_root(str(src["root"]), path)
-        if not Path(root).exists():
-            raise ConfigError(f"checkpoint {card.detector_id}: data source {src['name']!r} not found at {root}; "
-                              f"give --root {src['name']}=DIR")
-        loaded = load_oscd(root, own, bands=card.bands) if src["kind"] == "oscd" else load_levir(root, own)
-        for p in loaded:
-            p.id = prefix + p.id
-        pairs += loaded
-    leaked = sorted(test & {p.id for p in pairs})
+    pairs = [p for split in splits for p in card_pairs(path.with_suffix(".json"), card, split, roots)]
+    leaked = sorted({str(i) for i in (data.get("test") or [])} & {p.id for p in pairs})
     if leaked and tuple(splits) != ("test",):
         raise ConfigError(f"test pairs {leaked} would be used to fit the classifier: refused")
     return pairs, [p.id for p in pairs]
@@ -73,9 +46,14 @@ def fit_for_checkpoint(
     detect_config: Path | None = None,
     out: Path | None = None,
     echo: Any = print,
+    folds: dict[str, Path] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Patches of ``pairs`` through ``detect`` (classifier off), fit, save beside the checkpoint, record in the
-    card. Returns the classifier path and the fit report."""
+    card. Returns the classifier path and the fit report.
+
+    ``folds`` (``{pair id: checkpoint}``, from ``cspon-rs cross-validate``) gives each pair's patches from a
+    network that never saw it, at the checkpoint's threshold and radiometry: the errors the classifier will
+    meet on new imagery, not the cleaner patches of pairs the network was fitted on."""
     from cspon_rs.config import load_yaml_config
     from cspon_rs.inference.classify import classifier_path_for, save_classifier
     from cspon_rs.inference.config import DetectConfig
@@ -90,14 +68,26 @@ def fit_for_checkpoint(
     kwargs = {**cfg.detect_kwargs(), "checkpoint": str(path), "classifier": "none", "progress": False,
               "workers": 1, "scheduler": None}
 
-    def detect(a: Path, b: Path, o: Path) -> Any:
-        return detect_pair(a, b, o, **kwargs)
+    def detect_with(**over: Any) -> Any:
+        return lambda a, b, o: detect_pair(a, b, o, **{**kwargs, **over})
 
-    table = collect(pairs, detect, bands=card.bands, pixel_size_m=float(card.pixel_size_m or 1.0),
-                    perturbations=perturbations, seed=seed, on_pair=lambda i: echo(f"patches of {i} ..."))
+    radiometry = card.input.radiometry if card.input is not None else "none"
+    detect_for = {
+        pid: detect_with(checkpoint=str(ck), threshold=card.threshold, radiometry=radiometry, tile_size=card.tile_size)
+        for pid, ck in (folds or {}).items()
+    }
+    missing = sorted({p.id for p in pairs} - set(detect_for)) if folds else []
+    if missing:
+        from cspon_rs.errors import ConfigError
+
+        raise ConfigError(f"--folds has no fold network that held out {missing}; cross-validate those pairs first")
+    table = collect(pairs, detect_with(), bands=card.bands, pixel_size_m=float(card.pixel_size_m or 1.0),
+                    perturbations=perturbations, seed=seed, on_pair=lambda i: echo(f"patches of {i} ..."),
+                    detect_for=detect_for)
     echo(f"{len(table)} patches, {int(table.touches.sum())} on labelled change; fitting ...")
     fitted = {"checkpoint": card.detector_id, "pairs": [p.id for p in pairs], "perturbations": perturbations,
-              "detect_config": cfg_path.name}
+              "detect_config": cfg_path.name,
+              "patches_from": "out-of-fold networks (cross-validate)" if folds else "the checkpoint itself"}
     clf, report = fit_classifier(table, card.bands, seed=seed, target_precision=target_precision, fitted=fitted)
     target = out or classifier_path_for(path)
     sha = save_classifier(clf, target)
@@ -122,7 +112,7 @@ def _record_in_card(checkpoint: Path, clf_path: Path, sha: str, min_conf: float,
         "fitted_on": fitted,
         "method": "LightGBM on patch features (cspon_rs.inference.features), isotonic calibration and operating "
                   "point on grouped out-of-fold scores; patches from detect on the card's train+val pairs as they "
-                  "are and under seeded radiometric/geometric perturbations",
+                  f"are and under seeded radiometric/geometric perturbations, by {fitted['patches_from']}",
         "out_of_fold": {k: report["out_of_fold"][k] for k in ("all_patches", "at_operating_point", "auc")},
     }
     atomic_write_text(card_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
@@ -146,6 +136,8 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Write here instead of beside the checkpoint "
                                         "(the card is then left as it is)."),
         report: Path | None = typer.Option(None, "--report", help="Write the fit report (JSON) here."),
+        folds: Path | None = typer.Option(None, "--folds", help="A 'cspon-rs cross-validate' run folder: each "
+                                          "pair's patches come from the fold network that held it out."),
     ) -> None:
         """Fit the checkpoint's warning classifier on its card's train + val pairs (never its test pairs)."""
         from cspon_rs.errors import ConfigError
@@ -159,9 +151,16 @@ def register(app: typer.Typer) -> None:
             roots[k] = v
         pairs, ids = load_card_pairs(checkpoint, roots=roots)
         typer.echo(f"{len(pairs)} labelled pairs: {', '.join(ids)}")
+        fold_ckpts = None
+        if folds is not None:
+            fold_ckpts = {d.name.removeprefix("fold_"): d / "best.safetensors"
+                          for d in sorted(folds.glob("fold_*")) if (d / "best.safetensors").is_file()}
+            if not fold_ckpts:
+                raise ConfigError(f"--folds {folds}: no fold_<id>/best.safetensors there (run cspon-rs "
+                                  "cross-validate first)")
         path, rep = fit_for_checkpoint(checkpoint, pairs, perturbations=perturbations,
                                        target_precision=target_precision or None, seed=seed, out=out,
-                                       echo=typer.echo)
+                                       echo=typer.echo, folds=fold_ckpts)
         oof = rep["out_of_fold"]
         at, base = oof["at_operating_point"], oof["all_patches"]
         typer.echo(f"classifier: {path}")

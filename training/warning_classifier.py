@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,21 +225,23 @@ def collect(
     perturb_ids: Sequence[str] | None = None,
     seed: int = 0,
     on_pair: Callable[[str], None] | None = None,
+    detect_for: Mapping[str, Callable[[Path, Path, Path], Any]] | None = None,
 ) -> PatchTable:
     """Patch tables of every pair as is, plus ``perturbations`` seeded variants of the pairs in ``perturb_ids``
-    (default: all)."""
+    (default: all). ``detect_for`` gives some pairs their own ``detect`` (out-of-fold networks)."""
     parts = []
     with tempfile.TemporaryDirectory(prefix="cspon-clf-") as tmp:
         for k, pair in enumerate(pairs):
             if on_pair is not None:
                 on_pair(pair.id)
-            parts.append(pair_patches(pair, detect, Path(tmp) / f"{k}", bands=bands, pixel_size_m=pixel_size_m))
+            run = (detect_for or {}).get(pair.id, detect)
+            parts.append(pair_patches(pair, run, Path(tmp) / f"{k}", bands=bands, pixel_size_m=pixel_size_m))
             if perturb_ids is not None and pair.id not in perturb_ids:
                 continue
             for j in range(perturbations):
                 rng = np.random.default_rng([seed, k, j])
                 arrays = perturb_pair(pair, rng)
-                parts.append(pair_patches(pair, detect, Path(tmp) / f"{k}_{j}", bands=bands,
+                parts.append(pair_patches(pair, run, Path(tmp) / f"{k}_{j}", bands=bands,
                                           pixel_size_m=pixel_size_m, variant=f"perturbed {j}", arrays=arrays))
     return PatchTable.concat(parts)
 
@@ -311,9 +313,14 @@ def fit_classifier(
     """
     from sklearn.isotonic import IsotonicRegression
 
+    from cspon_rs.errors import LabelError
+
     y = table.touches.astype(bool)
     if y.all() or not y.any():
-        raise ValueError(f"need both real and false patches to fit, got {int(y.sum())} real of {len(y)}")
+        raise LabelError(
+            f"need both real and false patches to fit, got {int(y.sum())} real of {len(y)}: the network makes no "
+            "mistakes on these pairs to learn from; add pairs it did not see (--folds) or more varied ones"
+        )
     t0 = time.perf_counter()
     x = table.features.to_numpy(dtype=np.float64)
     oof = np.full(len(y), np.nan)
