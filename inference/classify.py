@@ -95,6 +95,10 @@ class WarningClassifier(StrictModel):
     target_precision: float | None = Field(
         None, description="Warning precision the operating point was chosen for on validation (None: max F1)."
     )
+    min_recall: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Share of the real patches the operating point had to keep out of fold (None: no bound).",
+    )
     fitted: dict[str, Any] = Field(default_factory=dict, description="How and on what it was fitted.")
 
     def _booster(self) -> Any:
@@ -196,11 +200,15 @@ def operating_point(
     confidence: np.ndarray,
     touches: np.ndarray,
     target_precision: float | None,
+    min_recall: float | None = None,
 ) -> float:
-    """The lowest confidence at which the patches kept reach ``target_precision`` (else the max-F1 point).
+    """The lowest confidence at which the patches kept reach ``target_precision``.
 
-    Precision is the share of kept patches that touch real change; the F1 fallback uses the share of
-    real patches kept as recall. Used on out-of-fold predictions of the fitting data, never on a test set.
+    Precision is the share of kept patches that touch real change, recall the share of real patches kept.
+    With ``min_recall``, a target that can only be reached by keeping fewer than that share of the real
+    patches is given up for the highest confidence that still keeps it (a list that misses most real change
+    is no list); without a target, or when none is reachable, the max-F1 point. Used on out-of-fold
+    predictions of the fitting data, never on a test set.
     """
     conf = np.asarray(confidence, dtype=np.float64)
     hit = np.asarray(touches, dtype=bool)
@@ -212,12 +220,15 @@ def operating_point(
     precision = tp / kept
     recall = tp / hit.sum()
     cut = conf[order]
+    ends = (np.arange(conf.size) + 1 == conf.size) | (cut[np.minimum(np.arange(conf.size) + 1, conf.size - 1)] < cut)
+    within = recall >= (min_recall or 0.0) - 1e-12
     if target_precision is not None:
-        ok = np.flatnonzero(precision >= target_precision)
-        # the largest kept set that still reaches the target (lowest threshold)
-        ok = ok[(ok + 1 == conf.size) | (cut[np.minimum(ok + 1, conf.size - 1)] < cut[ok])]
-        if ok.size:
+        ok = np.flatnonzero((precision >= target_precision) & ends & within)
+        if ok.size:  # the largest kept set that still reaches the target (lowest threshold)
             return float(cut[ok.max()])
+    if min_recall is not None:
+        ok = np.flatnonzero(ends & within)
+        return float(cut[ok.min()])  # the smallest kept set that keeps min_recall (highest threshold)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(cut[int(np.argmax(f1))])
 

@@ -42,6 +42,7 @@ def fit_for_checkpoint(
     *,
     perturbations: int = 3,
     target_precision: float | None = 0.5,
+    min_recall: float | None = None,
     seed: int = 0,
     detect_config: Path | None = None,
     out: Path | None = None,
@@ -87,8 +88,10 @@ def fit_for_checkpoint(
     echo(f"{len(table)} patches, {int(table.touches.sum())} on labelled change; fitting ...")
     fitted = {"checkpoint": card.detector_id, "pairs": [p.id for p in pairs], "perturbations": perturbations,
               "detect_config": cfg_path.name,
-              "patches_from": "out-of-fold networks (cross-validate)" if folds else "the checkpoint itself"}
-    clf, report = fit_classifier(table, card.bands, seed=seed, target_precision=target_precision, fitted=fitted)
+              "patches_from": "out-of-fold networks (cross-validate)" if folds else "the checkpoint itself",
+              "target_precision": target_precision, "min_recall": min_recall}
+    clf, report = fit_classifier(table, card.bands, seed=seed, target_precision=target_precision,
+                                 min_recall=min_recall, fitted=fitted)
     target = out or classifier_path_for(path)
     sha = save_classifier(clf, target)
     from cspon_rs.training.county_refit import save_shipped_patches, shipped_patches_path
@@ -109,6 +112,7 @@ def _record_in_card(checkpoint: Path, clf_path: Path, sha: str, min_conf: float,
         "file": clf_path.name,
         "sha256": sha,
         "min_confidence": min_conf,
+        "operating_point": {"target_precision": fitted.get("target_precision"), "min_recall": fitted.get("min_recall")},
         "fitted_on": fitted,
         "method": "LightGBM on patch features (cspon_rs.inference.features), isotonic calibration and operating "
                   "point on grouped out-of-fold scores; patches from detect on the card's train+val pairs as they "
@@ -132,6 +136,10 @@ def register(app: typer.Typer) -> None:
         target_precision: float = typer.Option(0.5, "--target-precision", min=0.0, max=1.0,
                                                help="Warning precision the operating point is chosen for "
                                                "(on out-of-fold scores); 0 = max F1."),
+        min_recall: float = typer.Option(0.8, "--min-recall", min=0.0, max=1.0,
+                                         help="Share of the real patches the operating point must keep out of "
+                                         "fold: a --target-precision reachable only below it gives way to the "
+                                         "highest confidence that keeps it; 0 = no bound."),
         seed: int = typer.Option(0, "--seed"),
         out: Path | None = typer.Option(None, "--out", help="Write here instead of beside the checkpoint "
                                         "(the card is then left as it is)."),
@@ -159,7 +167,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--folds {folds}: no fold_<id>/best.safetensors there (run cspon-rs "
                                   "cross-validate first)")
         path, rep = fit_for_checkpoint(checkpoint, pairs, perturbations=perturbations,
-                                       target_precision=target_precision or None, seed=seed, out=out,
+                                       target_precision=target_precision or None, min_recall=min_recall or None,
+                                       seed=seed, out=out,
                                        echo=typer.echo, folds=fold_ckpts)
         oof = rep["out_of_fold"]
         at, base = oof["at_operating_point"], oof["all_patches"]

@@ -329,7 +329,9 @@ def refit_county(
                        variant=np.array(["as is"] * len(train_y), dtype=object),
                        n_objects={("all", "as is"): int(train_y.sum())})
     target = parent_clf.target_precision if parent_clf is not None else 0.5
+    min_recall = parent_clf.min_recall if parent_clf is not None else None
     cand, _ = fit_classifier(table, list(card.bands), seed=seed, folds=5, target_precision=target,
+                             min_recall=min_recall,
                              sample_weight=weights,
                              fitted={"county": county_code, "n_county_labels": int((~held).sum()),
                                      "shipped_from": str(shipped_source) if shipped_source else None})

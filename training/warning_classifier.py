@@ -296,6 +296,7 @@ def fit_classifier(
     seed: int = 0,
     folds: int = 5,
     target_precision: float | None = 0.5,
+    min_recall: float | None = None,
     sample_weight: np.ndarray | None = None,
     fitted: dict[str, Any] | None = None,
 ) -> tuple[WarningClassifier, dict[str, Any]]:
@@ -308,6 +309,8 @@ def fit_classifier(
         folds: Grouped folds (by ``table.group``) for the out-of-fold scores.
         target_precision: Warning precision the operating point is chosen for on the out-of-fold scores
             (None: the max-F1 point).
+        min_recall: Share of the real patches the operating point must keep out of fold; a target reachable
+            only below it gives way to the highest confidence that keeps it (see ``operating_point``).
         sample_weight: Per-patch weights (e.g. a county's own labels above the shipped patches).
         fitted: Extra provenance recorded in the classifier.
     """
@@ -333,7 +336,7 @@ def fit_classifier(
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof, y.astype(np.float64))
     calibration = Calibration(x=[float(v) for v in iso.X_thresholds_], y=[float(v) for v in iso.y_thresholds_])
     conf_oof = calibration.apply(oof)
-    min_conf = operating_point(conf_oof, y, target_precision)
+    min_conf = operating_point(conf_oof, y, target_precision, min_recall)
     booster = _train(x, y, sample_weight, seed)
     total_objects = sum(table.n_objects.values())
     curve = warning_curve(conf_oof, y, table.objects, total_objects)
@@ -357,6 +360,7 @@ def fit_classifier(
         calibration=calibration,
         min_confidence=round(min_conf, 4),
         target_precision=target_precision,
+        min_recall=min_recall,
         fitted={**(fitted or {}), **report, "lightgbm": {**LGB_PARAMS, "rounds": N_ROUNDS}},
     )
     return clf, report

@@ -129,6 +129,12 @@ def test_operating_point_reaches_the_target_precision() -> None:
     real = np.array([1, 1, 1, 0, 1, 0, 0, 0], dtype=bool)
     assert operating_point(conf, real, 0.75) == pytest.approx(0.5)  # 4 of 5 kept are real
     assert operating_point(conf, real, 1.0) == pytest.approx(0.7)
+    # the 1.0 target keeps 3 of 4 real patches; with 4 of 4 required it gives way to the highest confidence
+    # that keeps them all; an unreachable target under the bound does too
+    assert operating_point(conf, real, 1.0, min_recall=0.75) == pytest.approx(0.7)
+    assert operating_point(conf, real, 1.0, min_recall=1.0) == pytest.approx(0.5)
+    assert operating_point(conf, real, 0.99, min_recall=0.5) == pytest.approx(0.7)
+    assert operating_point(conf, real, None, min_recall=1.0) == pytest.approx(0.5)
     curve = warning_curve(conf, real, [frozenset({str(k)}) if r else frozenset() for k, r in enumerate(real)], 4,
                           [0.0, 0.5])
     assert curve[1]["warning_precision"] == pytest.approx(0.8) and curve[1]["object_recall"] == pytest.approx(1.0)
