@@ -250,6 +250,9 @@ def train_final(
     chosen = figures[radiometry]
     card.threshold = chosen.threshold
     card.metrics = {**card.metrics, "cross_validation": {"radiometry": radiometry, **chosen.as_dict()}}
+    from cspon_rs.training.datasets import resolve_split
+
+    card.training_data["test"] = resolve_split(config.data, "test")  # named, never read: refused for fitting
     card.training_data["validation"] = (
         f"leave-one-pair-out over {len(chosen.per_pair)} pairs ({', '.join(chosen.per_pair)}); threshold "
         "pooled over the out-of-fold probabilities"

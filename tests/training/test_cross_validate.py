@@ -85,7 +85,7 @@ def test_cross_validate_end_to_end(levir_config: Path, tmp_path: Path) -> None:
 
     # the final model: every train/val pair, the pooled out-of-fold threshold and radiometry in its card
     final = load_card(out / "final" / "best.safetensors")
-    assert sorted(final.training_data["train"]) == held and final.training_data["test"] == []
+    assert sorted(final.training_data["train"]) == held and final.training_data["test"] == ["pair_5"]
     assert final.threshold == pytest.approx(figs["threshold"])
     assert final.metrics["cross_validation"]["radiometry"] == chosen
     assert final.input is not None and final.input.radiometry == chosen
