@@ -61,13 +61,20 @@ def _copy(src_path: Path, dst: Path, dtype: str, factor: float, bands: int, crop
     return dst
 
 
-def _warnings(path: Path) -> tuple[int, int]:
-    """Unsuppressed patches, and those left before the warning classifier (its flags counted back in)."""
+#: Other operating points a bureau might set (``--min-confidence``), counted from the same run.
+LEVELS = (0.3, 0.4, 0.5)
+
+
+def _warnings(path: Path) -> tuple[int, int, dict[float, int]]:
+    """Unsuppressed patches, those left before the warning classifier (its flags counted back in), and those
+    that a ``min_confidence`` of each of :data:`LEVELS` would raise."""
     df = pyogrio.read_dataframe(path, layer=PATCH_LAYER, read_geometry=False)
     if not len(df):
-        return 0, 0
+        return 0, 0, dict.fromkeys(LEVELS, 0)
     flag = df["suppressed_by"]
-    return int(flag.isna().sum()), int((flag.isna() | (flag == "classifier")).sum())
+    scored = flag.isna() | (flag == "classifier")
+    at = {t: int((scored & (df["confidence"] >= t)).sum()) for t in LEVELS} if "confidence" in df else {}
+    return int(flag.isna().sum()), int(scored.sum()), at
 
 
 def run(crop: int | None, compare_none: bool, work: Path, models: list[str] | None = None,
@@ -97,8 +104,9 @@ def run(crop: int | None, compare_none: bool, work: Path, models: list[str] | No
                         mask = src.read(1) == 1
                     np.save(out / "mask.npy", mask)
                     km2 = res.valid_pixels * (res.pixel_size_m or 0.0) ** 2 / 1e6
-                    warned, before_clf = _warnings(res.patches_path)
+                    warned, before_clf, at = _warnings(res.patches_path)
                     rows.append({"pair": results["pairs"][k], "warnings": warned, "before_classifier": before_clf,
+                                 "at_min_confidence": at,
                                  "patches": res.n_patches, "km2": km2, "radiometry": res.radiometry.summary()
                                  if res.radiometry else "", "empty_reason": res.empty_reason})
                 key = f"{model} | {scaling} | radiometry {method}"
@@ -108,6 +116,9 @@ def run(crop: int | None, compare_none: bool, work: Path, models: list[str] | No
                 area = sum(r["km2"] for r in rows)
                 print(f"{key:45s} warnings {total:5d} on {area:6.1f} km² = {total / area:6.2f} /km² "
                       f"(before the classifier {pre / area:6.2f} /km²; {time.perf_counter() - t0:4.0f} s)", flush=True)
+                if rows and rows[0]["at_min_confidence"]:
+                    print(" " * 45 + " at --min-confidence " + ", ".join(
+                        f"{t}: {sum(r['at_min_confidence'][t] for r in rows) / area:.2f}" for t in LEVELS) + " /km²")
     # agreement across scalings (radiometry card), per model
     results["agreement"] = {}
     for model in chosen:
