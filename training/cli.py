@@ -270,9 +270,12 @@ def register(app: typer.Typer) -> None:
         typer.echo(text)
         typer.echo(f"out-of-fold figures: {out / 'cv.json'}, {out / 'cv.md'}")
         if final:
+            from cspon_rs.models.checkpoint import load_card
+
             ckpt = train_final(cfg, out, chosen, figures, epochs=epochs)
-            typer.echo(f"final model on every pair: {ckpt} (radiometry {chosen}, threshold "
-                       f"{figures[chosen].threshold:.2f})")
+            card = load_card(ckpt)
+            typer.echo(f"final model on every pair: {ckpt} (radiometry {chosen}; out of fold: temperature "
+                       f"{card.temperature:.3f}, threshold {card.threshold:.2f})")
 
     @app.command("pack-data")
     def pack_cmd(

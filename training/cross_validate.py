@@ -30,7 +30,17 @@ import torch
 from cspon_rs.errors import ConfigError
 from cspon_rs.training.config import TrainConfig
 
-__all__ = ["FoldFigures", "fold_config", "fold_dirs", "fold_figures", "out_of_fold", "run_folds", "train_final"]
+__all__ = [
+    "FoldFigures",
+    "apply_calibration",
+    "calibrate_out_of_fold",
+    "fold_config",
+    "fold_dirs",
+    "fold_figures",
+    "out_of_fold",
+    "run_folds",
+    "train_final",
+]
 
 
 def _held_out_ids(config: TrainConfig) -> list[str]:
@@ -157,9 +167,10 @@ def _figures(m: Any) -> dict[str, Any]:
 
 
 def _oof_probs(
-    config: TrainConfig, out_dir: str | Path, methods: tuple[str, ...], device: str
+    config: TrainConfig, out_dir: str | Path, methods: tuple[str, ...], device: str, *, logits: bool = False
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """``(pairs by id, {method: {id: out-of-fold probabilities}})``, each date mapped by the fold's card."""
+    """``(pairs by id, {method: {id: out-of-fold probabilities}})``, each date mapped by the fold's card
+    (raw logits with ``logits``)."""
     from cspon_rs.inference.radiometry import array_stats, plan_radiometry
     from cspon_rs.models.checkpoint import load_checkpoint
     from cspon_rs.training.datasets import load_split
@@ -177,7 +188,7 @@ def _oof_probs(
             ra = plan_radiometry(array_stats(p.before, p.valid, source=p.id, bands=card.bands),
                                  array_stats(p.after, p.valid, source=p.id, bands=card.bands), card, method)
             probs[method][held] = model_proba(loaded.model, card, ra.apply_before(p.before),
-                                              ra.apply_after(p.after), device)
+                                              ra.apply_after(p.after), device, logits=logits)
     return pairs, probs
 
 
@@ -217,6 +228,60 @@ def out_of_fold(
     eligible = [m for m in methods if m != "none"] or list(methods)
     chosen = max(eligible, key=lambda m: (round(figures[m].mean_f1, 4), -eligible.index(m)))
     return chosen, figures
+
+
+def calibrate_out_of_fold(
+    config: TrainConfig, out_dir: str | Path, radiometry: str, *, device: str = "cpu"
+) -> dict[str, Any]:
+    """Temperature fitted on the pooled out-of-fold logits (``radiometry``), and the pooled-F1 threshold of the
+    calibrated probabilities: the record :func:`~cspon_rs.models.calibration.calibrate_checkpoint` writes,
+    from cities each network never saw instead of one validation city."""
+    from cspon_rs.models.calibration import ReliabilityBins, apply_temperature, fit_temperature
+    from cspon_rs.training.evaluate import select_threshold
+
+    pairs, out = _oof_probs(config, out_dir, (radiometry,), device, logits=True)
+    logits = out[radiometry]
+    ids = list(logits)
+    z = np.concatenate([logits[i][pairs[i].valid] for i in ids])
+    y = np.concatenate([pairs[i].label[pairs[i].valid] for i in ids])
+    temperature = fit_temperature(z, y)
+    before, after = ReliabilityBins(10), ReliabilityBins(10)
+    probs = []
+    for i in ids:
+        before.update(apply_temperature(logits[i], 1.0), pairs[i].label, pairs[i].valid)
+        probs.append(apply_temperature(logits[i], temperature))
+        after.update(probs[-1], pairs[i].label, pairs[i].valid)
+    threshold, f1 = select_threshold(probs, [pairs[i] for i in ids])
+    rel_before, rel_after = before.compute(), after.compute()
+    return {
+        "method": "temperature scaling on the pooled out-of-fold logits of the fold networks (pixel NLL, bounded "
+        "search on log T in [-3, 3])",
+        "temperature": round(temperature, 6),
+        "previous_temperature": 1.0,
+        "pairs": ids,
+        "pixels": int(z.size),
+        "ece_before": round(rel_before.ece, 6),
+        "ece_after": round(rel_after.ece, 6),
+        "threshold": threshold,
+        "f1_at_threshold": round(f1, 6),
+        "reliability_before": rel_before.as_dict(),
+        "reliability_after": rel_after.as_dict(),
+    }
+
+
+def apply_calibration(card_path: Path, calibration: dict[str, Any], fold_cards: list[Path]) -> None:
+    """Write the out-of-fold temperature and threshold into the final card, and the temperature into the fold
+    networks' cards (their patches then have the final model's probability scale, for ``classifier fit``)."""
+    from cspon_rs.exports.fileio import atomic_write_text
+
+    data = json.loads(card_path.read_text(encoding="utf-8"))
+    data["temperature"], data["threshold"] = calibration["temperature"], calibration["threshold"]
+    data["metrics"] = {**data.get("metrics", {}), "calibration": calibration}
+    atomic_write_text(card_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    for path in fold_cards:
+        fold = json.loads(path.read_text(encoding="utf-8"))
+        fold["temperature"] = calibration["temperature"]
+        atomic_write_text(path, json.dumps(fold, indent=2, ensure_ascii=False) + "\n")
 
 
 def train_final(
@@ -268,4 +333,6 @@ def train_final(
             },
         })
     card_path.write_text(card.model_dump_json(indent=2) + "\n")
+    calibration = calibrate_out_of_fold(config, out_dir, radiometry)
+    apply_calibration(card_path, calibration, [d / "best.json" for d in fold_dirs(out_dir, config).values()])
     return result.checkpoint

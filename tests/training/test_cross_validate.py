@@ -74,7 +74,8 @@ def test_cross_validate_end_to_end(levir_config: Path, tmp_path: Path) -> None:
     probs = {}
     for h in held:
         loaded = load_checkpoint(out / f"fold_{h}" / "best.safetensors")
-        probs[h] = model_proba(loaded.model, loaded.card, pairs[h].before, pairs[h].after)
+        # cv.json was written before the final run gave the folds its out-of-fold temperature
+        probs[h] = model_proba(loaded.model, loaded.card, pairs[h].before, pairs[h].after, temperature=1.0)
     for h in held:
         others = [i for i in held if i != h]
         thr, _ = select_threshold([probs[i] for i in others], [pairs[i] for i in others])
@@ -86,7 +87,12 @@ def test_cross_validate_end_to_end(levir_config: Path, tmp_path: Path) -> None:
     # the final model: every train/val pair, the pooled out-of-fold threshold and radiometry in its card
     final = load_card(out / "final" / "best.safetensors")
     assert sorted(final.training_data["train"]) == held and final.training_data["test"] == ["pair_5"]
-    assert final.threshold == pytest.approx(figs["threshold"])
+    calibration = final.metrics["calibration"]
+    assert calibration["pairs"] == held and calibration["temperature"] > 0
+    assert final.temperature == pytest.approx(calibration["temperature"])
+    assert final.threshold == pytest.approx(calibration["threshold"])
+    for h in held:  # the fold networks share it, so their patches have the final model's probability scale
+        assert load_card(out / f"fold_{h}" / "best.safetensors").temperature == pytest.approx(final.temperature)
     assert final.metrics["cross_validation"]["radiometry"] == chosen
     assert final.input is not None and final.input.radiometry == chosen
     assert "mean_f1" in final.input.radiometry_validation
