@@ -11,7 +11,9 @@ Test pairs are never read: only the config's train + val cities are held out.
 
 Usage (repository root; needs ../shared/data and the run folders)::
 
-    .venv/bin/python benchmarks/cross_validation.py RUN [RUN ...] [--json outputs/cross_validation.json]
+    .venv/bin/python benchmarks/cross_validation.py RUN [RUN ...] [--json outputs/cross_validation.json] \
+        [--figure docs/img/cross_validation.png]
+    .venv/bin/python benchmarks/cross_validation.py --from-json outputs/cross_validation.json --figure F.png
 """
 
 from __future__ import annotations
@@ -52,15 +54,57 @@ def fold_warnings(run: Path, radiometry: str, per_pair: dict[str, Any]) -> dict[
     return out
 
 
+def plot(everything: dict[str, Any], path: Path) -> None:
+    """Per held-out city: pixel F1 of every run, and warning precision / object recall of every run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = list(everything)
+    cities = list(everything[runs[0]]["pixels"]["per_pair"])
+    x = np.arange(len(cities))
+    width = 0.8 / len(runs)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharex=True)
+    panels = [("pixel F1 (threshold from the other cities)", lambda r, c: r["pixels"]["per_pair"][c]["f1"]),
+              ("warning precision (detect, no classifier)", lambda r, c: r["warnings"][c]["warning_precision"]),
+              ("object recall (detect, no classifier)", lambda r, c: r["warnings"][c]["object_recall"])]
+    for ax, (title, value) in zip(axes, panels, strict=True):
+        for k, run in enumerate(runs):
+            vals = [value(everything[run], c) or 0.0 for c in cities]
+            label = f"{run} ({everything[run]['radiometry']}), mean {np.mean(vals):.2f}"
+            ax.bar(x + (k - (len(runs) - 1) / 2) * width, vals, width, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(x, cities, rotation=30, ha="right")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("s2-rgbn, leave one city out: each city scored by the network that never saw it", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _f(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--figure", type=Path, help="Write the per-city bar chart here (PNG)")
+    parser.add_argument("--from-json", type=Path, help="Only draw --figure from an earlier --json")
     args = parser.parse_args()
+    if args.from_json:
+        if not args.figure:
+            parser.error("--from-json needs --figure")
+        plot(json.loads(args.from_json.read_text(encoding="utf-8")), args.figure)
+        return
+    if not args.runs:
+        parser.error("give the cross-validate run folders (or --from-json with --figure)")
     everything: dict[str, Any] = {}
     print("| run | " + " | ".join(["none", "gain", "standardize", "percentile", "relative"]) + " |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -89,6 +133,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(everything, indent=1, default=str), encoding="utf-8")
+    if args.figure:
+        plot(everything, args.figure)
 
 
 if __name__ == "__main__":
