@@ -48,7 +48,11 @@ def _held_out_ids(config: TrainConfig) -> list[str]:
     from cspon_rs.training.datasets import resolve_split
 
     if len(config.data.sources()) > 1:
-        raise ConfigError("cross-validation holds out pairs of one source; this config has extra_sources")
+        names = [src.name for src in config.data.extra_sources]
+        raise ConfigError(
+            f"cross-validation holds out the pairs of one source, and this config also has extra_sources {names}; "
+            "drop them (--set data.extra_sources=[]) or list every pair in one pairs CSV (cspon-rs dataset init)"
+        )
     ids = resolve_split(config.data, "train") + resolve_split(config.data, "val")
     if len(ids) < 3:
         raise ConfigError(
