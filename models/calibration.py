@@ -32,6 +32,7 @@ __all__ = [
     "ReliabilityBins",
     "apply_temperature",
     "calibrate_checkpoint",
+    "calibrate_logits",
     "fit_temperature",
     "probability_to_logit",
     "reliability",
@@ -212,6 +213,57 @@ def reliability(
     return acc.compute()
 
 
+def calibrate_logits(
+    logits: Sequence[np.ndarray],
+    pairs: Sequence[ChangePair],
+    *,
+    previous_temperature: float = 1.0,
+    previous_threshold: float | None = None,
+    bins: int = 10,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    candidates: Sequence[float] | None = None,
+    method: str = "temperature scaling (pixel NLL, bounded search on log T in [-3, 3])",
+) -> tuple[float, float, dict[str, Any]]:
+    """Fit ``T`` on the valid pixels of raw ``logits`` (one map per pair, pooled and subsampled
+    deterministically above ``max_pixels``) and re-select the threshold on the calibrated probabilities with
+    :func:`cspon_rs.training.evaluate.select_threshold` (pooled F1). Use validation (or out-of-fold) pairs,
+    never test pairs.
+
+    Returns:
+        ``(temperature, threshold, record)``; the record holds the temperature, pairs, ECE and reliability
+        before (at ``previous_temperature``) and after, the old and new thresholds and the F1 at the new one.
+    """
+    from cspon_rs.training.evaluate import select_threshold
+
+    z = np.concatenate([lg[p.valid] for lg, p in zip(logits, pairs, strict=True)])
+    y = np.concatenate([p.label[p.valid] for p in pairs])
+    temperature = fit_temperature(z, y, max_pixels=max_pixels)
+    before, after = ReliabilityBins(bins), ReliabilityBins(bins)
+    probs = []
+    for lg, p in zip(logits, pairs, strict=True):
+        before.update(apply_temperature(lg, previous_temperature), p.label, p.valid)
+        prob = apply_temperature(lg, temperature)
+        after.update(prob, p.label, p.valid)
+        probs.append(prob)
+    threshold, f1 = select_threshold(probs, pairs, candidates)
+    rel_before, rel_after = before.compute(), after.compute()
+    record = {
+        "method": method,
+        "temperature": round(temperature, 6),
+        "previous_temperature": previous_temperature,
+        "pairs": [p.id for p in pairs],
+        "pixels": int(z.size),
+        "ece_before": round(rel_before.ece, 6),
+        "ece_after": round(rel_after.ece, 6),
+        "previous_threshold": previous_threshold,
+        "threshold": threshold,
+        "f1_at_threshold": round(f1, 6),
+        "reliability_before": rel_before.as_dict(),
+        "reliability_after": rel_after.as_dict(),
+    }
+    return temperature, threshold, record
+
+
 def calibrate_checkpoint(
     checkpoint: str | Path,
     pairs: Sequence[ChangePair],
@@ -220,20 +272,16 @@ def calibrate_checkpoint(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     candidates: Sequence[float] | None = None,
 ) -> ModelCard:
-    """Fit the temperature of a checkpoint on validation pairs and re-select its threshold.
-
-    The raw logits of every pair are computed once; ``T`` is fitted on their valid pixels (pooled,
-    subsampled deterministically above ``max_pixels``), and the decision threshold is re-selected on the
-    calibrated probabilities with :func:`cspon_rs.training.evaluate.select_threshold` (pooled F1). Use
-    validation pairs, never test pairs. Nothing is written: the caller saves the returned card.
+    """Fit the temperature of a checkpoint on validation pairs and re-select its threshold
+    (:func:`calibrate_logits` on the raw logits of every pair, computed once). Nothing is written: the caller
+    saves the returned card.
 
     Returns:
         A copy of the checkpoint's card with ``temperature`` and ``threshold`` updated and
-        ``metrics["calibration"]`` holding the temperature, pairs, ECE and reliability before/after, the
-        old and new thresholds and the validation F1 at the new threshold.
+        ``metrics["calibration"]`` holding the record of :func:`calibrate_logits`.
     """
     from cspon_rs.models.checkpoint import load_checkpoint
-    from cspon_rs.training.evaluate import model_proba, select_threshold
+    from cspon_rs.training.evaluate import model_proba
 
     if not pairs:
         raise ValueError("calibration needs at least one labelled (validation) pair")
@@ -244,32 +292,10 @@ def calibrate_checkpoint(
     logits = [
         model_proba(loaded.model, card, p.before, p.after, loaded.device, logits=True) for p in pairs
     ]
-    z = np.concatenate([lg[p.valid] for lg, p in zip(logits, pairs, strict=True)])
-    y = np.concatenate([p.label[p.valid] for p in pairs])
-    temperature = fit_temperature(z, y, max_pixels=max_pixels)
-    before, after = ReliabilityBins(bins), ReliabilityBins(bins)
-    probs = []
-    for lg, p in zip(logits, pairs, strict=True):
-        before.update(apply_temperature(lg, card.temperature), p.label, p.valid)
-        prob = apply_temperature(lg, temperature)
-        after.update(prob, p.label, p.valid)
-        probs.append(prob)
-    threshold, f1 = select_threshold(probs, pairs, candidates)
-    rel_before, rel_after = before.compute(), after.compute()
-    calibration = {
-        "method": "temperature scaling (pixel NLL, bounded search on log T in [-3, 3])",
-        "temperature": round(temperature, 6),
-        "previous_temperature": card.temperature,
-        "pairs": [p.id for p in pairs],
-        "pixels": int(z.size),
-        "ece_before": round(rel_before.ece, 6),
-        "ece_after": round(rel_after.ece, 6),
-        "previous_threshold": card.threshold,
-        "threshold": threshold,
-        "f1_at_threshold": round(f1, 6),
-        "reliability_before": rel_before.as_dict(),
-        "reliability_after": rel_after.as_dict(),
-    }
+    temperature, threshold, calibration = calibrate_logits(
+        logits, pairs, previous_temperature=card.temperature, previous_threshold=card.threshold, bins=bins,
+        max_pixels=max_pixels, candidates=candidates,
+    )
     return card.model_copy(
         update={
             "temperature": temperature,

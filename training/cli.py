@@ -262,20 +262,19 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_train_config(config, sets=sets or [])
         run_folds(cfg, out, epochs=epochs, echo=typer.echo)
-        chosen, figures = out_of_fold(cfg, out)
-        write_json(out / "cv.json", {"radiometry": chosen, "methods": {m: f.as_dict() for m, f in figures.items()}})
+        cv = out_of_fold(cfg, out)
+        chosen = cv.radiometry
+        write_json(out / "cv.json", {"radiometry": chosen, "methods": {m: f.as_dict() for m, f in cv.figures.items()},
+                                     "calibration": cv.calibration})
         text = "\n\n".join(f"### radiometry `{m}`{' (chosen)' if m == chosen else ''}: mean F1 {f.mean_f1:.3f}"
-                             f"\n\n{f.table()}" for m, f in figures.items())
+                             f"\n\n{f.table()}" for m, f in cv.figures.items())
         (out / "cv.md").write_text(text + "\n", encoding="utf-8")
         typer.echo(text)
         typer.echo(f"out-of-fold figures: {out / 'cv.json'}, {out / 'cv.md'}")
         if final:
-            from cspon_rs.models.checkpoint import load_card
-
-            ckpt = train_final(cfg, out, chosen, figures, epochs=epochs)
-            card = load_card(ckpt)
+            ckpt = train_final(cfg, out, cv, epochs=epochs)
             typer.echo(f"final model on every pair: {ckpt} (radiometry {chosen}; out of fold: temperature "
-                       f"{card.temperature:.3f}, threshold {card.threshold:.2f})")
+                       f"{cv.calibration['temperature']:.3f}, threshold {cv.calibration['threshold']:.2f})")
 
     @app.command("pack-data")
     def pack_cmd(

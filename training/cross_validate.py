@@ -9,8 +9,9 @@ config is held out once (for OSCD: one city per fold):
 2. **out-of-fold figures** (:func:`out_of_fold`): each pair's probabilities from the network that never
    saw it. A pair's threshold is picked on the *other* pairs' out-of-fold probabilities, so its figures are
    honest; the pooled threshold over all pairs becomes the final model's;
-3. **final model** (:func:`train_final`): the same recipe on every pair, the pooled out-of-fold threshold in
-   its card, and the per-pair figures in ``metrics.cross_validation``.
+3. **final model** (:func:`train_final`): the same recipe on every pair, with the temperature and threshold
+   fitted on the pooled out-of-fold logits in its card, and the per-pair figures in
+   ``metrics.cross_validation``.
 
 The fold networks also give the warning classifier what the issue asks for: patches from a network that did
 not see the pair (``cspon-rs classifier fit --folds``). Test pairs are never read.
@@ -31,9 +32,8 @@ from cspon_rs.errors import ConfigError
 from cspon_rs.training.config import TrainConfig
 
 __all__ = [
+    "CrossValidation",
     "FoldFigures",
-    "apply_calibration",
-    "calibrate_out_of_fold",
     "fold_config",
     "fold_dirs",
     "fold_figures",
@@ -61,6 +61,16 @@ def _held_out_ids(config: TrainConfig) -> list[str]:
     return ids
 
 
+def _recipe_config(config: TrainConfig, train: list[str], val: list[str], epochs: int | None) -> TrainConfig:
+    """A copy of ``config`` on these splits, no test, keeping its last epoch (nothing here chooses an epoch)."""
+    cfg = config.model_copy(deep=True)
+    cfg.data.train, cfg.data.val, cfg.data.test = train, val, []
+    cfg.optim.select_on = "last"
+    if epochs is not None:
+        cfg.optim.epochs = epochs
+    return cfg
+
+
 def fold_config(config: TrainConfig, held_out: str, *, epochs: int | None = None) -> TrainConfig:
     """The config of one fold: train on every train/val pair but ``held_out``, validate on it, no test.
 
@@ -69,13 +79,7 @@ def fold_config(config: TrainConfig, held_out: str, *, epochs: int | None = None
     ids = _held_out_ids(config)
     if held_out not in ids:
         raise ConfigError(f"{held_out!r} is not one of the config's train/val pairs {ids}")
-    cfg = config.model_copy(deep=True)
-    cfg.data.train = [i for i in ids if i != held_out]
-    cfg.data.val = [held_out]
-    cfg.data.test = []
-    cfg.optim.select_on = "last"
-    if epochs is not None:
-        cfg.optim.epochs = epochs
+    cfg = _recipe_config(config, [i for i in ids if i != held_out], [held_out], epochs)
     cfg.output.name = f"{config.output.name}-cv-{held_out}"
     return cfg
 
@@ -170,18 +174,17 @@ def _figures(m: Any) -> dict[str, Any]:
     return {k: d[k] for k in keep if k in d}
 
 
-def _oof_probs(
-    config: TrainConfig, out_dir: str | Path, methods: tuple[str, ...], device: str, *, logits: bool = False
+def _oof_logits(
+    config: TrainConfig, out_dir: str | Path, methods: tuple[str, ...], device: str
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """``(pairs by id, {method: {id: out-of-fold probabilities}})``, each date mapped by the fold's card
-    (raw logits with ``logits``)."""
+    """``(pairs by id, {method: {id: out-of-fold raw logits}})``, each date mapped by the fold's card."""
     from cspon_rs.inference.radiometry import array_stats, plan_radiometry
     from cspon_rs.models.checkpoint import load_checkpoint
     from cspon_rs.training.datasets import load_split
     from cspon_rs.training.evaluate import model_proba
 
     pairs = {p.id: p for p in load_split(config.data, "train") + load_split(config.data, "val")}
-    probs: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
+    logits: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     for held, fdir in fold_dirs(out_dir, config).items():
         ckpt = fdir / "best.safetensors"
         if not ckpt.exists():
@@ -191,9 +194,9 @@ def _oof_probs(
         for method in methods:
             ra = plan_radiometry(array_stats(p.before, p.valid, source=p.id, bands=card.bands),
                                  array_stats(p.after, p.valid, source=p.id, bands=card.bands), card, method)
-            probs[method][held] = model_proba(loaded.model, card, ra.apply_before(p.before),
-                                              ra.apply_after(p.after), device, logits=logits)
-    return pairs, probs
+            logits[method][held] = model_proba(loaded.model, card, ra.apply_before(p.before),
+                                               ra.apply_after(p.after), device, logits=True)
+    return pairs, logits
 
 
 def fold_figures(probs: dict[str, np.ndarray], pairs: dict[str, Any]) -> FoldFigures:
@@ -213,114 +216,80 @@ def fold_figures(probs: dict[str, np.ndarray], pairs: dict[str, Any]) -> FoldFig
     return FoldFigures(per_pair=per_pair, threshold=thr_all, pooled=pooled)
 
 
+@dataclass(frozen=True)
+class CrossValidation:
+    """What :func:`out_of_fold` found.
+
+    Attributes:
+        radiometry: The chosen radiometric normalisation.
+        figures: ``{method: figures}`` (probabilities at temperature 1, whatever the fold cards hold).
+        calibration: Temperature and threshold fitted on the chosen method's pooled out-of-fold logits (the
+            record of :func:`~cspon_rs.models.calibration.calibrate_logits`).
+    """
+
+    radiometry: str
+    figures: dict[str, FoldFigures]
+    calibration: dict[str, Any]
+
+
 def out_of_fold(
     config: TrainConfig, out_dir: str | Path, *, methods: tuple[str, ...] | None = None, device: str = "cpu"
-) -> tuple[str, dict[str, FoldFigures]]:
+) -> CrossValidation:
     """Each held-out pair scored by the network that never saw it, under each radiometry method.
 
     The chosen method has the best mean honest per-pair F1 among the methods invariant to the input's gain
-    (``none`` is scored for reference only); ties go to the simpler method (order of ``METHODS``).
-
-    Returns:
-        ``(chosen method, {method: figures})``.
+    (``none`` is scored for reference only); ties go to the simpler method (order of ``METHODS``). Its
+    pooled out-of-fold logits then give the temperature and threshold of the final model.
     """
     from cspon_rs.inference.radiometry import METHODS
+    from cspon_rs.models.calibration import apply_temperature, calibrate_logits
 
     methods = methods or METHODS
-    pairs, probs = _oof_probs(config, out_dir, methods, device)
-    figures = {m: fold_figures(probs[m], pairs) for m in methods}
+    pairs, logits = _oof_logits(config, out_dir, methods, device)
+    figures = {m: fold_figures({i: apply_temperature(z, 1.0) for i, z in logits[m].items()}, pairs)
+               for m in methods}
     eligible = [m for m in methods if m != "none"] or list(methods)
     chosen = max(eligible, key=lambda m: (round(figures[m].mean_f1, 4), -eligible.index(m)))
-    return chosen, figures
-
-
-def calibrate_out_of_fold(
-    config: TrainConfig, out_dir: str | Path, radiometry: str, *, device: str = "cpu"
-) -> dict[str, Any]:
-    """Temperature fitted on the pooled out-of-fold logits (``radiometry``), and the pooled-F1 threshold of the
-    calibrated probabilities: the record :func:`~cspon_rs.models.calibration.calibrate_checkpoint` writes,
-    from cities each network never saw instead of one validation city."""
-    from cspon_rs.models.calibration import ReliabilityBins, apply_temperature, fit_temperature
-    from cspon_rs.training.evaluate import select_threshold
-
-    pairs, out = _oof_probs(config, out_dir, (radiometry,), device, logits=True)
-    logits = out[radiometry]
-    ids = list(logits)
-    z = np.concatenate([logits[i][pairs[i].valid] for i in ids])
-    y = np.concatenate([pairs[i].label[pairs[i].valid] for i in ids])
-    temperature = fit_temperature(z, y)
-    before, after = ReliabilityBins(10), ReliabilityBins(10)
-    probs = []
-    for i in ids:
-        before.update(apply_temperature(logits[i], 1.0), pairs[i].label, pairs[i].valid)
-        probs.append(apply_temperature(logits[i], temperature))
-        after.update(probs[-1], pairs[i].label, pairs[i].valid)
-    threshold, f1 = select_threshold(probs, [pairs[i] for i in ids])
-    rel_before, rel_after = before.compute(), after.compute()
-    return {
-        "method": "temperature scaling on the pooled out-of-fold logits of the fold networks (pixel NLL, bounded "
+    ids = list(logits[chosen])
+    _, _, calibration = calibrate_logits(
+        [logits[chosen][i] for i in ids], [pairs[i] for i in ids], previous_threshold=figures[chosen].threshold,
+        method="temperature scaling on the pooled out-of-fold logits of the fold networks (pixel NLL, bounded "
         "search on log T in [-3, 3])",
-        "temperature": round(temperature, 6),
-        "previous_temperature": 1.0,
-        "pairs": ids,
-        "pixels": int(z.size),
-        "ece_before": round(rel_before.ece, 6),
-        "ece_after": round(rel_after.ece, 6),
-        "threshold": threshold,
-        "f1_at_threshold": round(f1, 6),
-        "reliability_before": rel_before.as_dict(),
-        "reliability_after": rel_after.as_dict(),
-    }
-
-
-def apply_calibration(card_path: Path, calibration: dict[str, Any], fold_cards: list[Path]) -> None:
-    """Write the out-of-fold temperature and threshold into the final card, and the temperature into the fold
-    networks' cards (their patches then have the final model's probability scale, for ``classifier fit``)."""
-    from cspon_rs.exports.fileio import atomic_write_text
-
-    data = json.loads(card_path.read_text(encoding="utf-8"))
-    data["temperature"], data["threshold"] = calibration["temperature"], calibration["threshold"]
-    data["metrics"] = {**data.get("metrics", {}), "calibration": calibration}
-    atomic_write_text(card_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    for path in fold_cards:
-        fold = json.loads(path.read_text(encoding="utf-8"))
-        fold["temperature"] = calibration["temperature"]
-        atomic_write_text(path, json.dumps(fold, indent=2, ensure_ascii=False) + "\n")
+    )
+    return CrossValidation(radiometry=chosen, figures=figures, calibration=calibration)
 
 
 def train_final(
     config: TrainConfig,
     out_dir: str | Path,
-    radiometry: str,
-    figures: dict[str, FoldFigures],
+    cv: CrossValidation,
     *,
     epochs: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train the recipe on every train/val pair; its card takes the pooled out-of-fold threshold and figures.
+    """Train the recipe on every train/val pair; its card takes the out-of-fold radiometry, temperature,
+    threshold and figures. The fold cards get the same temperature, so their patches have the final model's
+    probability scale (``classifier fit --folds``).
 
     Returns:
         The final checkpoint (``<out>/final/best.safetensors``).
     """
+    from cspon_rs.exports.fileio import atomic_write_text
     from cspon_rs.models.card import ModelCard
+    from cspon_rs.training.datasets import resolve_split
     from cspon_rs.training.loop import train
 
-    cfg = config.model_copy(deep=True)
-    cfg.data.train = _held_out_ids(config)
-    cfg.data.val = []
-    cfg.data.test = []
-    cfg.optim.select_on = "last"
-    if epochs is not None:
-        cfg.optim.epochs = epochs
-    fdir = Path(out_dir) / "final"
-    result = train(cfg, out_dir=fdir, progress=progress)
+    result = train(_recipe_config(config, _held_out_ids(config), [], epochs), out_dir=Path(out_dir) / "final",
+                   progress=progress)
     card_path = result.checkpoint.with_suffix(".json")
-    card = ModelCard.model_validate_json(card_path.read_text())
-    chosen = figures[radiometry]
-    card.threshold = chosen.threshold
-    card.metrics = {**card.metrics, "cross_validation": {"radiometry": radiometry, **chosen.as_dict()}}
-    from cspon_rs.training.datasets import resolve_split
-
+    card = ModelCard.model_validate_json(card_path.read_text(encoding="utf-8"))
+    chosen, calibration = cv.figures[cv.radiometry], cv.calibration
+    card.temperature, card.threshold = calibration["temperature"], calibration["threshold"]
+    card.metrics = {
+        **card.metrics,
+        "cross_validation": {"radiometry": cv.radiometry, **chosen.as_dict()},
+        "calibration": calibration,
+    }
     card.training_data["test"] = resolve_split(config.data, "test")  # named, never read: refused for fitting
     card.training_data["validation"] = (
         f"leave-one-pair-out over {len(chosen.per_pair)} pairs ({', '.join(chosen.per_pair)}); threshold "
@@ -328,15 +297,18 @@ def train_final(
     )
     if card.input is not None:
         card.input = card.input.model_copy(update={
-            "radiometry": radiometry,
+            "radiometry": cv.radiometry,
             "radiometry_validation": {
-                "chosen": radiometry,
+                "chosen": cv.radiometry,
                 "criterion": "mean over held-out pairs of the out-of-fold pixel F1 at a threshold picked on the "
                 "other pairs; 'none' not eligible (not invariant to the input's gain)",
-                "mean_f1": {m: round(f.mean_f1, 4) for m, f in figures.items()},
+                "mean_f1": {m: round(f.mean_f1, 4) for m, f in cv.figures.items()},
             },
         })
-    card_path.write_text(card.model_dump_json(indent=2) + "\n")
-    calibration = calibrate_out_of_fold(config, out_dir, radiometry)
-    apply_calibration(card_path, calibration, [d / "best.json" for d in fold_dirs(out_dir, config).values()])
+    atomic_write_text(card_path, card.model_dump_json(indent=2) + "\n")
+    for fdir in fold_dirs(out_dir, config).values():
+        fold_card = fdir / "best.json"
+        fold = json.loads(fold_card.read_text(encoding="utf-8"))
+        fold["temperature"] = calibration["temperature"]
+        atomic_write_text(fold_card, json.dumps(fold, indent=2, ensure_ascii=False) + "\n")
     return result.checkpoint
